@@ -1,0 +1,48 @@
+
+using namespace System.Management.Automation
+using namespace System.Management.Automation.Language
+
+Register-ArgumentCompleter -Native -CommandName 'port_exporter' -ScriptBlock {
+    param($wordToComplete, $commandAst, $cursorPosition)
+
+    $commandElements = $commandAst.CommandElements
+    $command = @(
+        'port_exporter'
+        for ($i = 1; $i -lt $commandElements.Count; $i++) {
+            $element = $commandElements[$i]
+            if ($element -isnot [StringConstantExpressionAst] -or
+                $element.StringConstantType -ne [StringConstantType]::BareWord -or
+                $element.Value.StartsWith('-') -or
+                $element.Value -eq $wordToComplete) {
+                break
+        }
+        $element.Value
+    }) -join ';'
+
+    $completions = @(switch ($command) {
+        'port_exporter' {
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Write the metrics atomically to FILE instead of stdout')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Write the metrics atomically to FILE instead of stdout')
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Report only these ports, such as 22,80,443,8000-9000 [default: all]')
+            [CompletionResult]::new('--ports', '--ports', [CompletionResultType]::ParameterName, 'Report only these ports, such as 22,80,443,8000-9000 [default: all]')
+            [CompletionResult]::new('-x', '-x', [CompletionResultType]::ParameterName, 'Never report these ports, such as 32768-60999 (same form as --ports)')
+            [CompletionResult]::new('--exclude', '--exclude', [CompletionResultType]::ParameterName, 'Never report these ports, such as 32768-60999 (same form as --ports)')
+            [CompletionResult]::new('-m', '-m', [CompletionResultType]::ParameterName, 'How to find the open ports')
+            [CompletionResult]::new('--method', '--method', [CompletionResultType]::ParameterName, 'How to find the open ports')
+            [CompletionResult]::new('-j', '-j', [CompletionResultType]::ParameterName, 'Threads for --method bind [default: one per CPU]')
+            [CompletionResult]::new('--threads', '--threads', [CompletionResultType]::ParameterName, 'Threads for --method bind [default: one per CPU]')
+            [CompletionResult]::new('--generate', '--generate', [CompletionResultType]::ParameterName, 'Print the man page or a shell completion script, then exit')
+            [CompletionResult]::new('--include-closed', '--include-closed', [CompletionResultType]::ParameterName, 'Also write 0 for each selected port that is closed (needs --ports)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Say on stderr which method ran, how long it took, and what it found')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Say on stderr which method ran, how long it took, and what it found')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+    })
+
+    $completions.Where{ $_.CompletionText -like "$wordToComplete*" } |
+        Sort-Object -Property ListItemText
+}

@@ -1,0 +1,42 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[port_exporter] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'port_exporter'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'port_exporter'= {
+            cand -o 'Write the metrics atomically to FILE instead of stdout'
+            cand --output 'Write the metrics atomically to FILE instead of stdout'
+            cand -p 'Report only these ports, such as 22,80,443,8000-9000 [default: all]'
+            cand --ports 'Report only these ports, such as 22,80,443,8000-9000 [default: all]'
+            cand -x 'Never report these ports, such as 32768-60999 (same form as --ports)'
+            cand --exclude 'Never report these ports, such as 32768-60999 (same form as --ports)'
+            cand -m 'How to find the open ports'
+            cand --method 'How to find the open ports'
+            cand -j 'Threads for --method bind [default: one per CPU]'
+            cand --threads 'Threads for --method bind [default: one per CPU]'
+            cand --generate 'Print the man page or a shell completion script, then exit'
+            cand --include-closed 'Also write 0 for each selected port that is closed (needs --ports)'
+            cand -v 'Say on stderr which method ran, how long it took, and what it found'
+            cand --verbose 'Say on stderr which method ran, how long it took, and what it found'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+    ]
+    $completions[$command]
+}

@@ -1,0 +1,205 @@
+//! The command line, declared once: `--help`, the man page and the shell
+//! completions are all rendered from this definition.
+
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser, error::ErrorKind};
+
+use crate::{generate::GenerateKind, ports::PortSet, scan::Method};
+
+const LONG_ABOUT: &str = "\
+Tell Prometheus which TCP ports of this machine are open.
+
+A port is open when a TCP socket listens on it (LISTEN state) on any local \
+address and either IP family, in the network namespace port_exporter runs in: \
+exactly the ports `ss -Htln` lists. Ports that are only bound, such as the \
+local ends of outgoing connections or sockets in TIME_WAIT, are not open.
+
+Each open port becomes one sample, instance_open_ports{port=\"N\"} 1, in the \
+Prometheus text exposition format, followed by a few port_exporter_* metrics \
+about the scan itself.
+
+port_exporter scans once and prints the metrics to stdout. With --output it \
+replaces FILE atomically instead, for node_exporter's textfile collector: run \
+it from cron or a systemd timer.";
+
+const AFTER_LONG_HELP: &str = "\
+Examples:
+  Look at what listens here:
+      port_exporter
+
+  Watch some ports, writing 0 for those that are closed:
+      port_exporter --ports 22,80,443,8000-9000 --include-closed
+
+  Every minute from cron (/etc/cron.d/port_exporter):
+      * * * * * root port_exporter -o /var/lib/prometheus/node-exporter/open_ports.prom
+
+  node_exporter then exports the file with:
+      node_exporter --collector.textfile.directory=/var/lib/prometheus/node-exporter
+
+Exit status:
+  0  the metrics were printed or written
+  1  the scan or the write failed; an existing FILE is left as it was
+  2  usage error, such as a bad port list; nothing is scanned or written";
+
+/// Tell Prometheus which TCP ports of this machine are open
+#[derive(Debug, Parser)]
+#[command(
+    name = "port_exporter",
+    version,
+    long_about = LONG_ABOUT,
+    after_long_help = AFTER_LONG_HELP,
+    after_help = "Use --help for what 'open' means, the methods compared, and examples.",
+    max_term_width = 100,
+    help_expected = true
+)]
+pub struct Args {
+    /// Write the metrics atomically to FILE instead of stdout
+    ///
+    /// FILE is replaced by a rename from a temporary file in the same
+    /// directory, mode 0644, so node_exporter never reads a partial file and
+    /// can read it as another user. On any failure FILE is left as it was.
+    /// node_exporter's textfile collector reads only names ending in .prom.
+    /// `-` means stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Report only these ports, such as 22,80,443,8000-9000 [default: all]
+    ///
+    /// A comma-separated list of ports (1-65535) and inclusive ranges.
+    /// Other ports are neither reported nor, with --method bind, probed.
+    #[arg(short, long, value_name = "LIST", value_parser = parse_ports, allow_hyphen_values = true)]
+    pub ports: Option<PortSet>,
+
+    /// Never report these ports, such as 32768-60999 (same form as --ports)
+    ///
+    /// Applied after --ports. Excluding the ephemeral range
+    /// (net.ipv4.ip_local_port_range) hides listeners that come and go,
+    /// which keeps the number of series stable.
+    #[arg(short = 'x', long, value_name = "LIST", value_parser = parse_ports, allow_hyphen_values = true)]
+    pub exclude: Option<PortSet>,
+
+    /// Also write 0 for each selected port that is closed (needs --ports)
+    ///
+    /// Lets an alert fire on instance_open_ports == 0 instead of relying on
+    /// absent(). Only with an explicit --ports list, so that a closed port
+    /// never adds up to 65,535 series.
+    #[arg(long)]
+    pub include_closed: bool,
+
+    /// How to find the open ports
+    #[arg(short, long, value_enum, value_name = "METHOD", default_value_t = Method::Auto)]
+    pub method: Method,
+
+    /// Threads for --method bind [default: one per CPU]
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+
+    /// Say on stderr which method ran, how long it took, and what it found
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Print the man page or a shell completion script, then exit
+    ///
+    /// man/port_exporter.1 and completions/ in the source tree are this
+    /// option's output.
+    #[arg(long, value_enum, value_name = "KIND", exclusive = true)]
+    pub generate: Option<GenerateKind>,
+}
+
+impl Args {
+    /// The ports to report: --ports (or all) minus --exclude.
+    pub fn selected_ports(&self) -> PortSet {
+        let mut selected = self.ports.clone().unwrap_or_else(PortSet::all);
+        if let Some(exclude) = &self.exclude {
+            selected.subtract(exclude);
+        }
+        selected
+    }
+
+    /// The size of the bind method's thread pool.
+    pub fn thread_count(&self) -> usize {
+        match self.threads {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// Parses the command line, including the checks that clap cannot express.
+pub fn parse() -> Result<Args, clap::Error> {
+    let args = Args::try_parse()?;
+    if args.include_closed && args.ports.is_none() {
+        return Err(Args::command().error(
+            ErrorKind::ArgumentConflict,
+            "--include-closed needs an explicit --ports list",
+        ));
+    }
+    if args.generate.is_none() && args.selected_ports().is_empty() {
+        return Err(Args::command().error(
+            ErrorKind::ValueValidation,
+            "--exclude removes every port that --ports selects",
+        ));
+    }
+    Ok(args)
+}
+
+/// A clap error as the one line this tool prints for usage errors, such as
+/// `invalid value '0' for '--ports <LIST>': port 0 is out of range ...`.
+pub fn one_line(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let mut parts = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if line.is_empty() || (line.starts_with("tip:") && !line.contains("similar")) {
+            continue;
+        }
+        parts.push(line);
+    }
+    let mut joined = String::new();
+    for part in parts {
+        if !joined.is_empty() {
+            joined.push_str(if part.starts_with("tip:") { "; " } else { " " });
+        }
+        joined.push_str(part);
+    }
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
+}
+
+/// clap value parser for a port list.
+fn parse_ports(list: &str) -> Result<PortSet, String> {
+    crate::ports::parse_list(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_cli() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn usage_errors_fit_on_one_line() {
+        for argv in [
+            &["port_exporter", "--ports", "0"][..],
+            &["port_exporter", "--method", "foo"],
+            &["port_exporter", "--port", "22"],
+            &["port_exporter", "--threads", "0"],
+        ] {
+            let err = Args::try_parse_from(argv).unwrap_err();
+            let line = one_line(&err);
+            assert!(!line.contains('\n') && !line.starts_with("error"), "{line}");
+            assert!(
+                line.contains(argv[argv.len() - 1]) || line.contains("--port"),
+                "{line}"
+            );
+        }
+    }
+}

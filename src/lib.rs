@@ -1,0 +1,11 @@
+//! port_exporter: which TCP ports of this machine are open, for Prometheus.
+//!
+//! The binary (`main.rs`) is a thin dispatcher; the pieces live here so that
+//! the benchmarks under `tests/bench/` can time them in-process.
+
+pub mod cli;
+pub mod exposition;
+pub mod generate;
+pub mod ports;
+pub mod scan;
+pub mod textfile;

@@ -1,0 +1,130 @@
+//! The entry point: parse the command line, run, and turn the outcome into
+//! one line on stderr and an exit status (0 ok, 1 runtime failure, 2 usage).
+
+use std::{
+    io::{self, Write},
+    path::Path,
+    process::ExitCode,
+    time::UNIX_EPOCH,
+};
+
+use anyhow::Context;
+use clap::error::ErrorKind;
+
+use port_exporter::{cli, exposition, generate, scan, textfile};
+
+fn main() -> ExitCode {
+    let args = match cli::parse() {
+        Ok(args) => args,
+        Err(err) => return usage_error(&err),
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("port_exporter: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints `--help`/`--version` as asked, or a usage error as one line.
+fn usage_error(err: &clap::Error) -> ExitCode {
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = err.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("port_exporter: {}", cli::one_line(err));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The one-shot job: scan, render, then print or replace the file.
+fn run(args: &cli::Args) -> anyhow::Result<()> {
+    if let Some(kind) = args.generate {
+        let mut out = io::stdout().lock();
+        generate::generate(kind, &mut out)?;
+        return Ok(out.flush()?);
+    }
+    let output = args
+        .output
+        .as_deref()
+        .filter(|path| *path != Path::new("-"));
+    if let Some(path) = output {
+        textfile::check_target(path)?;
+        if !textfile::collector_reads(path) {
+            eprintln!(
+                "port_exporter: warning: {} does not end in .prom; \
+                 node_exporter's textfile collector will ignore it",
+                path.display()
+            );
+        }
+    }
+    let selected = args.selected_ports();
+    let scan = scan::scan(args.method, &selected, args.thread_count())?;
+    report_on_stderr(args, &scan);
+    let closed = args.include_closed.then(|| {
+        let mut closed = selected.clone();
+        closed.subtract(&scan.open);
+        closed.subtract(&scan.denied);
+        closed
+    });
+    let body = exposition::render(&exposition::Report {
+        open: &scan.open,
+        closed: closed.as_ref(),
+        skipped: scan.denied.len(),
+        duration_seconds: scan.duration.as_secs_f64(),
+        timestamp_seconds: scan
+            .started
+            .duration_since(UNIX_EPOCH)
+            .context("the system clock is before 1970")?
+            .as_secs_f64(),
+        method: scan.method.name(),
+        version: env!("CARGO_PKG_VERSION"),
+    });
+    match output {
+        Some(path) => textfile::write(path, body.as_bytes()),
+        None => {
+            let mut out = io::stdout().lock();
+            out.write_all(body.as_bytes())?;
+            Ok(out.flush()?)
+        }
+    }
+}
+
+/// The warnings every run gives, and what --verbose adds.
+fn report_on_stderr(args: &cli::Args, scan: &scan::Scan) {
+    if let Some(why) = scan.fallback.as_ref().filter(|_| args.verbose) {
+        eprintln!("port_exporter: {why}");
+    }
+    if !scan.denied.is_empty() {
+        eprintln!(
+            "port_exporter: warning: {} ports could not be checked (permission denied) and are \
+             not reported; run as root, grant CAP_NET_BIND_SERVICE, lower \
+             net.ipv4.ip_unprivileged_port_start, or use --method netlink",
+            scan.denied.len()
+        );
+    }
+    if args.verbose {
+        eprintln!(
+            "port_exporter: method {} found {} open of {} selected ports in {:.3} ms",
+            scan.method.name(),
+            scan.open.len(),
+            args.selected_ports().len(),
+            scan.duration.as_secs_f64() * 1e3,
+        );
+    }
+}
+
+/// Whether the error is stdout closing early, as in `port_exporter | head`:
+/// the reader has what it wanted, which is success, not a failure.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,234 @@
+//! Sets of TCP ports and the `22,80,8000-9000` list syntax of `--ports`
+//! and `--exclude`.
+//!
+//! A [`PortSet`] is a fixed 8 KiB bitmap over 0..=65535: membership, union
+//! and sorted iteration are all cheap, and a port that listens on several
+//! addresses and both families is stored once, which is exactly the dedupe
+//! the exposition format needs (one series per port).
+
+use std::fmt;
+
+/// Number of 64-bit words needed for one bit per 16-bit port.
+const WORDS: usize = 65536 / 64;
+
+/// A set of TCP ports, iterated in ascending order.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PortSet {
+    bits: Box<[u64; WORDS]>,
+}
+
+impl PortSet {
+    /// The empty set.
+    pub fn new() -> PortSet {
+        PortSet {
+            bits: Box::new([0; WORDS]),
+        }
+    }
+
+    /// Every valid port, 1 through 65535.
+    pub fn all() -> PortSet {
+        let mut set = PortSet {
+            bits: Box::new([u64::MAX; WORDS]),
+        };
+        set.remove(0);
+        set
+    }
+
+    /// Adds `port`.
+    pub fn insert(&mut self, port: u16) {
+        self.bits[usize::from(port) / 64] |= 1 << (port % 64);
+    }
+
+    /// Removes `port`.
+    pub fn remove(&mut self, port: u16) {
+        self.bits[usize::from(port) / 64] &= !(1 << (port % 64));
+    }
+
+    /// Whether `port` is in the set.
+    pub fn contains(&self, port: u16) -> bool {
+        self.bits[usize::from(port) / 64] & (1 << (port % 64)) != 0
+    }
+
+    /// Number of ports in the set.
+    pub fn len(&self) -> usize {
+        self.bits.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Whether the set holds no port.
+    pub fn is_empty(&self) -> bool {
+        self.bits.iter().all(|&w| w == 0)
+    }
+
+    /// Adds every port of `other`.
+    pub fn union_with(&mut self, other: &PortSet) {
+        for (a, b) in self.bits.iter_mut().zip(other.bits.iter()) {
+            *a |= b;
+        }
+    }
+
+    /// Keeps only the ports that are also in `other`.
+    pub fn intersect_with(&mut self, other: &PortSet) {
+        for (a, b) in self.bits.iter_mut().zip(other.bits.iter()) {
+            *a &= b;
+        }
+    }
+
+    /// Removes every port of `other`.
+    pub fn subtract(&mut self, other: &PortSet) {
+        for (a, b) in self.bits.iter_mut().zip(other.bits.iter()) {
+            *a &= !b;
+        }
+    }
+
+    /// The ports in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.bits.iter().enumerate().flat_map(|(i, &word)| {
+            let mut rest = word;
+            std::iter::from_fn(move || {
+                if rest == 0 {
+                    return None;
+                }
+                let bit = rest.trailing_zeros();
+                rest &= rest - 1;
+                // i < 1024 and bit < 64, so the port fits in a u16.
+                Some((i * 64) as u16 + bit as u16)
+            })
+        })
+    }
+}
+
+impl Default for PortSet {
+    fn default() -> PortSet {
+        PortSet::new()
+    }
+}
+
+impl FromIterator<u16> for PortSet {
+    fn from_iter<I: IntoIterator<Item = u16>>(iter: I) -> PortSet {
+        let mut set = PortSet::new();
+        for port in iter {
+            set.insert(port);
+        }
+        set
+    }
+}
+
+impl fmt::Debug for PortSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// Parses a port list such as `22,80,443,8000-9000`.
+///
+/// Items are single ports or inclusive `LOW-HIGH` ranges, separated by
+/// commas; blanks around items are allowed. Ports run from 1 to 65535. The
+/// error names the offending item, so that clap can say which value of which
+/// flag was wrong.
+pub fn parse_list(list: &str) -> Result<PortSet, String> {
+    if list.trim().is_empty() {
+        return Err("the port list is empty".to_string());
+    }
+    let mut set = PortSet::new();
+    for item in list.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            return Err("empty item between commas".to_string());
+        }
+        match item.split_once('-') {
+            None => set.insert(parse_port(item)?),
+            Some((low, high)) => {
+                if low.trim().is_empty() {
+                    return Err(format!("'{item}' is not a port (ports are 1-65535)"));
+                }
+                let (low, high) = (parse_port(low)?, parse_port(high)?);
+                if low > high {
+                    return Err(format!(
+                        "range '{item}' runs backwards (write {high}-{low})"
+                    ));
+                }
+                for port in low..=high {
+                    set.insert(port);
+                }
+            }
+        }
+    }
+    Ok(set)
+}
+
+/// Parses one port number, 1 through 65535.
+fn parse_port(text: &str) -> Result<u16, String> {
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("'{text}' is not a port number"));
+    }
+    match text.parse::<u32>() {
+        Ok(port @ 1..=65535) => Ok(port as u16),
+        _ => Err(format!("port {text} is out of range (ports are 1-65535)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ports(list: &str) -> Vec<u16> {
+        parse_list(list).unwrap().iter().collect()
+    }
+
+    #[test]
+    fn single_ports_and_ranges() {
+        assert_eq!(ports("22"), [22]);
+        assert_eq!(ports("443,22,80"), [22, 80, 443]);
+        assert_eq!(ports("8000-8003"), [8000, 8001, 8002, 8003]);
+        assert_eq!(ports(" 22 , 10-11 "), [10, 11, 22]);
+        assert_eq!(ports("5-5"), [5]);
+        assert_eq!(ports("1,65535"), [1, 65535]);
+        assert_eq!(ports("80,80,79-81"), [79, 80, 81]);
+    }
+
+    #[test]
+    fn full_range() {
+        let all = parse_list("1-65535").unwrap();
+        assert_eq!(all.len(), 65535);
+        assert_eq!(all, PortSet::all());
+        assert!(!all.contains(0));
+    }
+
+    #[test]
+    fn bad_lists_name_the_bad_item() {
+        for (list, needle) in [
+            ("0", "port 0 is out of range"),
+            ("65536", "port 65536 is out of range"),
+            ("99999999999", "port 99999999999 is out of range"),
+            ("10-5", "range '10-5' runs backwards"),
+            ("abc", "'abc' is not a port number"),
+            ("", "empty"),
+            ("  ", "empty"),
+            ("1,,2", "empty item"),
+            ("1,", "empty item"),
+            ("-5", "'-5' is not a port"),
+            ("5-", "'' is not a port number"),
+            ("1-2-3", "'2-3' is not a port number"),
+            ("+5", "'+5' is not a port number"),
+            ("0x10", "'0x10' is not a port number"),
+        ] {
+            let err = parse_list(list).unwrap_err();
+            assert!(err.contains(needle), "{list:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn set_operations() {
+        let mut a = parse_list("1-10").unwrap();
+        a.subtract(&parse_list("3-4").unwrap());
+        assert_eq!(a.iter().collect::<Vec<_>>(), [1, 2, 5, 6, 7, 8, 9, 10]);
+        a.intersect_with(&parse_list("2,5,11").unwrap());
+        assert_eq!(a.iter().collect::<Vec<_>>(), [2, 5]);
+        a.union_with(&parse_list("65535").unwrap());
+        assert_eq!(a.len(), 3);
+        assert!(a.contains(65535) && !a.contains(1));
+        assert!(PortSet::new().is_empty());
+        assert_eq!(format!("{a:?}"), "{2, 5, 65535}");
+    }
+}

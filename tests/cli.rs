@@ -1,0 +1,170 @@
+//! The command line as a user meets it: help, version, usage errors (exit
+//! 2, one line, nothing written) and bad output paths (exit 1).
+
+use std::process::{Command, Stdio};
+
+use crate::util::{self, BIN, run, stderr_of, stdout_of};
+
+/// The one line a failed run printed, after checking it is only one.
+#[track_caller]
+fn one_error_line(output: &std::process::Output) -> String {
+    let stderr = stderr_of(output);
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "expected one line on stderr, got:\n{stderr}"
+    );
+    assert!(stderr.starts_with("port_exporter: "), "{stderr}");
+    stderr.trim_end().to_string()
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line_naming_it_and_writes_nothing() {
+    let dir = util::open_tempdir();
+    let target = dir.path().join("open_ports.prom");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--ports", "0"], "'0'"),
+        (&["--ports", "65536"], "'65536'"),
+        (&["--ports", "10-5"], "'10-5'"),
+        (&["--ports", "abc"], "'abc'"),
+        (&["--ports", ""], "''"),
+        (&["--ports", "1,,2"], "'1,,2'"),
+        (&["--ports", "-5"], "'-5'"),
+        (&["--exclude", "70000"], "'70000'"),
+        (&["--method", "foo"], "'foo'"),
+        (&["--threads", "0"], "'0'"),
+        (&["--include-closed"], "--include-closed"),
+        (&["--ports", "22", "--exclude", "1-100"], "--exclude"),
+        (&["--frobnicate"], "'--frobnicate'"),
+        (&["--generate", "troff"], "'troff'"),
+    ];
+    for (args, named) in cases {
+        let output = run(args
+            .iter()
+            .copied()
+            .chain(["--output", target.to_str().unwrap()]));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr_of(&output)
+        );
+        let line = one_error_line(&output);
+        assert!(
+            line.contains(named),
+            "{args:?}: {line:?} does not name {named}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?} printed to stdout");
+        assert!(
+            util::dir_names(dir.path()).is_empty(),
+            "{args:?} wrote a file"
+        );
+    }
+}
+
+#[test]
+fn bad_output_paths_exit_1_naming_the_path() {
+    let dir = util::open_tempdir();
+    let missing = dir.path().join("no/such/dir/open_ports.prom");
+    for target in [missing.as_path(), dir.path()] {
+        let output = run(["--output".as_ref(), target.as_os_str()]);
+        assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+        let line = one_error_line(&output);
+        assert!(line.contains(&target.display().to_string()), "{line}");
+        assert!(output.stdout.is_empty());
+    }
+    assert!(
+        util::dir_names(dir.path()).is_empty(),
+        "something was written"
+    );
+}
+
+#[test]
+fn warns_when_node_exporter_would_ignore_the_file() {
+    let dir = util::open_tempdir();
+    let target = dir.path().join("open_ports.txt");
+    let output = run(["--ports", "1-10", "-o", target.to_str().unwrap()]);
+    assert!(output.status.success());
+    let line = one_error_line(&output);
+    assert!(line.contains("does not end in .prom"), "{line}");
+    assert!(target.is_file());
+}
+
+#[test]
+fn help_teaches() {
+    let help = stdout_of(&run(["--help"]));
+    for needle in [
+        "A port is open when a TCP socket listens on it",
+        "ss -Htln",
+        "netlink",
+        "procfs",
+        "bind",
+        "outgoing connections",
+        "CAP_NET_BIND_SERVICE",
+        "* * * * * root port_exporter -o",
+        "--collector.textfile.directory",
+        "Exit status:",
+        "--include-closed",
+        "--generate",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}");
+    }
+    let short = stdout_of(&run(["-h"]));
+    assert!(
+        short.lines().all(|l| l.chars().count() <= 100),
+        "-h has a line over 100 columns"
+    );
+    assert!(short.lines().count() < help.lines().count());
+}
+
+#[test]
+fn version() {
+    let out = stdout_of(&run(["--version"]));
+    assert_eq!(
+        out,
+        format!("port_exporter {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn stdout_and_dash_print_the_same_ports() {
+    let a = stdout_of(&run(["--ports", "1-65535"]));
+    let b = stdout_of(&run(["-o", "-"]));
+    assert_eq!(util::samples(&a).keys().count(), util::open_ports(&a).len());
+    // Listeners may come and go on a shared host between the two runs; the
+    // format, not the set, is what this checks.
+    assert!(util::check_exposition(&a).is_ok() && util::check_exposition(&b).is_ok());
+}
+
+#[test]
+fn closed_stdout_is_not_an_error() {
+    // Like `port_exporter | head -1`: the reader left; that is success.
+    let mut child = Command::new(BIN)
+        .args(["--ports", "1-65535", "--include-closed"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(output.stderr.is_empty(), "{}", stderr_of(&output));
+}
+
+#[test]
+fn include_closed_reports_every_selected_port_once() {
+    let text = stdout_of(&run([
+        "--ports",
+        "1-2000,60000-60010",
+        "--exclude",
+        "100-199",
+        "--include-closed",
+    ]));
+    let samples = util::samples(&text);
+    let expected: Vec<u16> = (1..=2000)
+        .filter(|p| !(100..=199).contains(p))
+        .chain(60000..=60010)
+        .collect();
+    assert_eq!(samples.keys().copied().collect::<Vec<_>>(), expected);
+}

@@ -1,0 +1,286 @@
+//! Exactness, checked against the kernel: inside a fresh network namespace
+//! we open every kind of listener plus sockets that are bound but do not
+//! listen, then compare each method's answer with `ss -Htln`.
+
+use std::{
+    collections::BTreeSet,
+    io::Read,
+    net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use socket2::{Domain, Socket, Type};
+
+use crate::util::{self, BIN, in_netns, open_ports, run, ss_listeners, stderr_of, stdout_of};
+
+/// Sockets of every kind that matters, kept open while the zoo lives.
+struct Zoo {
+    /// Ports that have a listener.
+    listeners: BTreeSet<u16>,
+    /// Ports that are bound but not listening: an established client's
+    /// local port, a client-side TIME_WAIT, a socket bound without listen.
+    bound_only: BTreeSet<u16>,
+    _keep: Vec<Socket>,
+    _streams: Vec<TcpStream>,
+    _listeners: Vec<TcpListener>,
+}
+
+/// A listening IPv6 wildcard socket with IPV6_V6ONLY as given.
+fn v6_wildcard(only_v6: bool) -> Socket {
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, None).unwrap();
+    socket.set_only_v6(only_v6).unwrap();
+    socket
+        .bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())
+        .unwrap();
+    socket.listen(8).unwrap();
+    socket
+}
+
+/// The local port of a socket2 socket.
+fn port_of(socket: &Socket) -> u16 {
+    socket.local_addr().unwrap().as_socket().unwrap().port()
+}
+
+/// Opens the zoo in the current (fresh) namespace. `low` adds a listener on
+/// port 80, which only a privileged process may bind.
+fn zoo(low: bool) -> Zoo {
+    let mut listeners = Vec::new();
+    for addr in ["0.0.0.0:0", "127.0.0.1:0", "127.0.0.2:0", "[::1]:0"] {
+        listeners.push(TcpListener::bind(addr).unwrap());
+    }
+    if low {
+        listeners.push(TcpListener::bind("0.0.0.0:80").unwrap());
+    }
+    let keep = vec![v6_wildcard(true), v6_wildcard(false)];
+    let mut ports: BTreeSet<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    ports.extend(keep.iter().map(port_of));
+    let server = listeners[1].local_addr().unwrap();
+
+    let mut bound_only = BTreeSet::new();
+    let mut streams = Vec::new();
+    // An established connection: both ends stay open.
+    let client = TcpStream::connect(server).unwrap();
+    let (accepted, _) = listeners[1].accept().unwrap();
+    bound_only.insert(client.local_addr().unwrap().port());
+    streams.extend([client, accepted]);
+    // A client-side TIME_WAIT: the client closes first, then the server.
+    let client = TcpStream::connect(server).unwrap();
+    let (mut accepted, _) = listeners[1].accept().unwrap();
+    let time_wait = client.local_addr().unwrap().port();
+    drop(client);
+    let mut sink = Vec::new();
+    accepted.read_to_end(&mut sink).unwrap();
+    drop(accepted);
+    wait_for_time_wait(time_wait);
+    bound_only.insert(time_wait);
+    // Bound, never listening.
+    let bound = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    bound
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    bound_only.insert(port_of(&bound));
+
+    let mut keep = keep;
+    keep.push(bound);
+    assert!(ports.is_disjoint(&bound_only));
+    Zoo {
+        listeners: ports,
+        bound_only,
+        _keep: keep,
+        _streams: streams,
+        _listeners: listeners,
+    }
+}
+
+/// Waits until the kernel shows a TIME_WAIT socket on local `port`.
+fn wait_for_time_wait(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = Command::new("ss")
+            .args(["-Htn", "state", "time-wait"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        if text.lines().any(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no TIME_WAIT on port {port}:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn netlink_procfs_and_auto_report_exactly_what_ss_lists() {
+    if !util::need_root() {
+        return;
+    }
+    in_netns(|| {
+        let zoo = zoo(true);
+        let oracle = ss_listeners();
+        assert_eq!(oracle, zoo.listeners, "the zoo itself is not what ss lists");
+        for args in [
+            &[][..],
+            &["--method", "auto"],
+            &["--method", "netlink"],
+            &["--method", "procfs"],
+        ] {
+            let text = stdout_of(&run(args));
+            assert_eq!(open_ports(&text), oracle, "{args:?}");
+            assert_eq!(
+                util::samples(&text).len(),
+                oracle.len(),
+                "{args:?} wrote a 0 sample"
+            );
+        }
+        // The method that ran is named, never "auto".
+        let text = stdout_of(&run(["--method", "auto"]));
+        assert!(
+            text.contains("port_exporter_build_info{method=\"netlink\""),
+            "{text}"
+        );
+    });
+}
+
+#[test]
+fn ports_and_exclude_narrow_every_method() {
+    if !util::need_root() {
+        return;
+    }
+    in_netns(|| {
+        let zoo = zoo(false);
+        let ports: Vec<u16> = zoo.listeners.iter().copied().collect();
+        let (kept, excluded) = (ports[0], ports[1]);
+        let list = format!(
+            "{kept},{excluded},{}",
+            zoo.bound_only.iter().next().unwrap()
+        );
+        for method in ["netlink", "procfs", "bind"] {
+            let out = run([
+                "--method",
+                method,
+                "--ports",
+                &list,
+                "--exclude",
+                &excluded.to_string(),
+            ]);
+            let text = stdout_of(&out);
+            let found = open_ports(&text);
+            assert!(
+                found.contains(&kept) && !found.contains(&excluded),
+                "{method}: {found:?}"
+            );
+            let expected = if method == "bind" { 2 } else { 1 };
+            assert_eq!(found.len(), expected, "{method}: {found:?}");
+        }
+    });
+}
+
+#[test]
+fn bind_misses_no_listener_and_its_extras_are_the_documented_ones() {
+    if !util::need_root() {
+        return;
+    }
+    in_netns(|| {
+        let zoo = zoo(true);
+        let oracle = ss_listeners();
+        let found = open_ports(&stdout_of(&run(["--method", "bind", "--threads", "2"])));
+        let missed: BTreeSet<_> = oracle.difference(&found).collect();
+        assert!(missed.is_empty(), "bind missed listeners {missed:?}");
+        // The documented limit: a bound port reads as open, listening or not.
+        let extra: BTreeSet<u16> = found.difference(&oracle).copied().collect();
+        assert_eq!(extra, zoo.bound_only, "bind's extra ports");
+    });
+}
+
+#[test]
+fn unprivileged_bind_never_guesses_about_ports_it_may_not_bind() {
+    if !util::need_root() || util::need_program("setpriv").is_none() {
+        return;
+    }
+    in_netns(|| {
+        let zoo = zoo(true);
+        let high: Vec<String> = zoo
+            .listeners
+            .iter()
+            .filter(|&&p| p >= 1024)
+            .map(u16::to_string)
+            .collect();
+        let list = format!("1-1100,{}", high.join(","));
+        let output = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args(["--method", "bind", "--ports", &list, "--include-closed"])
+            .output()
+            .unwrap();
+        let text = stdout_of(&output);
+        let samples = util::samples(&text);
+        assert!(
+            !samples.contains_key(&80),
+            "port 80 was reported: {:?}",
+            samples.get(&80)
+        );
+        assert!(
+            (1..1024).all(|p| !samples.contains_key(&p)),
+            "a port below 1024 got a sample"
+        );
+        for port in &high {
+            assert_eq!(
+                samples.get(&port.parse().unwrap()),
+                Some(&1),
+                "listener {port} missed"
+            );
+        }
+        assert_eq!(samples.get(&1024), Some(&0));
+        assert!(
+            text.contains("\nport_exporter_scan_skipped_ports 1023\n"),
+            "{text}"
+        );
+        let stderr = stderr_of(&output);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("1023 ports could not be checked"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("CAP_NET_BIND_SERVICE"), "{stderr}");
+    });
+}
+
+#[test]
+fn concurrent_bind_scans_never_see_each_other() {
+    if !util::need_root() {
+        return;
+    }
+    in_netns(|| {
+        // Listeners only: with nothing merely bound, bind is exact here, so
+        // any extra port can only be another scan's probe.
+        let listeners: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let oracle = ss_listeners();
+        assert_eq!(oracle.len(), listeners.len());
+        let children: Vec<_> = (0..3)
+            .map(|_| {
+                Command::new(BIN)
+                    .args(["--method", "bind", "--threads", "2"])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let text = stdout_of(&child.wait_with_output().unwrap());
+            assert_eq!(open_ports(&text), oracle);
+        }
+    });
+}
