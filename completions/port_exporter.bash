@@ -23,7 +23,7 @@ _port_exporter() {
 
     case "${cmd}" in
         port_exporter)
-            opts="-o -p -x -m -j -v -h -V --output --ports --exclude --include-closed --method --threads --verbose --generate --help --version"
+            opts="-o -p -x -m -j -v -h -V --output --serve --ports --exclude --include-closed --method --threads --verbose --generate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -34,6 +34,10 @@ _port_exporter() {
                     return 0
                     ;;
                 -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --serve)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

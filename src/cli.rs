@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, error::ErrorKind};
 
-use crate::{generate::GenerateKind, ports::PortSet, scan::Method};
+use crate::{generate::GenerateKind, ports::PortSet, scan::Method, serve::ListenAddr};
 
 const LONG_ABOUT: &str = "\
 Tell Prometheus which TCP ports of this machine are open.
@@ -21,7 +21,8 @@ about the scan itself.
 
 port_exporter scans once and prints the metrics to stdout. With --output it \
 replaces FILE atomically instead, for node_exporter's textfile collector: run \
-it from cron or a systemd timer.";
+it from cron or a systemd timer. With --serve it answers HTTP scrapes from \
+Prometheus instead, scanning afresh for each.";
 
 const AFTER_LONG_HELP: &str = "\
 Examples:
@@ -36,6 +37,9 @@ Examples:
 
   node_exporter then exports the file with:
       node_exporter --collector.textfile.directory=/var/lib/prometheus/node-exporter
+
+  Serve scrapes on port 8000, local clients only:
+      port_exporter --serve 127.0.0.1:8000
 
 Exit status:
   0  the metrics were printed or written
@@ -63,6 +67,22 @@ pub struct Args {
     /// `-` means stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Serve the metrics over HTTP at ADDR instead [default ADDR: :8000]
+    ///
+    /// GET / and GET /metrics scan and answer; concurrent scrapes share one
+    /// scan. ADDR is :PORT (every interface, IPv4 and IPv6), IPV4:PORT,
+    /// [IPV6]:PORT or HOST:PORT; port 0 picks a free port. The bound
+    /// address is printed on stderr. Runs until SIGTERM or SIGINT.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = crate::serve::DEFAULT,
+        value_parser = ListenAddr::parse,
+        conflicts_with = "output"
+    )]
+    pub serve: Option<ListenAddr>,
 
     /// Report only these ports, such as 22,80,443,8000-9000 [default: all]
     ///
@@ -181,6 +201,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn serve_takes_an_optional_address() {
+        let args = Args::try_parse_from(["port_exporter", "--serve"]).unwrap();
+        assert_eq!(args.serve, Some(ListenAddr::AnyInterface(8000)));
+        let args = Args::try_parse_from(["port_exporter", "--serve", "--ports", "22"]).unwrap();
+        assert_eq!(args.serve, Some(ListenAddr::AnyInterface(8000)));
+        let args = Args::try_parse_from(["port_exporter", "--serve", "[::1]:0"]).unwrap();
+        assert_eq!(
+            args.serve,
+            Some(ListenAddr::Socket("[::1]:0".parse().unwrap()))
+        );
+        assert!(Args::try_parse_from(["port_exporter", "--serve", "-o", "x.prom"]).is_err());
+    }
+
+    #[test]
     fn verify_cli() {
         Args::command().debug_assert();
     }
@@ -192,6 +226,7 @@ mod tests {
             &["port_exporter", "--method", "foo"],
             &["port_exporter", "--port", "22"],
             &["port_exporter", "--threads", "0"],
+            &["port_exporter", "--serve", "8000"],
         ] {
             let err = Args::try_parse_from(argv).unwrap_err();
             let line = one_line(&err);

@@ -14,7 +14,7 @@
 
 use std::fmt::Write;
 
-use crate::ports::PortSet;
+use crate::{ports::PortSet, scan::Scan};
 
 /// The metric this tool exists for.
 pub const OPEN_PORTS: &str = "instance_open_ports";
@@ -39,6 +39,30 @@ pub struct Report<'a> {
     pub method: &'a str,
     /// This program's version.
     pub version: &'a str,
+}
+
+/// Renders a scan of the `selected` ports; with `include_closed`, each
+/// selected port that is neither open nor unchecked is written as 0.
+pub fn render_scan(scan: &Scan, selected: &PortSet, include_closed: bool) -> String {
+    let closed = include_closed.then(|| {
+        let mut closed = selected.clone();
+        closed.subtract(&scan.open);
+        closed.subtract(&scan.denied);
+        closed
+    });
+    render(&Report {
+        open: &scan.open,
+        closed: closed.as_ref(),
+        skipped: scan.denied.len(),
+        duration_seconds: scan.duration.as_secs_f64(),
+        // A clock before 1970 is not worth failing a scrape over.
+        timestamp_seconds: scan
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |since| since.as_secs_f64()),
+        method: scan.method.name(),
+        version: env!("CARGO_PKG_VERSION"),
+    })
 }
 
 /// Renders `report` as a complete exposition.

@@ -8,4 +8,5 @@ pub mod exposition;
 pub mod generate;
 pub mod ports;
 pub mod scan;
+pub mod serve;
 pub mod textfile;

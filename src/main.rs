@@ -1,17 +1,15 @@
-//! The entry point: parse the command line, run, and turn the outcome into
+//! The entry point: parse the command line, run one-shot or serve, and turn the outcome into
 //! one line on stderr and an exit status (0 ok, 1 runtime failure, 2 usage).
 
 use std::{
     io::{self, Write},
     path::Path,
     process::ExitCode,
-    time::UNIX_EPOCH,
 };
 
-use anyhow::Context;
 use clap::error::ErrorKind;
 
-use port_exporter::{cli, exposition, generate, scan, textfile};
+use port_exporter::{cli, exposition, generate, scan, serve, textfile};
 
 fn main() -> ExitCode {
     let args = match cli::parse() {
@@ -49,6 +47,18 @@ fn run(args: &cli::Args) -> anyhow::Result<()> {
         generate::generate(kind, &mut out)?;
         return Ok(out.flush()?);
     }
+    if let Some(addr) = &args.serve {
+        return serve::serve(
+            addr,
+            serve::Config {
+                method: args.method,
+                selected: args.selected_ports(),
+                include_closed: args.include_closed,
+                threads: args.thread_count(),
+                verbose: args.verbose,
+            },
+        );
+    }
     let output = args
         .output
         .as_deref()
@@ -66,25 +76,7 @@ fn run(args: &cli::Args) -> anyhow::Result<()> {
     let selected = args.selected_ports();
     let scan = scan::scan(args.method, &selected, args.thread_count())?;
     report_on_stderr(args, &scan);
-    let closed = args.include_closed.then(|| {
-        let mut closed = selected.clone();
-        closed.subtract(&scan.open);
-        closed.subtract(&scan.denied);
-        closed
-    });
-    let body = exposition::render(&exposition::Report {
-        open: &scan.open,
-        closed: closed.as_ref(),
-        skipped: scan.denied.len(),
-        duration_seconds: scan.duration.as_secs_f64(),
-        timestamp_seconds: scan
-            .started
-            .duration_since(UNIX_EPOCH)
-            .context("the system clock is before 1970")?
-            .as_secs_f64(),
-        method: scan.method.name(),
-        version: env!("CARGO_PKG_VERSION"),
-    });
+    let body = exposition::render_scan(&scan, &selected, args.include_closed);
     match output {
         Some(path) => textfile::write(path, body.as_bytes()),
         None => {

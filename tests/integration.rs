@@ -13,5 +13,7 @@ mod generated;
 mod namespace;
 /// promtool and node_exporter read what we write.
 mod peers;
+/// --serve: HTTP answers, coalescing, abuse, shutdown, a Prometheus server.
+mod serve;
 /// The atomic .prom write: modes, failures, concurrent writers.
 mod textfile;

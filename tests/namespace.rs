@@ -284,3 +284,51 @@ fn concurrent_bind_scans_never_see_each_other() {
         }
     });
 }
+
+#[test]
+fn auto_falls_back_to_procfs_when_netlink_is_refused() {
+    if !util::need_root() {
+        return;
+    }
+    let Some(strace) = util::need_program("strace") else {
+        return;
+    };
+    in_netns(|| {
+        let _zoo = zoo(false);
+        let oracle = ss_listeners();
+        // Make every socket(2) call fail, as a sandbox without
+        // NETLINK_SOCK_DIAG would; the one-shot run opens no other socket.
+        let refused = |args: &[&str]| {
+            Command::new(&strace)
+                .args(["-f", "-o", "/dev/null", "-e", "trace=socket"])
+                .args(["-e", "inject=socket:error=EPROTONOSUPPORT", BIN])
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let output = refused(&["--verbose"]);
+        let text = stdout_of(&output);
+        assert_eq!(open_ports(&text), oracle);
+        assert!(
+            text.contains("port_exporter_build_info{method=\"procfs\""),
+            "{text}"
+        );
+        let stderr = stderr_of(&output);
+        assert!(
+            stderr.contains("netlink sock_diag dump failed") && stderr.contains("used procfs"),
+            "{stderr}"
+        );
+        // Without --verbose the fallback is silent: the answer is still exact.
+        assert!(stderr_of(&refused(&[])).is_empty());
+        // Asked for netlink by name, the failure is an error, said in one line.
+        let output = refused(&["--method", "netlink"]);
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = stderr_of(&output);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("port_exporter: netlink sock_diag dump failed: "),
+            "{stderr}"
+        );
+        assert!(output.stdout.is_empty());
+    });
+}

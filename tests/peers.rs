@@ -2,7 +2,7 @@
 //! format gate and node_exporter's textfile collector.
 
 use std::{
-    io::{Read, Write},
+    io::Write,
     net::{TcpListener, TcpStream},
     process::{Command, Stdio},
     thread,
@@ -55,23 +55,6 @@ fn promtool_accepts_every_output_without_a_lint() {
     // The gate itself works: a broken file is refused.
     let (ok, _) = promtool_check(&promtool, "# TYPE x gauge\nx{port=\"1\"} 1 123\nx 1");
     assert!(!ok, "promtool accepted a file without a final newline");
-}
-
-/// GET `path` from `addr` over HTTP/1.0 and return the body.
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("no HTTP header end");
-    assert!(
-        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
-        "{head}"
-    );
-    body.to_string()
 }
 
 /// Waits until something accepts connections on `addr`.
@@ -129,7 +112,9 @@ fn node_exporter_reads_the_file_as_another_user() {
                 .unwrap(),
         );
         wait_for_listener(addr, &mut child);
-        let body = http_get(addr, "/metrics");
+        let response = util::http(addr, "GET", "/metrics", Duration::from_secs(10));
+        assert_eq!(response.status, 200);
+        let body = response.body;
         assert!(body.contains("\nnode_textfile_scrape_error 0\n"), "{body}");
         let mtime = format!(
             "node_textfile_mtime_seconds{{file=\"{}\"}}",

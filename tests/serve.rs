@@ -1,0 +1,619 @@
+//! `--serve`: HTTP answers, coalesced scans, failures, abuse and shutdown,
+//! against the built binary on 127.0.0.1, and Debian's Prometheus server
+//! scraping it.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{Shutdown, TcpListener, TcpStream},
+    process::{Command, ExitStatus, Stdio},
+    sync::{Arc, Barrier, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::util::{self, BIN, ChildGuard, HttpResponse, in_netns, open_ports, run, stdout_of};
+
+/// How long any normal answer may take in these tests.
+const ONE_SECOND: Duration = Duration::from_secs(1);
+
+/// A running `port_exporter --serve`, stopped when dropped.
+struct Server {
+    child: ChildGuard,
+    addr: String,
+    /// What it printed on stderr after the start line.
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `port_exporter --serve 127.0.0.1:0 ARGS...`.
+    fn start(args: &[&str]) -> Server {
+        let mut command = Command::new(BIN);
+        command.args(["--serve", "127.0.0.1:0"]).args(args);
+        Server::spawn(command)
+    }
+
+    /// Starts `command`, which must run the server, and waits for the line
+    /// that names the bound address.
+    fn spawn(mut command: Command) -> Server {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stderr).lines();
+            let first = lines.next().and_then(Result::ok).unwrap_or_default();
+            let _ = tx.send(first);
+            for line in lines.map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut child = ChildGuard(child);
+        let first = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server said nothing");
+        let Some(rest) = first.strip_prefix("port_exporter: listening on ") else {
+            let status = child.0.wait().unwrap();
+            panic!("unexpected start line {first:?} ({status})");
+        };
+        let addr = rest.split(' ').next().unwrap().to_string();
+        Server { child, addr, log }
+    }
+
+    /// GETs `path` and returns the response, within a second.
+    #[track_caller]
+    fn get(&self, path: &str) -> HttpResponse {
+        util::http(&self.addr, "GET", path, ONE_SECOND)
+    }
+
+    /// The value of an unlabeled sample in a fresh scrape.
+    #[track_caller]
+    fn metric(&self, name: &str) -> f64 {
+        value_of(&self.get("/metrics").body, name)
+    }
+
+    /// Sends `signal` and returns how the process ended and how long it took.
+    fn stop(&mut self, signal: &str) -> (ExitStatus, Duration) {
+        let pid = self.child.0.id().to_string();
+        let sent = Instant::now();
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = sent + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
+                return (status, sent.elapsed());
+            }
+            assert!(Instant::now() < deadline, "the server ignored {signal}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Resident memory of the server, in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Whether the process still runs.
+    fn alive(&mut self) -> bool {
+        self.child.0.try_wait().unwrap().is_none()
+    }
+}
+
+/// The value of the unlabeled sample `name` in an exposition.
+#[track_caller]
+fn value_of(text: &str, name: &str) -> f64 {
+    let prefix = format!("{name} ");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"));
+    line[prefix.len()..].parse().unwrap()
+}
+
+/// The instance_open_ports lines of an exposition.
+fn port_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("instance_open_ports"))
+        .collect()
+}
+
+#[test]
+fn answers_get_and_head_on_both_paths_with_the_one_shot_text() {
+    if !util::need_root() {
+        return;
+    }
+    in_netns(|| {
+        let _listeners: Vec<TcpListener> = ["127.0.0.1:0", "[::1]:0"]
+            .iter()
+            .map(|a| TcpListener::bind(a).unwrap())
+            .collect();
+        let server = Server::start(&[]);
+        let one_shot = stdout_of(&run::<[&str; 0], &str>([]));
+        for path in ["/", "/metrics", "/metrics?collect=1"] {
+            let response = server.get(path);
+            assert_eq!(response.status, 200, "{path}");
+            assert_eq!(
+                response.header("content-type"),
+                Some("text/plain; version=0.0.4; charset=utf-8")
+            );
+            assert_eq!(port_lines(&response.body), port_lines(&one_shot), "{path}");
+            assert!(response.body.ends_with('\n'));
+        }
+        let head = util::http(&server.addr, "HEAD", "/metrics", ONE_SECOND);
+        assert_eq!(head.status, 200);
+        assert_eq!(
+            head.header("content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        assert!(head.body.is_empty(), "HEAD sent a body");
+        let length: usize = head
+            .header("content-length")
+            .expect("no content-length")
+            .parse()
+            .unwrap();
+        assert!(length > 500, "{length}");
+    });
+}
+
+#[test]
+fn other_paths_are_404_and_other_methods_405() {
+    let server = Server::start(&[]);
+    for path in ["/metric", "/metrics/", "/favicon.ico", "/../metrics"] {
+        assert_eq!(server.get(path).status, 404, "{path}");
+    }
+    for method in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"] {
+        let response = util::http(&server.addr, method, "/metrics", ONE_SECOND);
+        assert_eq!(response.status, 405, "{method}");
+        assert_eq!(response.header("allow"), Some("GET, HEAD"), "{method}");
+    }
+    // None of these scanned.
+    assert_eq!(server.metric("port_exporter_scans_total"), 1.0);
+}
+
+#[test]
+fn port_selection_applies_as_in_one_shot_mode() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ports = format!("1-100,{port}");
+    let server = Server::start(&[
+        "--ports",
+        &ports,
+        "--exclude",
+        "50-100",
+        "--include-closed",
+        "--method",
+        "procfs",
+    ]);
+    let body = server.get("/metrics").body;
+    let samples = util::samples(&body);
+    assert_eq!(samples.len(), 50, "{body}");
+    assert_eq!(samples.get(&port), Some(&1));
+    assert!((1..50).all(|p| samples.get(&p) == Some(&0)), "{body}");
+    assert!(body.contains("port_exporter_build_info{method=\"procfs\""));
+}
+
+#[test]
+fn the_server_reports_its_scans() {
+    let server = Server::start(&[]);
+    assert_eq!(server.metric("port_exporter_scans_total"), 1.0);
+    assert_eq!(server.metric("port_exporter_scans_total"), 2.0);
+    assert_eq!(server.metric("port_exporter_scan_errors_total"), 0.0);
+    let body = server.get("/").body;
+    let own = server.addr.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(
+        open_ports(&body).contains(&own),
+        "the server does not see its own listener"
+    );
+    let Some(promtool) = util::need_program("promtool") else {
+        return;
+    };
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn simultaneous_scrapes_share_scans() {
+    // bind scans take long enough (all ports) for 200 requests to overlap.
+    let server = Server::start(&["--method", "bind"]);
+    let barrier = Arc::new(Barrier::new(200));
+    let answers: Vec<_> = (0..200)
+        .map(|_| {
+            let (addr, barrier) = (server.addr.clone(), barrier.clone());
+            thread::spawn(move || {
+                let mut stream = TcpStream::connect(&addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                barrier.wait();
+                write!(
+                    stream,
+                    "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+                let mut raw = String::new();
+                stream.read_to_string(&mut raw).unwrap();
+                util::parse_http(&raw)
+            })
+        })
+        .collect();
+    for answer in answers {
+        let answer = answer.join().unwrap();
+        assert_eq!(answer.status, 200);
+        assert!(value_of(&answer.body, "port_exporter_scans_total") <= 3.0);
+    }
+    let scans = server.metric("port_exporter_scans_total");
+    assert!(
+        (2.0..=4.0).contains(&scans),
+        "{scans} scans for 201 scrapes"
+    );
+}
+
+#[test]
+fn a_failed_scan_answers_500_and_the_next_one_works() {
+    let Some(strace) = util::need_program("strace") else {
+        return;
+    };
+    // Fail the first sendto(2) of each thread: only the netlink request
+    // uses it. strace counts per thread, and tokio runs the next scan on the
+    // same (idle) blocking thread, whose second sendto goes through.
+    let mut command = Command::new(strace);
+    command
+        .args([
+            "-f",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=sendto",
+            "-e",
+            "inject=sendto:error=EACCES:when=1",
+            BIN,
+        ])
+        .args(["--serve", "127.0.0.1:0", "--method", "netlink"]);
+    let server = Server::spawn(command);
+    let failed = server.get("/metrics");
+    assert_eq!(failed.status, 500);
+    assert_eq!(failed.body.lines().count(), 1, "{}", failed.body);
+    assert!(
+        failed
+            .body
+            .starts_with("scan failed: netlink sock_diag dump failed: Permission denied"),
+        "{}",
+        failed.body
+    );
+    let ok = server.get("/metrics");
+    assert_eq!(ok.status, 200);
+    assert_eq!(value_of(&ok.body, "port_exporter_scans_total"), 2.0);
+    assert_eq!(value_of(&ok.body, "port_exporter_scan_errors_total"), 1.0);
+    let log = server.log.lock().unwrap().clone();
+    assert!(
+        log.contains(
+            "port_exporter: scan failed: netlink sock_diag dump failed: Permission denied"
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn hostile_and_slow_clients_do_not_stop_a_normal_scrape() {
+    let mut server = Server::start(&[]);
+    let addr = server.addr.clone();
+    let idle_since = Instant::now();
+    // 200 clients that send one header byte per second.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow: Vec<_> = (0..200)
+        .map(|_| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut stream = TcpStream::connect(&addr).unwrap();
+                for byte in b"GET /metrics HTTP/1.1\r\nHost: slow\r\n".iter().cycle() {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || stream.write_all(&[*byte]).is_err()
+                    {
+                        break;
+                    }
+                    thread::sleep(Duration::from_secs(1));
+                }
+            })
+        })
+        .collect();
+    // 50 that connect and say nothing.
+    let silent: Vec<TcpStream> = (0..50)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    // Garbage, binary noise and a 1 MiB header line.
+    let mut refused = Vec::new();
+    for junk in [
+        b"GARBAGE\r\n\r\n".to_vec(),
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(),
+        b"GET / HTTP/9.9\r\n\r\n".to_vec(),
+        [
+            b"GET / HTTP/1.1\r\nX-Big: ".to_vec(),
+            vec![b'a'; 1 << 20],
+            b"\r\n\r\n".to_vec(),
+        ]
+        .concat(),
+        [
+            b"GET /".to_vec(),
+            vec![b'a'; 1 << 20],
+            b" HTTP/1.1\r\n\r\n".to_vec(),
+        ]
+        .concat(),
+    ] {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let _ = stream.write_all(&junk);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+            "{answer}"
+        );
+        refused.push(answer.lines().next().unwrap_or("closed").to_string());
+    }
+    thread::sleep(Duration::from_millis(1500));
+    for _ in 0..5 {
+        let started = Instant::now();
+        let response = server.get("/metrics");
+        assert_eq!(response.status, 200);
+        assert!(
+            started.elapsed() < ONE_SECOND,
+            "a normal scrape took {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(server.alive());
+    // The idle and the slow connections are closed after the header timeout.
+    for mut stream in silent {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut buf = [0; 64];
+        let read = stream.read(&mut buf);
+        assert!(
+            matches!(read, Ok(0)) || read.is_err(),
+            "an idle connection got {read:?}"
+        );
+    }
+    let waited = idle_since.elapsed();
+    assert!(
+        waited < Duration::from_secs(12),
+        "idle connections lived {waited:?}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for handle in slow {
+        handle.join().unwrap();
+    }
+    assert!(
+        server.rss_kib() < 64 * 1024,
+        "memory grew to {} KiB",
+        server.rss_kib()
+    );
+    assert_eq!(server.get("/").status, 200);
+    assert!(server.alive(), "refused with {refused:?}");
+}
+
+#[test]
+fn connections_beyond_the_cap_are_closed_at_once() {
+    let server = Server::start(&[]);
+    let held: Vec<TcpStream> = (0..600)
+        .map(|_| TcpStream::connect(&server.addr).unwrap())
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let mut closed = 0;
+    for stream in &held {
+        stream.set_nonblocking(true).unwrap();
+        let mut buf = [0; 8];
+        if matches!((&*stream).read(&mut buf), Ok(0) | Err(_) if !would_block(stream)) {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 80,
+        "only {closed} of 600 connections were refused"
+    );
+    drop(held);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.get("/metrics").status, 200);
+}
+
+/// Whether a non-blocking read on `stream` would block (the server keeps it).
+fn would_block(stream: &TcpStream) -> bool {
+    let mut buf = [0; 8];
+    matches!((&*stream).read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+#[test]
+fn sigterm_finishes_answers_in_flight_and_exits_0() {
+    for signal in ["-TERM", "-INT"] {
+        // A bind scan of 20,000 ports is slow enough to still be running
+        // when the signal arrives.
+        let mut server = Server::start(&["--method", "bind", "--ports", "1-20000"]);
+        let mut stream = TcpStream::connect(&server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        thread::sleep(Duration::from_millis(30));
+        let (status, took) = server.stop(signal);
+        assert!(status.success(), "{signal}: {status}");
+        assert!(took < ONE_SECOND, "{signal}: exiting took {took:?}");
+        let mut raw = String::new();
+        let _ = stream.read_to_string(&mut raw);
+        let answer = util::parse_http(&raw);
+        assert_eq!(answer.status, 200, "{signal}");
+        assert!(
+            answer.body.contains("port_exporter_build_info"),
+            "{signal}: cut short"
+        );
+        assert!(
+            TcpStream::connect(&server.addr).is_err(),
+            "{signal}: still accepting"
+        );
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+}
+
+#[test]
+fn address_forms() {
+    for form in ["[::1]:0", "localhost:0", ":0"] {
+        let mut command = Command::new(BIN);
+        command.args(["--serve", form]);
+        let server = Server::spawn(command);
+        let port = server.addr.rsplit(':').next().unwrap();
+        let local = if form.starts_with("[::1]") {
+            format!("[::1]:{port}")
+        } else {
+            format!("127.0.0.1:{port}")
+        };
+        assert_eq!(
+            util::http(&local, "GET", "/metrics", ONE_SECOND).status,
+            200,
+            "{form}"
+        );
+    }
+    // A bare --serve means :8000; this only checks it parses and starts, in
+    // a namespace of its own so that port 8000 is surely free.
+    if util::need_root() {
+        in_netns(|| {
+            let server = Server::spawn({
+                let mut command = Command::new(BIN);
+                command.arg("--serve");
+                command
+            });
+            assert!(server.addr.ends_with(":8000"), "{}", server.addr);
+            assert_eq!(
+                util::http("127.0.0.1:8000", "GET", "/", ONE_SECOND).status,
+                200
+            );
+            assert_eq!(util::http("[::1]:8000", "GET", "/", ONE_SECOND).status, 200);
+        });
+    }
+}
+
+#[test]
+fn an_address_in_use_is_one_line_and_exit_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = run(["--serve", &addr]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = util::stderr_of(&output);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&addr) && stderr.contains("Address already in use"),
+        "{stderr}"
+    );
+    let output = run(["--serve", "127.0.0.1:0", "--output", "x.prom"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(util::stderr_of(&output).contains("--output"));
+    let output = run(["--serve", "nonsense"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(util::stderr_of(&output).contains("'nonsense'"));
+}
+
+#[test]
+fn prometheus_scrapes_it() {
+    if !util::need_root() {
+        return;
+    }
+    let Some(prometheus) = util::need_program("prometheus") else {
+        return;
+    };
+    in_netns(|| {
+        let _extra = TcpListener::bind("127.0.0.1:7777").unwrap();
+        let _server = Server::spawn({
+            let mut command = Command::new(BIN);
+            command.args(["--serve", "127.0.0.1:8000"]);
+            command
+        });
+        let dir = util::open_tempdir();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: ports\n    static_configs:\n      - targets: ['127.0.0.1:8000']\n",
+        )
+        .unwrap();
+        let mut child = ChildGuard(
+            Command::new(prometheus)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg("--web.listen-address=127.0.0.1:9090")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let query = |q: &str| -> Option<String> {
+            let path = format!("/api/v1/query?query={q}");
+            let response = util::http("127.0.0.1:9090", "GET", &path, Duration::from_secs(5));
+            (response.status == 200).then_some(response.body)
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (up, ports) = loop {
+            assert!(child.0.try_wait().unwrap().is_none(), "prometheus exited");
+            if TcpStream::connect("127.0.0.1:9090").is_ok() {
+                let up = query("up%7Bjob%3D%22ports%22%7D").unwrap_or_default();
+                let ports = query("instance_open_ports").unwrap_or_default();
+                if up.contains("\"value\":[") && ports.contains("\"port\":\"7777\"") {
+                    break (up, ports);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus never scraped the exporter"
+            );
+            thread::sleep(Duration::from_millis(250));
+        };
+        assert!(up.contains("\"1\"]"), "up is not 1: {up}");
+        for port in ["7777", "8000", "9090"] {
+            assert!(
+                ports.contains(&format!("\"port\":\"{port}\"")),
+                "no series for {port}: {ports}"
+            );
+        }
+        assert_eq!(
+            ports
+                .matches("\"__name__\":\"instance_open_ports\"")
+                .count(),
+            3,
+            "{ports}"
+        );
+        assert!(ports.contains("\"job\":\"ports\""), "{ports}");
+    });
+}
