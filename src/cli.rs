@@ -137,12 +137,9 @@ impl Args {
         selected
     }
 
-    /// The size of the bind method's thread pool.
-    pub fn thread_count(&self) -> usize {
-        match self.threads {
-            Some(n) => usize::from(n),
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        }
+    /// The size of the bind method's thread pool, if given.
+    pub fn thread_count(&self) -> Option<usize> {
+        self.threads.map(usize::from)
     }
 }
 

@@ -65,8 +65,8 @@ pub struct Scan {
 }
 
 /// Scans the ports of `selected` with `method`; `threads` sizes the pool of
-/// the bind method.
-pub fn scan(method: Method, selected: &PortSet, threads: usize) -> anyhow::Result<Scan> {
+/// the bind method (`None`: one thread per CPU).
+pub fn scan(method: Method, selected: &PortSet, threads: Option<usize>) -> anyhow::Result<Scan> {
     let started = SystemTime::now();
     let clock = Instant::now();
     let mut fallback = None;

@@ -67,7 +67,8 @@ pub struct Config {
     pub method: scan::Method,
     pub selected: PortSet,
     pub include_closed: bool,
-    pub threads: usize,
+    /// Threads of the bind method's pool; `None` for one per CPU.
+    pub threads: Option<usize>,
     pub verbose: bool,
 }
 
