@@ -218,8 +218,10 @@ fn unprivileged_bind_never_guesses_about_ports_it_may_not_bind() {
             .map(u16::to_string)
             .collect();
         let list = format!("1-1100,{}", high.join(","));
+        let (_dir, bin) = util::shared_bin();
         let output = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
             .args(["--method", "bind", "--ports", &list, "--include-closed"])
             .output()
             .unwrap();

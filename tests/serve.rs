@@ -433,27 +433,25 @@ fn connections_beyond_the_cap_are_closed_at_once() {
         .map(|_| TcpStream::connect(&server.addr).unwrap())
         .collect();
     thread::sleep(Duration::from_millis(300));
-    let mut closed = 0;
-    for stream in &held {
-        stream.set_nonblocking(true).unwrap();
-        let mut buf = [0; 8];
-        if matches!((&*stream).read(&mut buf), Ok(0) | Err(_) if !would_block(stream)) {
-            closed += 1;
-        }
-    }
+    let closed = held
+        .iter()
+        .filter(|stream| {
+            stream.set_nonblocking(true).unwrap();
+            match (&**stream).read(&mut [0; 8]) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(err) => err.kind() != std::io::ErrorKind::WouldBlock,
+            }
+        })
+        .count();
+    // 600 - 512 = 88 over the cap; a few may not have been accepted yet.
     assert!(
-        closed >= 80,
-        "only {closed} of 600 connections were refused"
+        (80..=88).contains(&closed),
+        "{closed} of 600 connections were closed"
     );
     drop(held);
     thread::sleep(Duration::from_millis(300));
     assert_eq!(server.get("/metrics").status, 200);
-}
-
-/// Whether a non-blocking read on `stream` would block (the server keeps it).
-fn would_block(stream: &TcpStream) -> bool {
-    let mut buf = [0; 8];
-    matches!((&*stream).read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 #[test]
@@ -468,6 +466,14 @@ fn sigterm_finishes_answers_in_flight_and_exits_0() {
             .unwrap();
         write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         thread::sleep(Duration::from_millis(30));
+        // The answer is still being worked on when the signal arrives.
+        stream.set_nonblocking(true).unwrap();
+        let pending = stream.read(&mut [0; 8]);
+        assert!(
+            matches!(&pending, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{signal}: answered before the signal: {pending:?}"
+        );
+        stream.set_nonblocking(false).unwrap();
         let (status, took) = server.stop(signal);
         assert!(status.success(), "{signal}: {status}");
         assert!(took < ONE_SECOND, "{signal}: exiting took {took:?}");

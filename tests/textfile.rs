@@ -43,14 +43,11 @@ fn unwritable_directory_keeps_the_previous_file() {
     let dir = util::open_tempdir();
     let target = dir.path().join("open_ports.prom");
     fs::write(&target, "previous contents\n").unwrap();
+    let (_bin_dir, bin) = util::shared_bin();
     let output = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            BIN,
-            "-o",
-        ])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .arg("-o")
         .arg(&target)
         .stdin(Stdio::null())
         .output()

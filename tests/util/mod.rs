@@ -185,6 +185,17 @@ pub fn open_tempdir() -> tempfile::TempDir {
     dir
 }
 
+/// A copy of the binary that any user may run, in its own 0755 directory:
+/// tests that run it as `nobody` cannot rely on every directory above the
+/// build tree being searchable by others (a checkout under /root is not).
+/// The copy goes away with the returned directory.
+pub fn shared_bin() -> (tempfile::TempDir, PathBuf) {
+    let dir = open_tempdir();
+    let path = dir.path().join("port_exporter");
+    std::fs::copy(BIN, &path).expect("cannot copy the binary");
+    (dir, path)
+}
+
 /// The names in `dir`, sorted.
 pub fn dir_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
