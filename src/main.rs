@@ -40,7 +40,8 @@ fn usage_error(err: &clap::Error) -> ExitCode {
     }
 }
 
-/// The one-shot job: scan, render, then print or replace the file.
+/// Prints a generated file, serves, or runs the one-shot job: scan, render,
+/// then print or replace the file.
 fn run(args: &cli::Args) -> anyhow::Result<()> {
     if let Some(kind) = args.generate {
         let mut out = io::stdout().lock();
@@ -75,7 +76,7 @@ fn run(args: &cli::Args) -> anyhow::Result<()> {
     }
     let selected = args.selected_ports();
     let scan = scan::scan(args.method, &selected, args.thread_count())?;
-    report_on_stderr(args, &scan);
+    report_on_stderr(args, &scan, selected.len());
     let body = exposition::render_scan(&scan, &selected, args.include_closed);
     match output {
         Some(path) => textfile::write(path, body.as_bytes()),
@@ -88,24 +89,19 @@ fn run(args: &cli::Args) -> anyhow::Result<()> {
 }
 
 /// The warnings every run gives, and what --verbose adds.
-fn report_on_stderr(args: &cli::Args, scan: &scan::Scan) {
+fn report_on_stderr(args: &cli::Args, scan: &scan::Scan, selected: usize) {
     if let Some(why) = scan.fallback.as_ref().filter(|_| args.verbose) {
         eprintln!("port_exporter: {why}");
     }
-    if !scan.denied.is_empty() {
-        eprintln!(
-            "port_exporter: warning: {} ports could not be checked (permission denied) and are \
-             not reported; run as root, grant CAP_NET_BIND_SERVICE, lower \
-             net.ipv4.ip_unprivileged_port_start, or use --method netlink",
-            scan.denied.len()
-        );
+    if let Some(warning) = scan.skipped_warning() {
+        eprintln!("port_exporter: {warning}");
     }
     if args.verbose {
         eprintln!(
             "port_exporter: method {} found {} open of {} selected ports in {:.3} ms",
             scan.method.name(),
             scan.open.len(),
-            args.selected_ports().len(),
+            selected,
             scan.duration.as_secs_f64() * 1e3,
         );
     }

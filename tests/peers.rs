@@ -2,7 +2,6 @@
 //! format gate and node_exporter's textfile collector.
 
 use std::{
-    io::Write,
     net::{TcpListener, TcpStream},
     process::{Command, Stdio},
     thread,
@@ -10,30 +9,6 @@ use std::{
 };
 
 use crate::util::{self, ChildGuard, in_netns, open_ports, run, ss_listeners, stdout_of};
-
-/// Feeds `text` to `promtool check metrics` and returns (status, output).
-fn promtool_check(promtool: &std::path::Path, text: &str) -> (bool, String) {
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), said)
-}
 
 #[test]
 fn promtool_accepts_every_output_without_a_lint() {
@@ -49,11 +24,11 @@ fn promtool_accepts_every_output_without_a_lint() {
         &["--ports", "65535", "--include-closed"],
     ] {
         let text = stdout_of(&run(args));
-        let (ok, said) = promtool_check(&promtool, &text);
+        let (ok, said) = util::promtool_check(&promtool, &text);
         assert!(ok && said.is_empty(), "promtool on {args:?}: {said}");
     }
     // The gate itself works: a broken file is refused.
-    let (ok, _) = promtool_check(&promtool, "# TYPE x gauge\nx{port=\"1\"} 1 123\nx 1");
+    let (ok, _) = util::promtool_check(&promtool, "# TYPE x gauge\nx{port=\"1\"} 1 123\nx 1");
     assert!(!ok, "promtool accepted a file without a final newline");
 }
 

@@ -100,6 +100,20 @@ impl Server {
         }
     }
 
+    /// The log so far, once it satisfies `ready` (stderr is read by another
+    /// thread, so a line the server wrote may not have arrived yet).
+    #[track_caller]
+    fn log_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if ready(&log) || Instant::now() > deadline {
+                return log;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Resident memory of the server, in KiB.
     fn rss_kib(&self) -> u64 {
         let status =
@@ -222,24 +236,8 @@ fn the_server_reports_its_scans() {
     let Some(promtool) = util::need_program("promtool") else {
         return;
     };
-    let mut check = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "{out:?}"
-    );
+    let (ok, said) = util::promtool_check(&promtool, &body);
+    assert!(ok && said.is_empty(), "promtool: {said}");
 }
 
 #[test]
@@ -315,7 +313,7 @@ fn a_failed_scan_answers_500_and_the_next_one_works() {
     assert_eq!(ok.status, 200);
     assert_eq!(value_of(&ok.body, "port_exporter_scans_total"), 2.0);
     assert_eq!(value_of(&ok.body, "port_exporter_scan_errors_total"), 1.0);
-    let log = server.log.lock().unwrap().clone();
+    let log = server.log_when(|log| log.contains("scan failed"));
     assert!(
         log.contains(
             "port_exporter: scan failed: netlink sock_diag dump failed: Permission denied"
@@ -621,5 +619,37 @@ fn prometheus_scrapes_it() {
             "{ports}"
         );
         assert!(ports.contains("\"job\":\"ports\""), "{ports}");
+    });
+}
+
+#[test]
+fn unprivileged_bind_scans_say_once_what_they_skipped() {
+    if !util::need_root() || util::need_program("setpriv").is_none() {
+        return;
+    }
+    in_netns(|| {
+        let (_dir, bin) = util::shared_bin();
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args([
+                "--serve",
+                "127.0.0.1:0",
+                "--method",
+                "bind",
+                "--ports",
+                "1-2000",
+            ]);
+        let server = Server::spawn(command);
+        for _ in 0..3 {
+            assert_eq!(server.metric("port_exporter_scan_skipped_ports"), 1023.0);
+        }
+        let log = server.log_when(|log| log.contains("could not be checked"));
+        assert_eq!(
+            log.matches("1023 ports could not be checked").count(),
+            1,
+            "{log}"
+        );
     });
 }

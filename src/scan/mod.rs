@@ -64,6 +64,21 @@ pub struct Scan {
     pub fallback: Option<String>,
 }
 
+impl Scan {
+    /// What to tell the user when some ports could not be checked: how many,
+    /// and how to fix it. `None` when every selected port was checked.
+    pub fn skipped_warning(&self) -> Option<String> {
+        (!self.denied.is_empty()).then(|| {
+            format!(
+                "warning: {} ports could not be checked (permission denied) and are not \
+                 reported; run as root, grant CAP_NET_BIND_SERVICE, lower \
+                 net.ipv4.ip_unprivileged_port_start, or use --method netlink",
+                self.denied.len()
+            )
+        })
+    }
+}
+
 /// Scans the ports of `selected` with `method`; `threads` sizes the pool of
 /// the bind method (`None`: one thread per CPU).
 pub fn scan(method: Method, selected: &PortSet, threads: Option<usize>) -> anyhow::Result<Scan> {

@@ -248,6 +248,7 @@ struct Scraper {
     scans: AtomicU64,
     errors: AtomicU64,
     fallback_logged: AtomicBool,
+    skipped_logged: AtomicBool,
 }
 
 impl Scraper {
@@ -259,6 +260,7 @@ impl Scraper {
             scans: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             fallback_logged: AtomicBool::new(false),
+            skipped_logged: AtomicBool::new(false),
         }
     }
 
@@ -320,6 +322,13 @@ impl Scraper {
             && !self.fallback_logged.swap(true, Ordering::Relaxed)
         {
             eprintln!("port_exporter: {why}");
+        }
+        // Also once: the skipped ports stay skipped on every scrape, and the
+        // metric port_exporter_scan_skipped_ports keeps showing them.
+        if let Some(warning) = scan.skipped_warning()
+            && !self.skipped_logged.swap(true, Ordering::Relaxed)
+        {
+            eprintln!("port_exporter: {warning}");
         }
         let mut body =
             exposition::render_scan(&scan, &self.config.selected, self.config.include_closed);
