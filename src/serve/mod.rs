@@ -18,6 +18,16 @@
 mod listen;
 mod stall;
 
+/// Writes one line to stderr, prefixed with the program name, ignoring
+/// failures: `eprintln!` panics when stderr is a closed pipe, and a server
+/// must not stop serving because its log reader went away.
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "port_exporter: {}", format_args!($($arg)*));
+    }};
+}
+
 use std::{
     convert::Infallible,
     net::TcpListener as StdListener,
@@ -25,7 +35,7 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
@@ -93,10 +103,7 @@ async fn run(listeners: Vec<StdListener>, scraper: Arc<Scraper>) -> anyhow::Resu
         .iter()
         .map(|l| l.local_addr().map(|a| a.to_string()))
         .collect::<Result<_, _>>()?;
-    eprintln!(
-        "port_exporter: listening on {} (GET / or /metrics)",
-        names.join(" and ")
-    );
+    log!("listening on {} (GET / or /metrics)", names.join(" and "));
 
     let graceful = Arc::new(GracefulShutdown::new());
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -131,7 +138,7 @@ async fn run(listeners: Vec<StdListener>, scraper: Arc<Scraper>) -> anyhow::Resu
         .await
         .is_err()
     {
-        eprintln!("port_exporter: stopped with answers still in flight");
+        log!("stopped with answers still in flight");
     }
     Ok(())
 }
@@ -144,14 +151,18 @@ async fn accept_loop(
     slots: Arc<Semaphore>,
     scraper: Arc<Scraper>,
 ) {
+    let mut last_complaint: Option<Instant> = None;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _peer)) => stream,
             Err(err) => {
                 // Out of descriptors or memory, or a connection reset while
                 // queued: not the listener's fault. Pause so a persistent
-                // EMFILE does not spin, then go on.
-                eprintln!("port_exporter: accept failed: {err}");
+                // EMFILE does not spin, say so at most once a minute, and go on.
+                if last_complaint.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
+                    log!("accept failed: {err}");
+                    last_complaint = Some(Instant::now());
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -312,7 +323,7 @@ impl Scraper {
             Ok(scan) => scan,
             Err(why) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
-                eprintln!("port_exporter: scan failed: {why}");
+                log!("scan failed: {why}");
                 return Err(why.into());
             }
         };
@@ -321,14 +332,14 @@ impl Scraper {
             && self.config.verbose
             && !self.fallback_logged.swap(true, Ordering::Relaxed)
         {
-            eprintln!("port_exporter: {why}");
+            log!("{why}");
         }
         // Also once: the skipped ports stay skipped on every scrape, and the
         // metric port_exporter_scan_skipped_ports keeps showing them.
         if let Some(warning) = scan.skipped_warning()
             && !self.skipped_logged.swap(true, Ordering::Relaxed)
         {
-            eprintln!("port_exporter: {warning}");
+            log!("{warning}");
         }
         let mut body =
             exposition::render_scan(&scan, &self.config.selected, self.config.include_closed);
