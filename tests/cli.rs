@@ -168,3 +168,27 @@ fn include_closed_reports_every_selected_port_once() {
         .collect();
     assert_eq!(samples.keys().copied().collect::<Vec<_>>(), expected);
 }
+
+#[test]
+fn meta_metrics_are_in_seconds() {
+    let text = stdout_of(&run(["--ports", "1-100"]));
+    let value = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .expect(name);
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value("port_exporter_last_scan_timestamp_seconds");
+    assert!(
+        (now - 60.0..=now).contains(&started),
+        "timestamp {started}, now {now}"
+    );
+    let took = value("port_exporter_scan_duration_seconds");
+    assert!(took > 0.0 && took < 5.0, "duration {took}");
+    assert_eq!(value("port_exporter_scan_skipped_ports"), 0.0);
+}

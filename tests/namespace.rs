@@ -53,7 +53,15 @@ fn zoo(low: bool) -> Zoo {
     if low {
         listeners.push(TcpListener::bind("0.0.0.0:80").unwrap());
     }
-    let keep = vec![v6_wildcard(true), v6_wildcard(false)];
+    // A listener with SO_REUSEPORT: a probe that set it too would share the
+    // port instead of seeing it in use.
+    let reuse_port = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    reuse_port.set_reuse_port(true).unwrap();
+    reuse_port
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    reuse_port.listen(8).unwrap();
+    let keep = vec![v6_wildcard(true), v6_wildcard(false), reuse_port];
     let mut ports: BTreeSet<u16> = listeners
         .iter()
         .map(|l| l.local_addr().unwrap().port())
@@ -78,6 +86,18 @@ fn zoo(low: bool) -> Zoo {
     drop(accepted);
     wait_for_time_wait(time_wait);
     bound_only.insert(time_wait);
+    // A server-side TIME_WAIT on a port nobody listens on any more: the
+    // server closed first, then its listener (std sets SO_REUSEADDR, as
+    // most servers do) went away. Free for a new listener, so not open,
+    // and a probe with SO_REUSEADDR must say so.
+    let gone = TcpListener::bind("127.0.0.3:0").unwrap();
+    let mut client = TcpStream::connect(gone.local_addr().unwrap()).unwrap();
+    let (accepted, _) = gone.accept().unwrap();
+    let server_time_wait = gone.local_addr().unwrap().port();
+    drop((accepted, gone));
+    client.read_to_end(&mut sink).unwrap();
+    drop(client);
+    wait_for_time_wait(server_time_wait);
     // Bound, never listening.
     let bound = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     bound
@@ -332,5 +352,58 @@ fn auto_falls_back_to_procfs_when_netlink_is_refused() {
             "{stderr}"
         );
         assert!(output.stdout.is_empty());
+        // A failed scan never replaces a good file.
+        let dir = util::open_tempdir();
+        let target = dir.path().join("open_ports.prom");
+        std::fs::write(&target, "previous contents\n").unwrap();
+        let output = refused(&["--method", "netlink", "-o", target.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "previous contents\n"
+        );
+        assert_eq!(util::dir_names(dir.path()), ["open_ports.prom"]);
+    });
+}
+
+#[test]
+fn a_bind_scan_waits_while_another_holds_the_lock() {
+    use std::os::{
+        linux::net::SocketAddrExt,
+        unix::net::{SocketAddr as UnixAddr, UnixDatagram},
+    };
+    if !util::need_root() {
+        return;
+    }
+    in_netns(|| {
+        // The lock is an abstract Unix socket of the namespace; holding it
+        // here is what a running bind scan does.
+        let name = UnixAddr::from_abstract_name(b"port_exporter/bind-scan").unwrap();
+        let held = UnixDatagram::bind_addr(&name).unwrap();
+        let mut scan = util::ChildGuard(
+            Command::new(BIN)
+                .args(["--method", "bind", "--ports", "1-2000"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        thread::sleep(Duration::from_millis(500));
+        assert!(
+            scan.0.try_wait().unwrap().is_none(),
+            "the scan ran while the lock was held"
+        );
+        drop(held);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = scan.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the scan never took the released lock"
+            );
+            thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success());
     });
 }

@@ -35,6 +35,9 @@ impl Server {
     /// Starts `command`, which must run the server, and waits for the line
     /// that names the bound address.
     fn spawn(mut command: Command) -> Server {
+        // Its own process group, so that a wrapper (strace) and the server
+        // it runs are stopped together.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -126,6 +129,23 @@ impl Server {
     fn alive(&mut self) -> bool {
         self.child.0.try_wait().unwrap().is_none()
     }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    }
+}
+
+/// Runs `f` in a network namespace of its own when root, so that bind scans
+/// of concurrent tests (which take turns through a per-namespace lock) do
+/// not wait for each other; in the host's namespace otherwise.
+fn isolated<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    #[allow(unsafe_code)]
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root { in_netns(f) } else { f() }
 }
 
 /// The value of the unlabeled sample `name` in an exposition.
@@ -243,38 +263,40 @@ fn the_server_reports_its_scans() {
 #[test]
 fn simultaneous_scrapes_share_scans() {
     // bind scans take long enough (all ports) for 200 requests to overlap.
-    let server = Server::start(&["--method", "bind"]);
-    let barrier = Arc::new(Barrier::new(200));
-    let answers: Vec<_> = (0..200)
-        .map(|_| {
-            let (addr, barrier) = (server.addr.clone(), barrier.clone());
-            thread::spawn(move || {
-                let mut stream = TcpStream::connect(&addr).unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(30)))
+    isolated(|| {
+        let server = Server::start(&["--method", "bind"]);
+        let barrier = Arc::new(Barrier::new(200));
+        let answers: Vec<_> = (0..200)
+            .map(|_| {
+                let (addr, barrier) = (server.addr.clone(), barrier.clone());
+                thread::spawn(move || {
+                    let mut stream = TcpStream::connect(&addr).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(30)))
+                        .unwrap();
+                    barrier.wait();
+                    write!(
+                        stream,
+                        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                    )
                     .unwrap();
-                barrier.wait();
-                write!(
-                    stream,
-                    "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-                )
-                .unwrap();
-                let mut raw = String::new();
-                stream.read_to_string(&mut raw).unwrap();
-                util::parse_http(&raw)
+                    let mut raw = String::new();
+                    stream.read_to_string(&mut raw).unwrap();
+                    util::parse_http(&raw)
+                })
             })
-        })
-        .collect();
-    for answer in answers {
-        let answer = answer.join().unwrap();
-        assert_eq!(answer.status, 200);
-        assert!(value_of(&answer.body, "port_exporter_scans_total") <= 3.0);
-    }
-    let scans = server.metric("port_exporter_scans_total");
-    assert!(
-        (2.0..=4.0).contains(&scans),
-        "{scans} scans for 201 scrapes"
-    );
+            .collect();
+        for answer in answers {
+            let answer = answer.join().unwrap();
+            assert_eq!(answer.status, 200);
+            assert!(value_of(&answer.body, "port_exporter_scans_total") <= 3.0);
+        }
+        let scans = server.metric("port_exporter_scans_total");
+        assert!(
+            (2.0..=4.0).contains(&scans),
+            "{scans} scans for 201 scrapes"
+        );
+    });
 }
 
 #[test]
@@ -452,41 +474,43 @@ fn connections_beyond_the_cap_are_closed_at_once() {
 
 #[test]
 fn sigterm_finishes_answers_in_flight_and_exits_0() {
-    for signal in ["-TERM", "-INT"] {
-        // A bind scan of 20,000 ports is slow enough to still be running
-        // when the signal arrives.
-        let mut server = Server::start(&["--method", "bind", "--ports", "1-20000"]);
-        let mut stream = TcpStream::connect(&server.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        thread::sleep(Duration::from_millis(30));
-        // The answer is still being worked on when the signal arrives.
-        stream.set_nonblocking(true).unwrap();
-        let pending = stream.read(&mut [0; 8]);
-        assert!(
-            matches!(&pending, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
-            "{signal}: answered before the signal: {pending:?}"
-        );
-        stream.set_nonblocking(false).unwrap();
-        let (status, took) = server.stop(signal);
-        assert!(status.success(), "{signal}: {status}");
-        assert!(took < ONE_SECOND, "{signal}: exiting took {took:?}");
-        let mut raw = String::new();
-        let _ = stream.read_to_string(&mut raw);
-        let answer = util::parse_http(&raw);
-        assert_eq!(answer.status, 200, "{signal}");
-        assert!(
-            answer.body.contains("port_exporter_build_info"),
-            "{signal}: cut short"
-        );
-        assert!(
-            TcpStream::connect(&server.addr).is_err(),
-            "{signal}: still accepting"
-        );
-        let _ = stream.shutdown(Shutdown::Both);
-    }
+    isolated(|| {
+        for signal in ["-TERM", "-INT"] {
+            // A bind scan of 20,000 ports is slow enough to still be running
+            // when the signal arrives.
+            let mut server = Server::start(&["--method", "bind", "--ports", "1-20000"]);
+            let mut stream = TcpStream::connect(&server.addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            thread::sleep(Duration::from_millis(30));
+            // The answer is still being worked on when the signal arrives.
+            stream.set_nonblocking(true).unwrap();
+            let pending = stream.read(&mut [0; 8]);
+            assert!(
+                matches!(&pending, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "{signal}: answered before the signal: {pending:?}"
+            );
+            stream.set_nonblocking(false).unwrap();
+            let (status, took) = server.stop(signal);
+            assert!(status.success(), "{signal}: {status}");
+            assert!(took < ONE_SECOND, "{signal}: exiting took {took:?}");
+            let mut raw = String::new();
+            let _ = stream.read_to_string(&mut raw);
+            let answer = util::parse_http(&raw);
+            assert_eq!(answer.status, 200, "{signal}");
+            assert!(
+                answer.body.contains("port_exporter_build_info"),
+                "{signal}: cut short"
+            );
+            assert!(
+                TcpStream::connect(&server.addr).is_err(),
+                "{signal}: still accepting"
+            );
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    });
 }
 
 #[test]
@@ -689,5 +713,41 @@ fn random_bytes_never_bring_it_down() {
             "the server died on request {round}: {noise:?}"
         );
     }
+    assert_eq!(server.get("/metrics").status, 200);
+}
+
+#[test]
+fn a_client_that_stops_reading_is_dropped() {
+    use socket2::{Domain, Socket, Type};
+    let server = Server::start(&[]);
+    // A small receive buffer and 2,000 pipelined requests, never read: the
+    // server's writes stall, and after WRITE_TIMEOUT (10 s) it gives up.
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = server.addr.parse().unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    let requests = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = stream.write_all(requests.as_bytes());
+    thread::sleep(Duration::from_secs(12));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answers = Vec::new();
+    let ended = match stream.read_to_end(&mut answers) {
+        Ok(_) => true,
+        Err(err) => err.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    let count = String::from_utf8_lossy(&answers)
+        .matches("HTTP/1.1 200")
+        .count();
+    assert!(ended, "the connection was kept open");
+    assert!(
+        count < 2000,
+        "all {count} answers were written to a client that did not read"
+    );
     assert_eq!(server.get("/metrics").status, 200);
 }

@@ -135,4 +135,30 @@ mod tests {
         drop(stream);
         assert_eq!(reader.await.unwrap(), 4096);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_but_steady_progress_is_not_a_stall() {
+        // Each 16-byte read comes 6 s after the last: no single wait reaches
+        // the 10 s limit, though the whole write takes 24 s.
+        let (client, mut server) = tokio::io::duplex(16);
+        let mut stream = WriteDeadline::new(client, Duration::from_secs(10));
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            let mut buf = [0; 16];
+            loop {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                match tokio::io::AsyncReadExt::read(&mut server, &mut buf)
+                    .await
+                    .unwrap()
+                {
+                    0 => return got,
+                    n => got += n,
+                }
+            }
+        });
+        stream.write_all(&[7; 64]).await.unwrap();
+        stream.shutdown().await.unwrap();
+        drop(stream);
+        assert_eq!(reader.await.unwrap(), 64);
+    }
 }
