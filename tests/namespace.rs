@@ -285,7 +285,9 @@ fn concurrent_bind_scans_never_see_each_other() {
     }
     in_netns(|| {
         // Listeners only: with nothing merely bound, bind is exact here, so
-        // any extra port can only be another scan's probe.
+        // any extra port could only be another scan's probe. (On Linux the
+        // probes would not collide even without the lock; the lock itself
+        // is checked by a_bind_scan_waits_while_another_holds_the_lock.)
         let listeners: Vec<TcpListener> = (0..3)
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();

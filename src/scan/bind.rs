@@ -48,8 +48,12 @@ enum Probe {
 /// Probes every port of `ports` with a pool of `threads` threads (`None`:
 /// one per CPU, which is only worth asking the OS for here).
 ///
-/// Holds the [`ScanLock`] for the whole scan, since two overlapping bind
-/// scans would each see the other's probes as open ports.
+/// Holds the [`ScanLock`] for the whole scan, so bind scans of a namespace
+/// take turns. On Linux two of these probes on one port do not collide
+/// (both set SO_REUSEADDR and neither listens), but overlapping scans would
+/// still double the time each free port is held against a starting
+/// service, and where SO_REUSEADDR means less (the BSDs) concurrent probes
+/// of one port do see each other as open.
 pub fn scan(ports: &PortSet, threads: Option<usize>) -> io::Result<Found> {
     let _lock = ScanLock::acquire(LOCK_WAIT)?;
     let family = match Socket::new(Domain::IPV6, Type::STREAM, None) {
