@@ -51,7 +51,11 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
 };
-use tokio::{net::TcpListener, sync::OnceCell, sync::Semaphore};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+    sync::{OnceCell, Semaphore},
+};
 
 pub use listen::{DEFAULT, ListenAddr};
 
@@ -103,6 +107,10 @@ async fn run(listeners: Vec<StdListener>, scraper: Arc<Scraper>) -> anyhow::Resu
         .iter()
         .map(|l| l.local_addr().map(|a| a.to_string()))
         .collect::<Result<_, _>>()?;
+    // Watch the signals before saying we listen: whoever reads that line
+    // may stop us at once, and must get a clean exit.
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     log!("listening on {} (GET / or /metrics)", names.join(" and "));
 
     let graceful = Arc::new(GracefulShutdown::new());
@@ -125,7 +133,10 @@ async fn run(listeners: Vec<StdListener>, scraper: Arc<Scraper>) -> anyhow::Resu
         })
         .collect();
 
-    shutdown_signal().await?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
     for task in &accepting {
         task.abort();
     }
@@ -187,18 +198,6 @@ async fn accept_loop(
             drop(slot);
         });
     }
-}
-
-/// Resolves when SIGTERM or SIGINT arrives.
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }
 
 /// The answer to one request.
