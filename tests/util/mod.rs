@@ -189,10 +189,19 @@ pub fn open_tempdir() -> tempfile::TempDir {
 /// tests that run it as `nobody` cannot rely on every directory above the
 /// build tree being searchable by others (a checkout under /root is not).
 /// The copy goes away with the returned directory.
+///
+/// `cp` makes the copy, not this process: a file we held open for writing
+/// would leak into children that other test threads fork meanwhile, and
+/// exec of the copy would fail with ETXTBSY until they exec themselves.
 pub fn shared_bin() -> (tempfile::TempDir, PathBuf) {
     let dir = open_tempdir();
     let path = dir.path().join("port_exporter");
-    std::fs::copy(BIN, &path).expect("cannot copy the binary");
+    let copied = Command::new("cp")
+        .arg(BIN)
+        .arg(&path)
+        .status()
+        .expect("cannot run cp");
+    assert!(copied.success(), "cp {BIN} failed");
     (dir, path)
 }
 
