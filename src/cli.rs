@@ -102,8 +102,8 @@ pub struct Args {
     /// Also write 0 for each selected port that is closed (needs --ports)
     ///
     /// Lets an alert fire on instance_open_ports == 0 instead of relying on
-    /// absent(). Only with an explicit --ports list, so that a closed port
-    /// never adds up to 65,535 series.
+    /// absent(). Only with an explicit --ports list, so that closed ports
+    /// never add up to 65,535 series.
     #[arg(long)]
     pub include_closed: bool,
 

@@ -476,9 +476,9 @@ fn connections_beyond_the_cap_are_closed_at_once() {
 fn sigterm_finishes_answers_in_flight_and_exits_0() {
     isolated(|| {
         for signal in ["-TERM", "-INT"] {
-            // A bind scan of 20,000 ports is slow enough to still be running
+            // A bind scan of 30,000 ports is slow enough to still be running
             // when the signal arrives.
-            let mut server = Server::start(&["--method", "bind", "--ports", "1-20000"]);
+            let mut server = Server::start(&["--method", "bind", "--ports", "1-30000"]);
             let mut stream = TcpStream::connect(&server.addr).unwrap();
             stream
                 .set_read_timeout(Some(Duration::from_secs(5)))
