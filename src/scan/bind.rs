@@ -40,8 +40,11 @@ pub struct Found {
 
 /// The outcome of probing one port.
 enum Probe {
+    /// The bind succeeded: nothing holds the port.
     Free,
+    /// EADDRINUSE: something holds the port (a listener, or see the limits).
     InUse,
+    /// EACCES/EPERM: not ours to bind, so not known.
     Denied,
 }
 

@@ -78,11 +78,15 @@ const CONTENT_TYPE_METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// What to scan and report, as in one-shot mode.
 #[derive(Debug)]
 pub struct Config {
+    /// `--method`.
     pub method: scan::Method,
+    /// `--ports` (or all) minus `--exclude`.
     pub selected: PortSet,
+    /// `--include-closed`.
     pub include_closed: bool,
     /// Threads of the bind method's pool; `None` for one per CPU.
     pub threads: Option<usize>,
+    /// `--verbose`.
     pub verbose: bool,
 }
 
@@ -250,14 +254,19 @@ type Outcome = Result<Bytes, Arc<str>>;
 /// Runs scans for requests, one at a time, sharing each with every request
 /// that arrives while it runs.
 struct Scraper {
+    /// What every scan scans and reports.
     config: Config,
     /// The scan in flight, if any. Requests clone the cell and wait on it;
     /// the first to arrive runs the scan. tokio's OnceCell hands the work to
     /// another waiter if that request is dropped (its client went away).
     in_flight: Mutex<Option<Arc<OnceCell<Outcome>>>>,
+    /// Scans run, for `port_exporter_scans_total`.
     scans: AtomicU64,
+    /// Scans failed, for `port_exporter_scan_errors_total`.
     errors: AtomicU64,
+    /// Whether the (verbose) netlink fallback note was given.
     fallback_logged: AtomicBool,
+    /// Whether the skipped-ports warning was given.
     skipped_logged: AtomicBool,
 }
 

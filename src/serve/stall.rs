@@ -21,7 +21,9 @@ use tokio::{
 
 /// `S` with a deadline on stalled writes.
 pub struct WriteDeadline<S> {
+    /// The connection.
     inner: S,
+    /// How long a write may stay blocked.
     limit: Duration,
     /// Armed while a write is blocked; cleared by any progress.
     timer: Option<Pin<Box<Sleep>>>,
