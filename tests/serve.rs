@@ -138,16 +138,6 @@ impl Drop for Server {
     }
 }
 
-/// Runs `f` in a network namespace of its own when root, so that bind scans
-/// of concurrent tests (which take turns through a per-namespace lock) do
-/// not wait for each other; in the host's namespace otherwise.
-fn isolated<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    #[allow(unsafe_code)]
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if root { in_netns(f) } else { f() }
-}
-
 /// The value of the unlabeled sample `name` in an exposition.
 #[track_caller]
 fn value_of(text: &str, name: &str) -> f64 {
@@ -263,7 +253,7 @@ fn the_server_reports_its_scans() {
 #[test]
 fn simultaneous_scrapes_share_scans() {
     // bind scans take long enough (all ports) for 200 requests to overlap.
-    isolated(|| {
+    util::isolated(|| {
         let server = Server::start(&["--method", "bind"]);
         let barrier = Arc::new(Barrier::new(200));
         let answers: Vec<_> = (0..200)
@@ -474,7 +464,7 @@ fn connections_beyond_the_cap_are_closed_at_once() {
 
 #[test]
 fn sigterm_finishes_answers_in_flight_and_exits_0() {
-    isolated(|| {
+    util::isolated(|| {
         for signal in ["-TERM", "-INT"] {
             // A bind scan of 30,000 ports is slow enough to still be running
             // when the signal arrives.

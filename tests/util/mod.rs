@@ -162,6 +162,16 @@ pub fn in_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// Runs `f` in a network namespace of its own when root, so that bind scans
+/// of concurrent tests (which take turns through a per-namespace lock) do
+/// not wait for each other; in the host's namespace otherwise.
+pub fn isolated<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    #[allow(unsafe_code)]
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root { in_netns(f) } else { f() }
+}
+
 /// A child process killed and reaped when the guard drops, even when the
 /// test panics.
 pub struct ChildGuard(pub std::process::Child);
