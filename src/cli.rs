@@ -5,7 +5,12 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, error::ErrorKind};
 
-use crate::{generate::GenerateKind, ports::PortSet, scan::Method, serve::ListenAddr};
+use crate::{
+    generate::GenerateKind,
+    ports::{PortSet, parse_list},
+    scan::Method,
+    serve::ListenAddr,
+};
 
 const LONG_ABOUT: &str = "\
 Tell Prometheus which TCP ports of this machine are open.
@@ -88,7 +93,7 @@ pub struct Args {
     ///
     /// A comma-separated list of ports (1-65535) and inclusive ranges.
     /// Other ports are neither reported nor, with --method bind, probed.
-    #[arg(short, long, value_name = "LIST", value_parser = parse_ports, allow_hyphen_values = true)]
+    #[arg(short, long, value_name = "LIST", value_parser = parse_list, allow_hyphen_values = true)]
     pub ports: Option<PortSet>,
 
     /// Never report these ports, such as 32768-60999 (same form as --ports)
@@ -96,7 +101,7 @@ pub struct Args {
     /// Applied after --ports. Excluding the ephemeral range
     /// (net.ipv4.ip_local_port_range) hides listeners that come and go,
     /// which keeps the number of series stable.
-    #[arg(short = 'x', long, value_name = "LIST", value_parser = parse_ports, allow_hyphen_values = true)]
+    #[arg(short = 'x', long, value_name = "LIST", value_parser = parse_list, allow_hyphen_values = true)]
     pub exclude: Option<PortSet>,
 
     /// Also write 0 for each selected port that is closed (needs --ports)
@@ -186,11 +191,6 @@ pub fn one_line(err: &clap::Error) -> String {
         .strip_prefix("error: ")
         .unwrap_or(&joined)
         .to_string()
-}
-
-/// clap value parser for a port list.
-fn parse_ports(list: &str) -> Result<PortSet, String> {
-    crate::ports::parse_list(list)
 }
 
 #[cfg(test)]
