@@ -138,6 +138,18 @@ impl Drop for Server {
     }
 }
 
+/// Opens a connection to `addr`, sends `bytes`, and reads whatever comes
+/// back until the server closes (or `limit` passes). Errors on either side
+/// are the point of the callers, so they are not failures here.
+fn exchange(addr: &str, bytes: &[u8], limit: Duration) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let _ = stream.write_all(bytes);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    answer
+}
+
 /// The value of the unlabeled sample `name` in an exposition.
 #[track_caller]
 fn value_of(text: &str, name: &str) -> f64 {
@@ -380,13 +392,7 @@ fn hostile_and_slow_clients_do_not_stop_a_normal_scrape() {
         ]
         .concat(),
     ] {
-        let mut stream = TcpStream::connect(&addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let _ = stream.write_all(&junk);
-        let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer);
+        let answer = exchange(&addr, &junk, Duration::from_secs(5));
         let answer = String::from_utf8_lossy(&answer);
         assert!(
             answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
@@ -691,13 +697,7 @@ fn random_bytes_never_bring_it_down() {
             noise.splice(0..0, prefixes[round % 3].iter().copied());
         }
         noise.extend_from_slice(b"\r\n\r\n");
-        let mut stream = TcpStream::connect(&server.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let _ = stream.write_all(&noise);
-        let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer);
+        exchange(&server.addr, &noise, Duration::from_secs(10));
         assert!(
             server.alive(),
             "the server died on request {round}: {noise:?}"

@@ -57,33 +57,43 @@ pub fn listening_ports() -> io::Result<PortSet> {
     let kernel = SocketAddr::new(0, 0);
     let mut buf = Vec::with_capacity(RECV_BUF);
     let mut seq = 0;
-    for attempt in 1..=ATTEMPTS {
+    for _ in 0..ATTEMPTS {
         let mut open = PortSet::new();
         let mut interrupted = false;
         for family in FAMILIES {
             seq += 1;
             socket.send_to(&request(family, seq), &kernel, 0)?;
-            loop {
-                buf.clear();
-                let len = socket.recv(&mut buf, 0)?;
-                if len >= RECV_BUF {
-                    return Err(invalid("reply larger than the receive buffer"));
-                }
-                let progress = parse(&buf, seq, &mut open)?;
-                interrupted |= progress.interrupted;
-                if progress.done {
-                    break;
-                }
-            }
+            interrupted |= receive_dump(&socket, &mut buf, seq, &mut open)?;
         }
-        if !interrupted || attempt == ATTEMPTS {
-            if interrupted {
-                return Err(invalid("the kernel interrupted every dump"));
-            }
+        if !interrupted {
             return Ok(open);
         }
     }
-    unreachable!("the last attempt returns")
+    Err(invalid("the kernel interrupted every dump"))
+}
+
+/// Reads the replies to dump request `seq` until NLMSG_DONE, adding the
+/// listeners to `open`; returns whether the kernel marked the dump
+/// interrupted.
+fn receive_dump(
+    socket: &Socket,
+    buf: &mut Vec<u8>,
+    seq: u32,
+    open: &mut PortSet,
+) -> io::Result<bool> {
+    let mut interrupted = false;
+    loop {
+        buf.clear();
+        let len = socket.recv(buf, 0)?;
+        if len >= RECV_BUF {
+            return Err(invalid("reply larger than the receive buffer"));
+        }
+        let progress = parse(buf, seq, open)?;
+        interrupted |= progress.interrupted;
+        if progress.done {
+            return Ok(interrupted);
+        }
+    }
 }
 
 /// A SOCK_DIAG_BY_FAMILY dump request for TCP listeners of `family`.
