@@ -1,24 +1,22 @@
 //! The command line as a user meets it: help, version, usage errors (exit
 //! 2, one line, nothing written) and bad output paths (exit 1).
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use crate::util::{self, BIN, run, stderr_of, stdout_of};
+use crate::util::{self, Bin, Netns, one_error_line, run, stderr_of, stdout_of, tests};
 
-/// The one line a failed run printed, after checking it is only one.
-#[track_caller]
-fn one_error_line(output: &std::process::Output) -> String {
-    let stderr = stderr_of(output);
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "expected one line on stderr, got:\n{stderr}"
-    );
-    assert!(stderr.starts_with("port_exporter: "), "{stderr}");
-    stderr.trim_end().to_string()
-}
+tests![
+    bad_input_exits_2_with_one_line_naming_it_and_writes_nothing,
+    bad_output_paths_exit_1_naming_the_path,
+    warns_when_node_exporter_would_ignore_the_file,
+    help_teaches,
+    version,
+    (default_all_ports_and_dash_print_the_same_ports, Netns),
+    closed_stdout_is_not_an_error,
+    include_closed_reports_every_selected_port_once,
+    meta_metrics_are_in_seconds,
+];
 
-#[test]
 fn bad_input_exits_2_with_one_line_naming_it_and_writes_nothing() {
     let dir = util::open_tempdir();
     let target = dir.path().join("open_ports.prom");
@@ -62,7 +60,6 @@ fn bad_input_exits_2_with_one_line_naming_it_and_writes_nothing() {
     }
 }
 
-#[test]
 fn bad_output_paths_exit_1_naming_the_path() {
     let dir = util::open_tempdir();
     let missing = dir.path().join("no/such/dir/open_ports.prom");
@@ -79,7 +76,6 @@ fn bad_output_paths_exit_1_naming_the_path() {
     );
 }
 
-#[test]
 fn warns_when_node_exporter_would_ignore_the_file() {
     let dir = util::open_tempdir();
     let target = dir.path().join("open_ports.txt");
@@ -90,7 +86,6 @@ fn warns_when_node_exporter_would_ignore_the_file() {
     assert!(target.is_file());
 }
 
-#[test]
 fn help_teaches() {
     let help = stdout_of(&run(["--help"]));
     for needle in [
@@ -117,7 +112,6 @@ fn help_teaches() {
     assert!(short.lines().count() < help.lines().count());
 }
 
-#[test]
 fn version() {
     let out = stdout_of(&run(["--version"]));
     assert_eq!(
@@ -126,11 +120,10 @@ fn version() {
     );
 }
 
-#[test]
 fn default_all_ports_and_dash_print_the_same_ports() {
-    // In a namespace of our own (when root) nothing else opens or closes
-    // listeners between the runs.
-    util::isolated(|| {
+    // In a namespace of our own nothing else opens or closes listeners
+    // between the runs.
+    util::in_netns(|| {
         let _listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let texts = [
             run::<[&str; 0], &str>([]),
@@ -151,12 +144,11 @@ fn default_all_ports_and_dash_print_the_same_ports() {
     });
 }
 
-#[test]
 fn closed_stdout_is_not_an_error() {
     // Like `port_exporter | head -1`: the reader left; that is success.
-    let mut child = Command::new(BIN)
+    let mut child = Bin::new()
         .args(["--ports", "1-65535", "--include-closed"])
-        .stdin(Stdio::null())
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -167,7 +159,6 @@ fn closed_stdout_is_not_an_error() {
     assert!(output.stderr.is_empty(), "{}", stderr_of(&output));
 }
 
-#[test]
 fn include_closed_reports_every_selected_port_once() {
     let text = stdout_of(&run([
         "--ports",
@@ -184,16 +175,9 @@ fn include_closed_reports_every_selected_port_once() {
     assert_eq!(samples.keys().copied().collect::<Vec<_>>(), expected);
 }
 
-#[test]
 fn meta_metrics_are_in_seconds() {
     let text = stdout_of(&run(["--ports", "1-100"]));
-    let value = |name: &str| -> f64 {
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(&format!("{name} ")))
-            .expect(name);
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    };
+    let value = |name: &str| util::value_of(&text, name);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

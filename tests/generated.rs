@@ -4,7 +4,12 @@
 
 use std::path::Path;
 
-use crate::util::{run, stdout_of};
+use crate::util::{run, stdout_of, tests};
+
+tests![
+    man_page_and_completions_are_current,
+    man_page_documents_every_option
+];
 
 const ARTIFACTS: [(&str, &str); 6] = [
     ("man", "man/port_exporter.1"),
@@ -15,7 +20,6 @@ const ARTIFACTS: [(&str, &str); 6] = [
     ("powershell", "completions/_port_exporter.ps1"),
 ];
 
-#[test]
 fn man_page_and_completions_are_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let update = std::env::var_os("UPDATE_GENERATED").is_some();
@@ -46,7 +50,6 @@ fn man_page_and_completions_are_current() {
     );
 }
 
-#[test]
 fn man_page_documents_every_option() {
     let man = stdout_of(&run(["--generate", "man"]));
     for option in [

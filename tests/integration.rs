@@ -1,8 +1,10 @@
 //! The integration tests: one binary (ripgrep's layout), each module a
-//! concern. They run the built `port_exporter` against real peers: the
-//! kernel (`ss -Htln` is the oracle), promtool, node_exporter.
+//! concern, run by a harness of our own (`util::harness`) so that a test
+//! that cannot run here is reported as ignored with its reason, never as
+//! passed. They run the built `port_exporter` against real peers: the
+//! kernel (`ss` is the oracle), promtool, node_exporter, Prometheus.
 
-/// Harness: running the binary, the ss oracle, network namespaces, skips.
+/// The kit: harness, the binary, a server, HTTP, expositions, namespaces.
 mod util;
 
 /// Usage errors, --help, --version, exit codes.
@@ -17,3 +19,15 @@ mod peers;
 mod serve;
 /// The atomic .prom write: modes, failures, concurrent writers.
 mod textfile;
+
+fn main() -> std::process::ExitCode {
+    // The slowest modules first, so that they overlap with the rest.
+    util::harness::main(&[
+        serve::TESTS,
+        namespace::TESTS,
+        peers::TESTS,
+        textfile::TESTS,
+        cli::TESTS,
+        generated::TESTS,
+    ])
+}

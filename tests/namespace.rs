@@ -6,14 +6,37 @@ use std::{
     collections::BTreeSet,
     io::Read,
     net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream},
-    process::Command,
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use socket2::{Domain, Socket, Type};
 
-use crate::util::{self, BIN, in_netns, open_ports, run, ss_listeners, stderr_of, stdout_of};
+use crate::util::{
+    self, Bin, Netns, SETPRIV, STRACE, in_netns, open_ports, run, ss_listeners, stderr_of,
+    stdout_of, tests, wait_until,
+};
+
+tests![
+    (netlink_procfs_and_auto_report_exactly_what_ss_lists, Netns),
+    (ports_and_exclude_narrow_every_method, Netns),
+    (
+        bind_misses_no_listener_and_its_extras_are_the_documented_ones,
+        Netns
+    ),
+    (
+        unprivileged_bind_never_guesses_about_ports_it_may_not_bind,
+        Netns,
+        SETPRIV
+    ),
+    (concurrent_bind_scans_never_see_each_other, Netns),
+    (
+        auto_falls_back_to_procfs_when_netlink_is_refused,
+        Netns,
+        STRACE
+    ),
+    (a_bind_scan_waits_while_another_holds_the_lock, Netns),
+];
 
 /// Sockets of every kind that matters, kept open while the zoo lives.
 struct Zoo {
@@ -119,33 +142,23 @@ fn zoo(low: bool) -> Zoo {
 
 /// Waits until the kernel shows a TIME_WAIT socket on local `port`.
 fn wait_for_time_wait(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let out = Command::new("ss")
-            .args(["-Htn", "state", "time-wait"])
-            .output()
-            .unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
-        if text.lines().any(|l| {
-            l.split_whitespace()
-                .nth(2)
-                .is_some_and(|a| a.ends_with(&format!(":{port}")))
-        }) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no TIME_WAIT on port {port}:\n{text}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        &format!("a TIME_WAIT socket on port {port}"),
+        Duration::from_secs(30),
+        || {
+            util::ss(&["-tn", "state", "time-wait"])
+                .iter()
+                .any(|l| {
+                    l.split_whitespace()
+                        .nth(2)
+                        .is_some_and(|a| a.ends_with(&format!(":{port}")))
+                })
+                .then_some(())
+        },
+    );
 }
 
-#[test]
 fn netlink_procfs_and_auto_report_exactly_what_ss_lists() {
-    if !util::need_root() {
-        return;
-    }
     in_netns(|| {
         let zoo = zoo(true);
         let oracle = ss_listeners();
@@ -173,11 +186,7 @@ fn netlink_procfs_and_auto_report_exactly_what_ss_lists() {
     });
 }
 
-#[test]
 fn ports_and_exclude_narrow_every_method() {
-    if !util::need_root() {
-        return;
-    }
     in_netns(|| {
         let zoo = zoo(false);
         let ports: Vec<u16> = zoo.listeners.iter().copied().collect();
@@ -207,11 +216,7 @@ fn ports_and_exclude_narrow_every_method() {
     });
 }
 
-#[test]
 fn bind_misses_no_listener_and_its_extras_are_the_documented_ones() {
-    if !util::need_root() {
-        return;
-    }
     in_netns(|| {
         let zoo = zoo(true);
         let oracle = ss_listeners();
@@ -224,11 +229,7 @@ fn bind_misses_no_listener_and_its_extras_are_the_documented_ones() {
     });
 }
 
-#[test]
 fn unprivileged_bind_never_guesses_about_ports_it_may_not_bind() {
-    if !util::need_root() || util::need_program("setpriv").is_none() {
-        return;
-    }
     in_netns(|| {
         let zoo = zoo(true);
         let high: Vec<String> = zoo
@@ -238,13 +239,10 @@ fn unprivileged_bind_never_guesses_about_ports_it_may_not_bind() {
             .map(u16::to_string)
             .collect();
         let list = format!("1-1100,{}", high.join(","));
-        let (_dir, bin) = util::shared_bin();
-        let output = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&bin)
+        let output = Bin::new()
+            .nobody()
             .args(["--method", "bind", "--ports", &list, "--include-closed"])
-            .output()
-            .unwrap();
+            .output();
         let text = stdout_of(&output);
         let samples = util::samples(&text);
         assert!(
@@ -278,11 +276,7 @@ fn unprivileged_bind_never_guesses_about_ports_it_may_not_bind() {
     });
 }
 
-#[test]
 fn concurrent_bind_scans_never_see_each_other() {
-    if !util::need_root() {
-        return;
-    }
     in_netns(|| {
         // Listeners only: with nothing merely bound, bind is exact here, so
         // any extra port could only be another scan's probe. (On Linux the
@@ -295,8 +289,9 @@ fn concurrent_bind_scans_never_see_each_other() {
         assert_eq!(oracle.len(), listeners.len());
         let children: Vec<_> = (0..3)
             .map(|_| {
-                Command::new(BIN)
+                Bin::new()
                     .args(["--method", "bind", "--threads", "2"])
+                    .command()
                     .stdout(std::process::Stdio::piped())
                     .spawn()
                     .unwrap()
@@ -309,26 +304,17 @@ fn concurrent_bind_scans_never_see_each_other() {
     });
 }
 
-#[test]
 fn auto_falls_back_to_procfs_when_netlink_is_refused() {
-    if !util::need_root() {
-        return;
-    }
-    let Some(strace) = util::need_program("strace") else {
-        return;
-    };
     in_netns(|| {
         let _zoo = zoo(false);
         let oracle = ss_listeners();
         // Make every socket(2) call fail, as a sandbox without
         // NETLINK_SOCK_DIAG would; the one-shot run opens no other socket.
         let refused = |args: &[&str]| {
-            Command::new(&strace)
-                .args(["-f", "-o", "/dev/null", "-e", "trace=socket"])
-                .args(["-e", "inject=socket:error=EPROTONOSUPPORT", BIN])
+            Bin::new()
+                .inject("socket:error=EPROTONOSUPPORT")
                 .args(args)
                 .output()
-                .unwrap()
         };
         let output = refused(&["--verbose"]);
         let text = stdout_of(&output);
@@ -368,23 +354,20 @@ fn auto_falls_back_to_procfs_when_netlink_is_refused() {
     });
 }
 
-#[test]
 fn a_bind_scan_waits_while_another_holds_the_lock() {
     use std::os::{
         linux::net::SocketAddrExt,
         unix::net::{SocketAddr as UnixAddr, UnixDatagram},
     };
-    if !util::need_root() {
-        return;
-    }
     in_netns(|| {
         // The lock is an abstract Unix socket of the namespace; holding it
         // here is what a running bind scan does.
         let name = UnixAddr::from_abstract_name(b"port_exporter/bind-scan").unwrap();
         let held = UnixDatagram::bind_addr(&name).unwrap();
         let mut scan = util::ChildGuard(
-            Command::new(BIN)
+            Bin::new()
                 .args(["--method", "bind", "--ports", "1-2000"])
+                .command()
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .unwrap(),
@@ -395,17 +378,11 @@ fn a_bind_scan_waits_while_another_holds_the_lock() {
             "the scan ran while the lock was held"
         );
         drop(held);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = scan.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the scan never took the released lock"
-            );
-            thread::sleep(Duration::from_millis(10));
-        };
+        let status = wait_until(
+            "the scan to take the released lock and finish",
+            Duration::from_secs(30),
+            || scan.0.try_wait().unwrap(),
+        );
         assert!(status.success());
     });
 }

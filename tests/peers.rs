@@ -4,54 +4,62 @@
 use std::{
     net::{TcpListener, TcpStream},
     process::{Command, Stdio},
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use crate::util::{self, ChildGuard, in_netns, open_ports, run, ss_listeners, stdout_of};
+use crate::util::{
+    self, ChildGuard, NODE_EXPORTER, Netns, PROMTOOL, SETPRIV, in_netns, open_ports, run,
+    ss_listeners, stdout_of, tests, wait_until,
+};
 
-#[test]
+tests![
+    (
+        promtool_accepts_every_output_without_a_lint,
+        Netns,
+        PROMTOOL
+    ),
+    (
+        node_exporter_reads_the_file_as_another_user,
+        Netns,
+        SETPRIV,
+        NODE_EXPORTER
+    ),
+];
+
 fn promtool_accepts_every_output_without_a_lint() {
-    let Some(promtool) = util::need_program("promtool") else {
-        return;
-    };
-    let _listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    for args in [
-        &[][..],
-        &["--method", "procfs"],
-        &["--method", "bind", "--ports", "1-3000"],
-        &["--ports", "1-100,8000-9000", "--include-closed"],
-        &["--ports", "65535", "--include-closed"],
-    ] {
-        let text = stdout_of(&run(args));
-        let (ok, said) = util::promtool_check(&promtool, &text);
-        assert!(ok && said.is_empty(), "promtool on {args:?}: {said}");
-    }
+    in_netns(|| {
+        let _listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        for args in [
+            &[][..],
+            &["--method", "procfs"],
+            &["--method", "bind", "--ports", "1-3000"],
+            &["--ports", "1-100,8000-9000", "--include-closed"],
+            &["--ports", "65535", "--include-closed"],
+        ] {
+            let text = stdout_of(&run(args));
+            util::assert_promtool_clean(&text, &format!("{args:?}"));
+        }
+    });
     // The gate itself works: a broken file is refused.
-    let (ok, _) = util::promtool_check(&promtool, "# TYPE x gauge\nx{port=\"1\"} 1 123\nx 1");
+    let (ok, _) = util::promtool_check("# TYPE x gauge\nx{port=\"1\"} 1 123\nx 1");
     assert!(!ok, "promtool accepted a file without a final newline");
 }
 
 /// Waits until something accepts connections on `addr`.
-fn wait_for_listener(addr: &str, child: &mut ChildGuard) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(addr).is_err() {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            panic!("node_exporter exited early: {status}");
-        }
-        assert!(Instant::now() < deadline, "nothing listens on {addr}");
-        thread::sleep(Duration::from_millis(20));
-    }
+pub fn wait_for_listener(addr: &str, child: &mut ChildGuard, what: &str) {
+    wait_until(
+        &format!("{what} to listen on {addr}"),
+        Duration::from_secs(60),
+        || {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                panic!("{what} exited early: {status}");
+            }
+            TcpStream::connect(addr).is_ok().then_some(())
+        },
+    );
 }
 
-#[test]
 fn node_exporter_reads_the_file_as_another_user() {
-    if !util::need_root() || util::need_program("setpriv").is_none() {
-        return;
-    }
-    let Some(node_exporter) = util::need_program("prometheus-node-exporter") else {
-        return;
-    };
     in_netns(|| {
         let _listeners: Vec<TcpListener> = ["127.0.0.1:0", "[::]:0", "0.0.0.0:0"]
             .iter()
@@ -62,7 +70,8 @@ fn node_exporter_reads_the_file_as_another_user() {
         let expected = ss_listeners();
         // umask 077 must not matter: node_exporter runs as `prometheus`.
         let status = Command::new("sh")
-            .args(["-c", "umask 077 && exec \"$0\" --output \"$1\"", util::BIN])
+            .args(["-c", "umask 077 && exec \"$0\" --output \"$1\""])
+            .arg(util::bin::path())
             .arg(&target)
             .status()
             .unwrap();
@@ -74,7 +83,7 @@ fn node_exporter_reads_the_file_as_another_user() {
         let mut child = ChildGuard(
             Command::new("setpriv")
                 .args(["--reuid=prometheus", "--regid=prometheus", "--clear-groups"])
-                .arg(&node_exporter)
+                .arg("prometheus-node-exporter")
                 .arg(format!("--web.listen-address={addr}"))
                 .args(["--collector.disable-defaults", "--collector.textfile"])
                 .arg(format!(
@@ -86,7 +95,7 @@ fn node_exporter_reads_the_file_as_another_user() {
                 .spawn()
                 .unwrap(),
         );
-        wait_for_listener(addr, &mut child);
+        wait_for_listener(addr, &mut child, "node_exporter");
         let response = util::http(addr, "GET", "/metrics", Duration::from_secs(10));
         assert_eq!(response.status, 200);
         let body = response.body;

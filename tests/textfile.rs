@@ -4,14 +4,35 @@
 use std::{
     fs,
     os::unix::fs::MetadataExt,
-    process::{Command, Stdio},
+    process::Command,
     sync::atomic::{AtomicBool, Ordering},
     thread,
 };
 
-use crate::util::{self, BIN, check_exposition, dir_names, run, stderr_of};
+use crate::util::{
+    self, Bin, Root, SETPRIV, UNSHARE, check_exposition, dir_names, run, stderr_of, tests,
+};
 
-#[test]
+tests![
+    file_is_0644_even_under_umask_077_and_nothing_else_is_left,
+    (
+        unwritable_directory_keeps_the_previous_file,
+        Root("run as nobody"),
+        SETPRIV
+    ),
+    (
+        full_filesystem_keeps_the_previous_file,
+        Root("mounts"),
+        UNSHARE
+    ),
+    (
+        read_only_filesystem_keeps_the_previous_file,
+        Root("mounts"),
+        UNSHARE
+    ),
+    twenty_writers_never_show_a_reader_a_partial_file,
+];
+
 fn file_is_0644_even_under_umask_077_and_nothing_else_is_left() {
     let dir = util::open_tempdir();
     let target = dir.path().join("open_ports.prom");
@@ -19,8 +40,8 @@ fn file_is_0644_even_under_umask_077_and_nothing_else_is_left() {
         .args([
             "-c",
             "umask 077 && exec \"$0\" --ports 1-1000 --include-closed -o \"$1\"",
-            BIN,
         ])
+        .arg(util::bin::path())
         .arg(&target)
         .status()
         .unwrap();
@@ -33,25 +54,13 @@ fn file_is_0644_even_under_umask_077_and_nothing_else_is_left() {
     assert_eq!(dir_names(dir.path()), ["open_ports.prom"]);
 }
 
-#[test]
 fn unwritable_directory_keeps_the_previous_file() {
-    if !util::need_root() || util::need_program("setpriv").is_none() {
-        return;
-    }
     // The directory belongs to root, mode 0755: `nobody` cannot create the
     // temp file there.
     let dir = util::open_tempdir();
     let target = dir.path().join("open_ports.prom");
     fs::write(&target, "previous contents\n").unwrap();
-    let (_bin_dir, bin) = util::shared_bin();
-    let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&bin)
-        .arg("-o")
-        .arg(&target)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let output = Bin::new().nobody().arg("-o").arg(&target).output();
     assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
     let stderr = stderr_of(&output);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -77,7 +86,8 @@ fn on_tmpfs(setup: &str) -> (String, String, String) {
          umount \"$d\"; rm -r \"$d\" \"$d.err\""
     );
     let out = Command::new("unshare")
-        .args(["-m", "sh", "-c", &script, BIN])
+        .args(["-m", "sh", "-c", &script])
+        .arg(util::bin::path())
         .output()
         .unwrap();
     assert!(
@@ -95,11 +105,7 @@ fn on_tmpfs(setup: &str) -> (String, String, String) {
     (head.to_string(), file.to_string(), listing.to_string())
 }
 
-#[test]
 fn full_filesystem_keeps_the_previous_file() {
-    if !util::need_root() || util::need_program("unshare").is_none() {
-        return;
-    }
     // A one-page tmpfs, already full with the previous file.
     let (head, file, listing) = on_tmpfs("");
     assert!(
@@ -112,11 +118,7 @@ fn full_filesystem_keeps_the_previous_file() {
     assert_eq!(listing, "open_ports.prom\n");
 }
 
-#[test]
 fn read_only_filesystem_keeps_the_previous_file() {
-    if !util::need_root() || util::need_program("unshare").is_none() {
-        return;
-    }
     let (head, file, listing) = on_tmpfs("mount -o remount,ro \"$d\"");
     assert!(
         head.starts_with("rc=1\nport_exporter: cannot write "),
@@ -127,7 +129,6 @@ fn read_only_filesystem_keeps_the_previous_file() {
     assert_eq!(listing, "open_ports.prom\n");
 }
 
-#[test]
 fn twenty_writers_never_show_a_reader_a_partial_file() {
     let dir = util::open_tempdir();
     let target = dir.path().join("open_ports.prom");
@@ -157,13 +158,7 @@ fn twenty_writers_never_show_a_reader_a_partial_file() {
         });
         for _ in 0..2 {
             let writers: Vec<_> = (0..20)
-                .map(|_| {
-                    Command::new(BIN)
-                        .args(args)
-                        .stdin(Stdio::null())
-                        .spawn()
-                        .unwrap()
-                })
+                .map(|_| Bin::new().args(args).command().spawn().unwrap())
                 .collect();
             for mut writer in writers {
                 assert!(writer.wait().unwrap().success());

@@ -53,11 +53,7 @@ fn command(program: &Path) -> Command {
 /// The absolute path of the program `name` in PATH, as a shell would find
 /// it. Panics when it is missing: every figure that uses it needs it.
 pub fn tool(name: &str) -> PathBuf {
-    env::var_os("PATH")
-        .iter()
-        .flat_map(env::split_paths)
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
+    crate::util::find_program(name)
         .unwrap_or_else(|| panic!("{name} is not in PATH; the benchmark needs it"))
 }
 

@@ -1,7 +1,8 @@
 //! The scan benchmarks of port_exporter: `cargo bench --bench scan`.
 //!
-//! Prints one line per figure (median, target, PASS/FAIL) for the targets
-//! of the performance issue, plus figures without a target for context:
+//! Prints one line per figure (median, target, PASS/FAIL) for the project's
+//! performance targets (README, Performance), plus figures without a target
+//! for context:
 //!
 //! | section   | figure                                             | target          |
 //! |-----------|----------------------------------------------------|-----------------|
@@ -38,10 +39,12 @@
 //! status stays 0: this is a benchmark, not a test. Only loopback is used,
 //! and only ports this benchmark opened itself.
 
-mod binary;
 mod holders;
 mod oneshot;
 mod stats;
+#[path = "../util/mod.rs"]
+#[allow(dead_code, unused_imports, unused_macros)]
+mod util;
 
 use std::{
     env, fs,
@@ -82,7 +85,7 @@ const BIND_RUNS_1: usize = 5;
 /// Runs measured for the peak RSS.
 const RSS_RUNS: usize = 20;
 
-/// The targets of the issue.
+/// The targets, as the README's Performance table states them.
 const NETLINK_TARGET_S: f64 = 50e-6;
 const NETLINK_LOADED_RATIO: f64 = 1.5;
 const ONESHOT_RATIO: f64 = 0.6;
@@ -121,7 +124,7 @@ fn main() {
 
 /// Takes the idle figures of every wanted section, then the loaded ones.
 fn run(wants: &dyn Fn(&str) -> bool) {
-    let binary = (wants("oneshot") || wants("rss")).then(binary::binary);
+    let binary = (wants("oneshot") || wants("rss")).then(util::bin::path);
     print_environment(binary.as_deref());
     let mut report = Report::default();
     report.header();

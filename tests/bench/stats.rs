@@ -117,7 +117,7 @@ pub fn ratio(r: f64) -> String {
 pub enum Verdict {
     Pass,
     Fail,
-    /// Printed for context; the issue sets no target for it.
+    /// Printed for context: a figure with no target of its own.
     Info,
 }
 

@@ -1,0 +1,182 @@
+//! A running `port_exporter --serve`, as tests and benchmarks drive it.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::{
+    bin::Bin,
+    http::{HttpResponse, http},
+    metrics::value_of,
+    system::{ChildGuard, fd_count, status_kib, wait_until},
+};
+
+/// How long any normal answer may take in the tests. Generous: it bounds a
+/// hung server, it does not time a working one.
+pub const ANSWER_LIMIT: Duration = Duration::from_secs(10);
+
+/// The address in the server's start line, `port_exporter: listening on
+/// ADDR[ and ADDR...] (...)`, or `None` for any other line.
+pub fn listening_addr(line: &str) -> Option<&str> {
+    line.strip_prefix("port_exporter: listening on ")?
+        .split(' ')
+        .next()
+}
+
+/// A running server, killed (with its process group) when dropped.
+pub struct Server {
+    child: ChildGuard,
+    /// The first address it said it listens on.
+    pub addr: String,
+    /// What it printed on stderr after the start line.
+    log: Arc<Mutex<String>>,
+    /// When [`Server::signal`] last sent a signal.
+    signalled: Option<Instant>,
+    /// Keeps the run's settings alive.
+    _bin: Option<Bin>,
+}
+
+impl Server {
+    /// Starts `port_exporter --serve 127.0.0.1:0 ARGS...`.
+    pub fn start(args: &[&str]) -> Server {
+        Server::start_bin(Bin::new().args(["--serve", "127.0.0.1:0"]).args(args))
+    }
+
+    /// Starts `bin`, whose arguments must make it serve.
+    pub fn start_bin(bin: Bin) -> Server {
+        let mut server = Server::spawn(bin.command());
+        server._bin = Some(bin);
+        server
+    }
+
+    /// Starts `command`, which must run the server, and waits for the line
+    /// that names the bound address.
+    pub fn spawn(mut command: Command) -> Server {
+        // Its own process group, so that a wrapper (strace, setpriv) and
+        // the server it runs are stopped together.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the server");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stderr).lines();
+            let first = lines.next().and_then(Result::ok).unwrap_or_default();
+            let _ = tx.send(first);
+            for line in lines.map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut child = ChildGuard(child);
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server said nothing");
+        let Some(addr) = listening_addr(&first).map(str::to_owned) else {
+            let status = child.0.wait().unwrap();
+            panic!("unexpected start line {first:?} ({status})");
+        };
+        Server {
+            child,
+            addr,
+            log,
+            signalled: None,
+            _bin: None,
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// GETs `path` and returns the response.
+    #[track_caller]
+    pub fn get(&self, path: &str) -> HttpResponse {
+        http(&self.addr, "GET", path, ANSWER_LIMIT)
+    }
+
+    /// The value of a sample (see [`value_of`]) in a fresh scrape.
+    #[track_caller]
+    pub fn metric(&self, series: &str) -> f64 {
+        value_of(&self.get("/metrics").body, series)
+    }
+
+    /// Sends `signal` (`-TERM`, `-INT`, ...) to the server.
+    #[track_caller]
+    pub fn signal(&mut self, signal: &str) {
+        let pid = self.pid().to_string();
+        let killed = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(killed.success(), "kill {signal} {pid} failed");
+        self.signalled = Some(Instant::now());
+    }
+
+    /// Waits for the server to exit after [`Server::signal`]; returns how it
+    /// ended and how long after the signal.
+    #[track_caller]
+    pub fn wait_exit(&mut self, what: &str) -> (ExitStatus, Duration) {
+        let status = wait_until(
+            &format!("the server to exit ({what})"),
+            Duration::from_secs(60),
+            || self.child.0.try_wait().unwrap(),
+        );
+        let sent = self.signalled.expect("no signal was sent");
+        (status, sent.elapsed())
+    }
+
+    /// The log so far (stderr after the start line).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The log, once it satisfies `ready`: stderr is read by another thread,
+    /// so a line the server wrote may not have arrived yet.
+    #[track_caller]
+    pub fn log_when(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        wait_until(what, Duration::from_secs(30), || {
+            let log = self.log();
+            ready(&log).then_some(log)
+        })
+    }
+
+    /// The server's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        status_kib(self.pid(), "VmHWM")
+    }
+
+    /// Its open file descriptors now.
+    pub fn fds(&self) -> usize {
+        fd_count(self.pid())
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.0.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.pid());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+    }
+}

@@ -1,0 +1,188 @@
+//! The machine side of the kit: who we are, programs in PATH, network
+//! namespaces, the `ss` oracle, child processes, scratch directories, and
+//! waiting for a condition instead of sleeping for a guessed time.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    #[allow(unsafe_code)]
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    euid == 0
+}
+
+/// The path of `program` in PATH, as a shell would find it.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|path| path.is_file())
+    })
+}
+
+/// Calls `probe` until it returns `Some`, every 10 ms, and returns that
+/// value; fails the test naming `what` when `limit` passes first. Limits are
+/// generous on purpose: they bound a broken test, they do not time a working
+/// one.
+#[track_caller]
+pub fn wait_until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {limit:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `f` on a thread of its own inside a fresh network namespace whose
+/// loopback is up. Processes spawned from `f` inherit the namespace, so
+/// nothing else on the host listens there and the oracle is exact. Needs
+/// [`Need::Netns`](super::harness::Need::Netns).
+pub fn in_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    thread::scope(|scope| {
+        let thread = scope.spawn(|| {
+            #[allow(unsafe_code)]
+            // SAFETY: unshare only changes this thread's namespaces; the
+            // thread ends with the scope, so no other code runs in it later.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "unshare(CLONE_NEWNET): {}",
+                std::io::Error::last_os_error()
+            );
+            let status = Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status();
+            assert!(
+                status.expect("cannot run ip").success(),
+                "ip link set lo up failed"
+            );
+            f()
+        });
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// The lines `ss ARGS` prints, without a header.
+#[track_caller]
+pub fn ss(args: &[&str]) -> Vec<String> {
+    let out = Command::new("ss")
+        .arg("-H")
+        .args(args)
+        .output()
+        .expect("cannot run ss");
+    assert!(out.status.success(), "ss {args:?} failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The oracle: the ports of all TCP listeners, as `ss -Htln` lists them.
+#[track_caller]
+pub fn ss_listeners() -> BTreeSet<u16> {
+    ss(&["-tln"])
+        .iter()
+        .map(|line| {
+            let local = line.split_whitespace().nth(3).expect(line);
+            local.rsplit(':').next().unwrap().parse().expect(line)
+        })
+        .collect()
+}
+
+/// Whether the server side of the TCP connection from local port `client`
+/// to `server` has read everything the client sent (its Recv-Q is 0): how a
+/// test knows that a request reached the server, without sleeping.
+pub fn request_was_read(server: u16, client: u16) -> bool {
+    ss(&["-tn", "state", "established"]).iter().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 4
+            && fields[0] == "0"
+            && fields[2].ends_with(&format!(":{server}"))
+            && fields[3].ends_with(&format!(":{client}"))
+    })
+}
+
+/// A child process killed and reaped when the guard drops, even when the
+/// test panics.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A field of /proc/PID/status in KiB, such as `VmHWM` (peak resident
+/// memory) or `VmRSS`.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let prefix = format!("{field}:");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The number of open file descriptors of process `pid`.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// A scratch directory any user can enter and read, for tests where another
+/// user (nobody, prometheus) reads or writes files.
+pub fn open_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("port_exporter-test.")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// The names in `dir`, sorted.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Holds the bind-scan lock of the current network namespace, as a running
+/// bind scan does, until dropped: a bind scan started meanwhile waits, which
+/// is how tests keep a scan pending for as long as they need.
+pub fn hold_bind_scan_lock() -> impl Drop {
+    use std::os::{
+        linux::net::SocketAddrExt,
+        unix::net::{SocketAddr, UnixDatagram},
+    };
+    struct Held(#[allow(dead_code)] UnixDatagram);
+    impl Drop for Held {
+        fn drop(&mut self) {}
+    }
+    let name = SocketAddr::from_abstract_name(b"port_exporter/bind-scan").unwrap();
+    Held(UnixDatagram::bind_addr(&name).expect("cannot take the bind-scan lock"))
+}
