@@ -2,10 +2,10 @@ complete -c port_exporter -s o -l output -d 'Write the metrics atomically to FIL
 complete -c port_exporter -l serve -d 'Serve the metrics over HTTP at ADDR instead [default ADDR: :8000]' -r
 complete -c port_exporter -s p -l ports -d 'Report only these ports, such as 22,80,443,8000-9000 [default: all]' -r
 complete -c port_exporter -s x -l exclude -d 'Never report these ports, such as 32768-60999 (same form as --ports)' -r
-complete -c port_exporter -s m -l method -d 'How to find the open ports' -r -f -a "auto\t'netlink, falling back to procfs; bind where neither exists'
-netlink\t'The kernel\'s listener table over NETLINK_SOCK_DIAG, as ss does: exact, ~35 µs, no privilege'
-procfs\t'/proc/net/tcp and tcp6: exact, but ~10 ms and slower with many connections'
-bind\t'Try to bind each port, in parallel (--threads): portable, but ~0.3 s for all ports; counts ports that are only bound (outgoing connections, TIME_WAIT) as open, holds each free port for a few microseconds, and checks ports below 1024 only as root or with CAP_NET_BIND_SERVICE'"
+complete -c port_exporter -s m -l method -d 'How to find the open ports' -r -f -a "auto\t'netlink, falling back to procfs if netlink is refused; bind where neither exists'
+netlink\t'The kernel\'s listener table over NETLINK_SOCK_DIAG, as ss asks for it: exact, the fastest, no privilege'
+procfs\t'/proc/net/tcp and tcp6: exact, but slower the more connections the host has'
+bind\t'Try to bind each port, in parallel (--threads): portable but slow; counts ports that are only bound (outgoing connections, TIME_WAIT) as open, holds each free port for a moment, and checks ports below 1024 only as root or with CAP_NET_BIND_SERVICE'"
 complete -c port_exporter -s j -l threads -d 'Threads for --method bind [default: one per CPU]' -r
 complete -c port_exporter -l generate -d 'Print the man page or a shell completion script, then exit' -r -f -a "man\t'The man page, in roff (man/port_exporter.1)'
 bash\t'Bash completion (completions/port_exporter.bash)'

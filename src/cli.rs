@@ -1,14 +1,18 @@
 //! The command line, declared once: `--help`, the man page and the shell
 //! completions are all rendered from this definition.
 
-use std::path::PathBuf;
+use std::{ffi::OsStr, path::PathBuf};
 
-use clap::{CommandFactory, Parser, error::ErrorKind};
+use clap::{
+    Arg, Command, CommandFactory, Parser,
+    builder::{PossibleValue, TypedValueParser},
+    error::ErrorKind,
+};
 
 use crate::{
-    generate::GenerateKind,
-    ports::{PortSet, parse_list},
-    scan::Method,
+    job::Job,
+    ports::{self, PortSet},
+    scan::{Method, Plan},
     serve::ListenAddr,
 };
 
@@ -93,7 +97,7 @@ pub struct Args {
     ///
     /// A comma-separated list of ports (1-65535) and inclusive ranges.
     /// Other ports are neither reported nor, with --method bind, probed.
-    #[arg(short, long, value_name = "LIST", value_parser = parse_list, allow_hyphen_values = true)]
+    #[arg(short, long, value_name = "LIST", value_parser = PortList, allow_hyphen_values = true)]
     pub ports: Option<PortSet>,
 
     /// Never report these ports, such as 32768-60999 (same form as --ports)
@@ -101,7 +105,7 @@ pub struct Args {
     /// Applied after --ports. Excluding the ephemeral range
     /// (net.ipv4.ip_local_port_range) hides listeners that come and go,
     /// which keeps the number of series stable.
-    #[arg(short = 'x', long, value_name = "LIST", value_parser = parse_list, allow_hyphen_values = true)]
+    #[arg(short = 'x', long, value_name = "LIST", value_parser = PortList, allow_hyphen_values = true)]
     pub exclude: Option<PortSet>,
 
     /// Also write 0 for each selected port that is closed (needs --ports)
@@ -132,9 +136,87 @@ pub struct Args {
     pub generate: Option<GenerateKind>,
 }
 
+/// The values of `--ports` and `--exclude`: a port list
+/// ([`ports::parse_list`]), with errors that name the option, also for a
+/// value that is not UTF-8, and never echo more than a line of the value.
+#[derive(Clone, Copy, Debug)]
+struct PortList;
+
+impl TypedValueParser for PortList {
+    type Value = PortSet;
+
+    fn parse_ref(
+        &self,
+        cmd: &Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<PortSet, clap::Error> {
+        let option = arg.map_or_else(|| "a port list".to_string(), |arg| format!("'{arg}'"));
+        let Some(text) = value.to_str() else {
+            return Err(cmd.clone().error(
+                ErrorKind::InvalidUtf8,
+                format!("invalid value for {option}: it is not UTF-8"),
+            ));
+        };
+        ports::parse_list(text).map_err(|why| {
+            cmd.clone().error(
+                ErrorKind::ValueValidation,
+                format!("invalid value {} for {option}: {why}", ports::quoted(text)),
+            )
+        })
+    }
+}
+
+/// What `--generate` can print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenerateKind {
+    /// The man page, in roff (man/port_exporter.1)
+    Man,
+    /// Bash completion (completions/port_exporter.bash)
+    Bash,
+    /// Zsh completion (completions/_port_exporter)
+    Zsh,
+    /// Fish completion (completions/port_exporter.fish)
+    Fish,
+    /// Elvish completion (completions/port_exporter.elv)
+    Elvish,
+    /// PowerShell completion (completions/_port_exporter.ps1)
+    Powershell,
+}
+
+/// The values of `--method`, with the help each gets in `--help`, the man
+/// page and the completions.
+impl clap::ValueEnum for Method {
+    fn value_variants<'a>() -> &'a [Method] {
+        &[Method::Auto, Method::Netlink, Method::Procfs, Method::Bind]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self {
+            Method::Auto => {
+                "netlink, falling back to procfs if netlink is refused; bind where neither exists"
+            }
+            Method::Netlink => {
+                "The kernel's listener table over NETLINK_SOCK_DIAG, as ss asks for it: exact, \
+                 the fastest, no privilege"
+            }
+            Method::Procfs => {
+                "/proc/net/tcp and tcp6: exact, but slower the more connections the host has"
+            }
+            Method::Bind => {
+                "Try to bind each port, in parallel (--threads): portable but slow; counts \
+                 ports that are only bound (outgoing connections, TIME_WAIT) as open, holds \
+                 each free port for a moment, and checks ports below 1024 only as root or \
+                 with CAP_NET_BIND_SERVICE"
+            }
+        };
+        Some(PossibleValue::new(self.name()).help(help))
+    }
+}
+
 impl Args {
     /// The ports to report: --ports (or all) minus --exclude.
-    pub fn selected_ports(&self) -> PortSet {
+    fn selected_ports(&self) -> PortSet {
         let mut selected = self.ports.clone().unwrap_or_else(PortSet::all);
         if let Some(exclude) = &self.exclude {
             selected.subtract(exclude);
@@ -142,9 +224,17 @@ impl Args {
         selected
     }
 
-    /// The size of the bind method's thread pool, if given.
-    pub fn thread_count(&self) -> Option<usize> {
-        self.threads.map(usize::from)
+    /// What to scan and report, the same for one-shot runs and the server.
+    pub fn job(&self) -> Job {
+        Job {
+            plan: Plan {
+                method: self.method,
+                selected: self.selected_ports(),
+                threads: self.threads.map(usize::from),
+            },
+            include_closed: self.include_closed,
+            verbose: self.verbose,
+        }
     }
 }
 

@@ -29,7 +29,7 @@ pub struct Report<'a> {
     pub open: &'a PortSet,
     /// Ports to report as closed (0), if closed ports are reported at all.
     pub closed: Option<&'a PortSet>,
-    /// Ports that could not be checked.
+    /// Ports the scan skipped (their state is unknown).
     pub skipped: usize,
     /// How long the scan took, in seconds.
     pub duration_seconds: f64,
@@ -47,13 +47,13 @@ pub fn render_scan(scan: &Scan, selected: &PortSet, include_closed: bool) -> Str
     let closed = include_closed.then(|| {
         let mut closed = selected.clone();
         closed.subtract(&scan.open);
-        closed.subtract(&scan.denied);
+        closed.subtract(&scan.skipped);
         closed
     });
     render(&Report {
         open: &scan.open,
         closed: closed.as_ref(),
-        skipped: scan.denied.len(),
+        skipped: scan.skipped.len(),
         duration_seconds: scan.duration.as_secs_f64(),
         // A clock before 1970 is not worth failing a scrape over.
         timestamp_seconds: scan
@@ -97,8 +97,8 @@ pub fn render(report: &Report) -> String {
     gauge(
         &mut out,
         "port_exporter_scan_skipped_ports",
-        "Selected ports the scan could not check (bind method without privilege); \
-they are never reported open.",
+        "Selected ports the scan skipped (the bind method may not bind them without \
+privilege); they are never reported open.",
         report.skipped as f64,
     );
     header(
@@ -180,7 +180,7 @@ port_exporter_scan_duration_seconds 0.000035
 # HELP port_exporter_last_scan_timestamp_seconds When the last successful port scan started, in seconds since the Unix epoch.
 # TYPE port_exporter_last_scan_timestamp_seconds gauge
 port_exporter_last_scan_timestamp_seconds 1764302673.25
-# HELP port_exporter_scan_skipped_ports Selected ports the scan could not check (bind method without privilege); they are never reported open.
+# HELP port_exporter_scan_skipped_ports Selected ports the scan skipped (the bind method may not bind them without privilege); they are never reported open.
 # TYPE port_exporter_scan_skipped_ports gauge
 port_exporter_scan_skipped_ports 0
 # HELP port_exporter_build_info A metric with a constant 1 value, labeled by the version and the scan method used.

@@ -6,24 +6,7 @@ use std::io::{self, Write};
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-use crate::cli::Args;
-
-/// What `--generate` can print.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum GenerateKind {
-    /// The man page, in roff (man/port_exporter.1)
-    Man,
-    /// Bash completion (completions/port_exporter.bash)
-    Bash,
-    /// Zsh completion (completions/_port_exporter)
-    Zsh,
-    /// Fish completion (completions/port_exporter.fish)
-    Fish,
-    /// Elvish completion (completions/port_exporter.elv)
-    Elvish,
-    /// PowerShell completion (completions/_port_exporter.ps1)
-    Powershell,
-}
+use crate::cli::{Args, GenerateKind};
 
 /// Writes the artifact `kind` to `out`. The program name is fixed, not taken
 /// from argv[0], so the output does not depend on how we were invoked.

@@ -3,9 +3,13 @@
 //! The binary (`main.rs`) is a thin dispatcher; the pieces live here so that
 //! the benchmarks under `tests/bench/` can time them in-process.
 
+pub mod log;
+
 pub mod cli;
 pub mod exposition;
 pub mod generate;
+pub mod job;
+pub mod oneshot;
 pub mod ports;
 pub mod scan;
 pub mod serve;

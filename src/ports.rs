@@ -139,12 +139,16 @@ pub fn parse_list(list: &str) -> Result<PortSet, String> {
             None => set.insert(parse_port(item)?),
             Some((low, high)) => {
                 if low.trim().is_empty() {
-                    return Err(format!("'{item}' is not a port (ports are 1-65535)"));
+                    return Err(format!(
+                        "{} is not a port (ports are 1-65535)",
+                        quoted(item)
+                    ));
                 }
                 let (low, high) = (parse_port(low)?, parse_port(high)?);
                 if low > high {
                     return Err(format!(
-                        "range '{item}' runs backwards (write {high}-{low})"
+                        "range {} runs backwards (write {high}-{low})",
+                        quoted(item)
                     ));
                 }
                 for port in low..=high {
@@ -160,11 +164,29 @@ pub fn parse_list(list: &str) -> Result<PortSet, String> {
 fn parse_port(text: &str) -> Result<u16, String> {
     let text = text.trim();
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("'{text}' is not a port number"));
+        return Err(format!("{} is not a port number", quoted(text)));
     }
     match text.parse::<u32>() {
         Ok(port @ 1..=65535) => Ok(port as u16),
-        _ => Err(format!("port {text} is out of range (ports are 1-65535)")),
+        _ => Err(format!(
+            "port {} is out of range (ports are 1-65535)",
+            cut(text)
+        )),
+    }
+}
+
+/// `text` in single quotes, cut as [`cut`] does.
+pub fn quoted(text: &str) -> String {
+    format!("'{}'", cut(text))
+}
+
+/// `text`, or its first 40 characters and how long it was: an error message
+/// stays one readable line whatever the user passed.
+pub fn cut(text: &str) -> String {
+    const KEEP: usize = 40;
+    match text.char_indices().nth(KEEP) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}... ({} bytes)", &text[..end], text.len()),
     }
 }
 
@@ -212,6 +234,14 @@ mod tests {
             ("1-2-3", "'2-3' is not a port number"),
             ("+5", "'+5' is not a port number"),
             ("0x10", "'0x10' is not a port number"),
+            (
+                &"9".repeat(100_000),
+                "port 9999999999999999999999999999999999999999... (100000 bytes) is out of range",
+            ),
+            (
+                &format!("1,{}", "x".repeat(100_000)),
+                "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... (100000 bytes)' is not a port",
+            ),
         ] {
             let err = parse_list(list).unwrap_err();
             assert!(err.contains(needle), "{list:?}: {err}");

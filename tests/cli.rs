@@ -15,6 +15,8 @@ tests![
     closed_stdout_is_not_an_error,
     include_closed_reports_every_selected_port_once,
     meta_metrics_are_in_seconds,
+    odd_values_give_one_short_line_naming_the_option,
+    a_closed_stdout_is_an_error,
 ];
 
 fn bad_input_exits_2_with_one_line_naming_it_and_writes_nothing() {
@@ -190,4 +192,56 @@ fn meta_metrics_are_in_seconds() {
     let took = value("port_exporter_scan_duration_seconds");
     assert!(took > 0.0 && took < 5.0, "duration {took}");
     assert_eq!(value("port_exporter_scan_skipped_ports"), 0.0);
+}
+
+fn odd_values_give_one_short_line_naming_the_option() {
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"22,\xff80");
+    let output = Bin::new().arg("--ports").arg(not_utf8).output();
+    assert_eq!(output.status.code(), Some(2));
+    let line = one_error_line(&output);
+    assert!(
+        line.contains("'--ports <LIST>'") && line.contains("not UTF-8"),
+        "{line}"
+    );
+    // A list of over 110 KiB with one bad item: the line names it, briefly.
+    let mut list = (1..=20_000).map(|p| p.to_string()).collect::<Vec<_>>();
+    list[10_000] = "http".into();
+    let list = list.join(",") + &",1".repeat(5_000);
+    // Just under the kernel's limit for one argument (MAX_ARG_STRLEN, 128 KiB).
+    assert!((110 * 1024..128 * 1024).contains(&list.len()), "{}", list.len());
+    let output = run(["--exclude", &list]);
+    assert_eq!(output.status.code(), Some(2));
+    let line = one_error_line(&output);
+    assert!(
+        line.contains("'--exclude <LIST>'") && line.contains("'http' is not a port number"),
+        "{line}"
+    );
+    assert!(line.len() < 300, "a {} byte error line", line.len());
+}
+
+fn a_closed_stdout_is_an_error() {
+    // `>&-`, as coreutils treats it: the output cannot go anywhere.
+    let output = std::process::Command::new("sh")
+        .args(["-c", "exec \"$0\" --ports 1-10 >&-"])
+        .arg(util::bin::path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let line = one_error_line(&output);
+    assert!(
+        line.contains("cannot write to stdout: Bad file descriptor"),
+        "{line}"
+    );
+    // Writing a file needs no stdout.
+    let dir = util::open_tempdir();
+    let target = dir.path().join("open_ports.prom");
+    let output = std::process::Command::new("sh")
+        .args(["-c", "exec \"$0\" --ports 1-10 -o \"$1\" >&-"])
+        .arg(util::bin::path())
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(target.is_file());
 }

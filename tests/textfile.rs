@@ -3,14 +3,17 @@
 
 use std::{
     fs,
-    os::unix::fs::MetadataExt,
-    process::Command,
+    os::unix::fs::{FileTypeExt, MetadataExt},
+    path::Path,
+    process::{Command, Output},
     sync::atomic::{AtomicBool, Ordering},
     thread,
+    time::Duration,
 };
 
 use crate::util::{
-    self, Bin, Root, SETPRIV, UNSHARE, check_exposition, dir_names, run, stderr_of, tests,
+    self, Bin, ChildGuard, Root, SETPRIV, STRACE, UNSHARE, check_exposition, dir_names,
+    one_error_line, run, stderr_of, tests, wait_until,
 };
 
 tests![
@@ -31,6 +34,18 @@ tests![
         UNSHARE
     ),
     twenty_writers_never_show_a_reader_a_partial_file,
+    (
+        a_directory_it_may_not_read_still_succeeds_with_a_warning,
+        Root("run as nobody"),
+        SETPRIV
+    ),
+    (
+        a_failed_directory_sync_after_the_rename_is_a_warning,
+        STRACE
+    ),
+    devices_fifos_and_directories_are_never_replaced,
+    names_up_to_255_bytes_work,
+    (killed_runs_leave_nothing_behind_after_the_next_run, STRACE),
 ];
 
 fn file_is_0644_even_under_umask_077_and_nothing_else_is_left() {
@@ -173,4 +188,255 @@ fn twenty_writers_never_show_a_reader_a_partial_file() {
         ["open_ports.prom"],
         "temp files were left behind"
     );
+}
+
+/// Makes `dir` belong to nobody, so that a run as nobody may write there.
+fn give_to_nobody(dir: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn a_directory_it_may_not_read_still_succeeds_with_a_warning() {
+    // 0300: nobody may create and rename files there, but not open the
+    // directory to fsync it. The file is replaced: that is a success.
+    let dir = util::open_tempdir();
+    let target = dir.path().join("open_ports.prom");
+    fs::write(&target, "previous contents\n").unwrap();
+    give_to_nobody(dir.path(), 0o300);
+    let output = Bin::new()
+        .nobody()
+        .args(["--ports", "1-10", "--include-closed", "-o"])
+        .arg(&target)
+        .output();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let line = one_error_line(&output);
+    assert!(
+        line.contains("warning: wrote") && line.contains("Permission denied"),
+        "{line}"
+    );
+    give_to_nobody(dir.path(), 0o755);
+    assert_eq!(
+        check_exposition(&fs::read_to_string(&target).unwrap()),
+        Ok(10)
+    );
+    assert_eq!(dir_names(dir.path()), ["open_ports.prom"]);
+}
+
+fn a_failed_directory_sync_after_the_rename_is_a_warning() {
+    // The second fsync is the directory's, after the rename.
+    let dir = util::open_tempdir();
+    let target = dir.path().join("open_ports.prom");
+    let output = Bin::new()
+        .inject("fsync:error=EIO:when=2")
+        .args(["--ports", "1-10", "--include-closed", "-o"])
+        .arg(&target)
+        .output();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let line = one_error_line(&output);
+    assert!(
+        line.contains(&format!("warning: wrote {}", target.display()))
+            && line.contains("Input/output error"),
+        "{line}"
+    );
+    assert_eq!(
+        check_exposition(&fs::read_to_string(&target).unwrap()),
+        Ok(10)
+    );
+    // The first fsync (the data's) failing is a failure: nothing replaced.
+    let output = Bin::new()
+        .inject("fsync:error=EIO:when=1")
+        .args(["--ports", "1-20", "--include-closed", "-o"])
+        .arg(&target)
+        .output();
+    assert_eq!(output.status.code(), Some(1));
+    let line = one_error_line(&output);
+    assert!(
+        line.starts_with(&format!(
+            "port_exporter: cannot write {}: ",
+            target.display()
+        )),
+        "{line}"
+    );
+    assert!(
+        !line.contains(".tmp"),
+        "the error names the temp file: {line}"
+    );
+    assert_eq!(
+        check_exposition(&fs::read_to_string(&target).unwrap()),
+        Ok(10)
+    );
+    assert_eq!(dir_names(dir.path()), ["open_ports.prom"]);
+}
+
+/// Runs the binary with `args`, writing to `target`.
+fn write_to(target: &Path, args: &[&str]) -> Output {
+    Bin::new().args(args).arg("-o").arg(target).output()
+}
+
+fn devices_fifos_and_directories_are_never_replaced() {
+    let dir = util::open_tempdir();
+    let fifo = dir.path().join("fifo.prom");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let device = dir.path().join("null.prom");
+    std::os::unix::fs::symlink("/dev/null", &device).unwrap();
+    let subdir = dir.path().join("dir.prom");
+    fs::create_dir(&subdir).unwrap();
+    for (target, kind) in [
+        (fifo.as_path(), "a FIFO"),
+        (device.as_path(), "a character device"),
+        (subdir.as_path(), "a directory"),
+        (Path::new("/dev/null"), "a character device"),
+    ] {
+        let output = write_to(target, &["--ports", "1-10"]);
+        assert_eq!(output.status.code(), Some(1), "{}", target.display());
+        let line = one_error_line(&output);
+        assert!(
+            line.contains(&target.display().to_string()) && line.contains(kind),
+            "{line}"
+        );
+    }
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert_eq!(fs::read_link(&device).unwrap(), Path::new("/dev/null"));
+    assert!(
+        fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert_eq!(
+        dir_names(dir.path()),
+        ["dir.prom", "fifo.prom", "null.prom"]
+    );
+    // A symlink to a regular file is replaced by the new file, as before.
+    let real = dir.path().join("real");
+    fs::write(&real, "old\n").unwrap();
+    let link = dir.path().join("link.prom");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    assert!(write_to(&link, &["--ports", "1-10"]).status.success());
+    assert!(fs::symlink_metadata(&link).unwrap().is_file());
+}
+
+fn names_up_to_255_bytes_work() {
+    let dir = util::open_tempdir();
+    for len in [236, 241, 242, 250, 255] {
+        let target = dir.path().join(format!("{}.prom", "p".repeat(len - 5)));
+        let output = write_to(&target, &["--ports", "1-10", "--include-closed"]);
+        assert!(output.status.success(), "{len}: {}", stderr_of(&output));
+        assert_eq!(
+            check_exposition(&fs::read_to_string(&target).unwrap()),
+            Ok(10)
+        );
+        fs::remove_file(&target).unwrap();
+    }
+    assert!(dir_names(dir.path()).is_empty());
+}
+
+/// The syscalls that may do the rename.
+const RENAMES: &str = "rename,renameat,renameat2";
+
+/// A run writing to `target` that gets `signal` (SIGTERM as systemd sends
+/// at a timeout, SIGKILL as the OOM killer does) just before its rename,
+/// with its temp file written.
+fn killed_before_rename(target: &Path, signal: &str) {
+    let output = Bin::new()
+        .inject(&format!("{RENAMES}:error=EINTR:signal={signal}"))
+        .args(["--ports", "1-100", "-o"])
+        .arg(target)
+        .output();
+    assert!(!output.status.success(), "the run was not killed");
+}
+
+/// A run writing to `target` that strace holds just before its rename, so
+/// that it is still writing, until [`HeldRun::release`].
+struct HeldRun {
+    strace: ChildGuard,
+}
+
+impl HeldRun {
+    fn start(target: &Path) -> HeldRun {
+        let strace = ChildGuard(
+            Bin::new()
+                .inject(&format!("{RENAMES}:delay_enter=60000000"))
+                .args(["--ports", "1-100", "-o"])
+                .arg(target)
+                .command()
+                .spawn()
+                .unwrap(),
+        );
+        HeldRun { strace }
+    }
+
+    /// Lets the run go on (killing strace detaches it) and waits for it to
+    /// finish its rename.
+    fn release(mut self) {
+        let pid = self.strace.0.id();
+        let run = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        let run = run.trim().to_string();
+        assert!(!run.is_empty(), "strace has no child");
+        self.strace.0.kill().unwrap();
+        self.strace.0.wait().unwrap();
+        wait_until("the released run to end", Duration::from_secs(30), || {
+            (!Path::new(&format!("/proc/{run}")).exists()).then_some(())
+        });
+    }
+}
+
+fn killed_runs_leave_nothing_behind_after_the_next_run() {
+    let dir = util::open_tempdir();
+    let target = dir.path().join("open_ports.prom");
+    let temp_files = || {
+        dir_names(dir.path())
+            .into_iter()
+            .filter(|name| name.ends_with(".tmp"))
+            .count()
+    };
+    let wait_for_temp_files = |count: usize| {
+        wait_until(
+            "a run to write its temp file",
+            Duration::from_secs(30),
+            || (temp_files() == count).then_some(()),
+        );
+    };
+    for (round, signal) in ["SIGTERM", "SIGKILL", "SIGTERM", "SIGKILL"]
+        .into_iter()
+        .enumerate()
+    {
+        killed_before_rename(&target, signal);
+        assert_eq!(temp_files(), round + 1, "{signal} left no temp file");
+    }
+    // Runs stopped by SIGTERM (as systemd does at a timeout) at staggered
+    // moments: whatever each left, the next run removes it.
+    for delay in 0..20 {
+        let mut child = Bin::new()
+            .args(["--ports", "1-65535", "--include-closed", "-o"])
+            .arg(&target)
+            .command()
+            .spawn()
+            .unwrap();
+        thread::sleep(Duration::from_micros(500 * delay));
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
+    assert!(write_to(&target, &["--ports", "1-10"]).status.success());
+    assert_eq!(dir_names(dir.path()), ["open_ports.prom"]);
+    for signal in ["SIGTERM", "SIGKILL"] {
+        killed_before_rename(&target, signal);
+    }
+    // A run still writing keeps its temp file while another run cleans up.
+    let busy = HeldRun::start(&target);
+    wait_for_temp_files(3);
+    assert!(write_to(&target, &["--ports", "1-10"]).status.success());
+    assert_eq!(temp_files(), 1, "{:?}", dir_names(dir.path()));
+    busy.release();
+    assert!(write_to(&target, &["--ports", "1-10"]).status.success());
+    assert_eq!(dir_names(dir.path()), ["open_ports.prom"]);
 }

@@ -9,8 +9,8 @@
 //!
 //! Only EADDRINUSE means open. EACCES/EPERM (a port below
 //! `net.ipv4.ip_unprivileged_port_start` without privilege) means the port
-//! could not be checked: it is never reported open, only counted. Any other
-//! error fails the scan.
+//! is skipped: its state is unknown, so it is never reported open, only
+//! counted. Any other error fails the scan.
 //!
 //! Known limits, kept because they are the method's nature: a port that is
 //! only bound (the local port of an outgoing connection, a client-side
@@ -34,8 +34,9 @@ use crate::ports::PortSet;
 pub struct Found {
     /// Ports whose bind failed with EADDRINUSE.
     pub open: PortSet,
-    /// Ports whose bind was refused for lack of privilege: state unknown.
-    pub denied: PortSet,
+    /// Ports skipped because their bind was refused for lack of
+    /// privilege: state unknown.
+    pub skipped: PortSet,
 }
 
 /// The outcome of probing one port.
@@ -44,8 +45,8 @@ enum Probe {
     Free,
     /// EADDRINUSE: something holds the port (a listener, or see the limits).
     InUse,
-    /// EACCES/EPERM: not ours to bind, so not known.
-    Denied,
+    /// EACCES/EPERM: not ours to bind, so skipped.
+    Skipped,
 }
 
 /// Probes every port of `ports` with a pool of `threads` threads (`None`:
@@ -63,7 +64,7 @@ pub fn scan(ports: &PortSet, threads: Option<usize>) -> io::Result<Found> {
         Ok(_) if dual_stack_by_default() => Family::DualByDefault,
         Ok(_) => Family::Dual,
         // A kernel without IPv6: probe 0.0.0.0, which then covers everything.
-        Err(err) if err.raw_os_error() == Some(EAFNOSUPPORT) => Family::V4,
+        Err(err) if err.raw_os_error() == Some(libc::EAFNOSUPPORT) => Family::V4,
         Err(err) => return Err(err),
     };
     let threads = threads.unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
@@ -81,23 +82,17 @@ pub fn scan(ports: &PortSet, threads: Option<usize>) -> io::Result<Found> {
                 match probe(port, family)? {
                     Probe::Free => {}
                     Probe::InUse => found.open.insert(port),
-                    Probe::Denied => found.denied.insert(port),
+                    Probe::Skipped => found.skipped.insert(port),
                 }
                 Ok(found)
             })
             .try_reduce(Found::default, |mut a, b| {
                 a.open.union_with(&b.open);
-                a.denied.union_with(&b.denied);
+                a.skipped.union_with(&b.skipped);
                 Ok(a)
             })
     })
 }
-
-/// EAFNOSUPPORT on Linux and the BSDs.
-#[cfg(target_os = "linux")]
-const EAFNOSUPPORT: i32 = 97;
-#[cfg(not(target_os = "linux"))]
-const EAFNOSUPPORT: i32 = 47;
 
 /// Which socket a probe uses.
 #[derive(Clone, Copy, Debug)]
@@ -138,7 +133,7 @@ fn probe(port: u16, family: Family) -> io::Result<Probe> {
         Ok(()) => Ok(Probe::Free),
         Err(err) => match err.kind() {
             io::ErrorKind::AddrInUse => Ok(Probe::InUse),
-            io::ErrorKind::PermissionDenied => Ok(Probe::Denied),
+            io::ErrorKind::PermissionDenied => Ok(Probe::Skipped),
             _ => Err(io::Error::new(
                 err.kind(),
                 format!("cannot probe port {port}: {err}"),

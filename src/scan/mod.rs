@@ -16,22 +16,16 @@ use anyhow::Context;
 
 use crate::ports::PortSet;
 
-/// How to find the open ports (`--method`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// How to find the open ports (`--method`; `cli` gives each its help).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
-    /// netlink, falling back to procfs; bind where neither exists
+    /// `netlink`, falling back to `procfs`; `bind` where neither exists.
     Auto,
-    /// The kernel's listener table over NETLINK_SOCK_DIAG, as ss does:
-    /// exact, ~35 µs, no privilege
+    /// The kernel's listener table over NETLINK_SOCK_DIAG ([`netlink`]).
     Netlink,
-    /// /proc/net/tcp and tcp6: exact, but ~10 ms and slower with many
-    /// connections
+    /// `/proc/net/tcp` and `tcp6` ([`procfs`]).
     Procfs,
-    /// Try to bind each port, in parallel (--threads): portable, but ~0.3 s
-    /// for all ports; counts ports that are only bound (outgoing
-    /// connections, TIME_WAIT) as open, holds each free port for a few
-    /// microseconds, and checks ports below 1024 only as root or with
-    /// CAP_NET_BIND_SERVICE
+    /// A bind probe of each port ([`bind`]).
     Bind,
 }
 
@@ -47,13 +41,25 @@ impl Method {
     }
 }
 
+/// What to scan: the same for one-shot runs and for every scrape.
+#[derive(Debug)]
+pub struct Plan {
+    /// `--method`.
+    pub method: Method,
+    /// The ports to report: `--ports` (or all) minus `--exclude`.
+    pub selected: PortSet,
+    /// Threads of the bind method's pool; `None` for one per CPU.
+    pub threads: Option<usize>,
+}
+
 /// The result of one scan.
 #[derive(Debug)]
 pub struct Scan {
     /// Selected ports found open.
     pub open: PortSet,
-    /// Selected ports that could not be checked (bind without privilege).
-    pub denied: PortSet,
+    /// Selected ports that were skipped: the bind method may not bind them
+    /// (permission denied), so their state is unknown.
+    pub skipped: PortSet,
     /// The method that produced the result (never [`Method::Auto`]).
     pub method: Method,
     /// When the scan started.
@@ -65,68 +71,70 @@ pub struct Scan {
 }
 
 impl Scan {
-    /// What to tell the user when some ports could not be checked: how many,
-    /// and how to fix it. `None` when every selected port was checked.
+    /// What to tell the user when some ports were skipped: how many, and
+    /// how to fix it. `None` when every selected port was checked.
     pub fn skipped_warning(&self) -> Option<String> {
-        (!self.denied.is_empty()).then(|| {
+        (!self.skipped.is_empty()).then(|| {
             format!(
-                "warning: {} ports could not be checked (permission denied) and are not \
+                "warning: {} ports were skipped (permission denied to bind them) and are not \
                  reported; run as root, grant CAP_NET_BIND_SERVICE, lower \
                  net.ipv4.ip_unprivileged_port_start, or use --method netlink",
-                self.denied.len()
+                self.skipped.len()
             )
         })
     }
 }
 
-/// Scans the ports of `selected` with `method`; `threads` sizes the pool of
-/// the bind method (`None`: one thread per CPU).
-pub fn scan(method: Method, selected: &PortSet, threads: Option<usize>) -> anyhow::Result<Scan> {
-    let started = SystemTime::now();
-    let clock = Instant::now();
-    let mut fallback = None;
-    let (mut open, denied, method) = match method {
-        Method::Bind => {
-            let found = bind::scan(selected, threads).context("bind scan failed")?;
-            (found.open, found.denied, Method::Bind)
-        }
-        #[cfg(target_os = "linux")]
-        Method::Netlink => (
-            netlink::listening_ports().context("netlink sock_diag dump failed")?,
-            PortSet::new(),
-            Method::Netlink,
-        ),
-        #[cfg(target_os = "linux")]
-        Method::Procfs => (read_procfs()?, PortSet::new(), Method::Procfs),
-        #[cfg(target_os = "linux")]
-        Method::Auto => match netlink::listening_ports() {
-            Ok(open) => (open, PortSet::new(), Method::Netlink),
-            Err(err) => {
-                fallback = Some(format!(
-                    "netlink sock_diag dump failed ({err}); used procfs"
-                ));
-                (read_procfs()?, PortSet::new(), Method::Procfs)
+impl Plan {
+    /// Scans the selected ports with the planned method.
+    pub fn run(&self) -> anyhow::Result<Scan> {
+        let started = SystemTime::now();
+        let clock = Instant::now();
+        let mut fallback = None;
+        let (mut open, skipped, method) = match self.method {
+            Method::Bind => self.bind()?,
+            #[cfg(target_os = "linux")]
+            Method::Netlink => (
+                netlink::listening_ports().context("netlink sock_diag dump failed")?,
+                PortSet::new(),
+                Method::Netlink,
+            ),
+            #[cfg(target_os = "linux")]
+            Method::Procfs => (read_procfs()?, PortSet::new(), Method::Procfs),
+            #[cfg(target_os = "linux")]
+            Method::Auto => match netlink::listening_ports() {
+                Ok(open) => (open, PortSet::new(), Method::Netlink),
+                Err(refused) => {
+                    let why = format!("netlink sock_diag dump failed ({refused})");
+                    let open = read_procfs()
+                        .with_context(|| format!("{why}, and so did the procfs fallback"))?;
+                    fallback = Some(format!("{why}; used procfs"));
+                    (open, PortSet::new(), Method::Procfs)
+                }
+            },
+            #[cfg(not(target_os = "linux"))]
+            Method::Netlink | Method::Procfs => {
+                anyhow::bail!("--method {} exists only on Linux", self.method.name())
             }
-        },
-        #[cfg(not(target_os = "linux"))]
-        Method::Netlink | Method::Procfs => {
-            anyhow::bail!("--method {} exists only on Linux", method.name())
-        }
-        #[cfg(not(target_os = "linux"))]
-        Method::Auto => {
-            let found = bind::scan(selected, threads).context("bind scan failed")?;
-            (found.open, found.denied, Method::Bind)
-        }
-    };
-    open.intersect_with(selected);
-    Ok(Scan {
-        open,
-        denied,
-        method,
-        started,
-        duration: clock.elapsed(),
-        fallback,
-    })
+            #[cfg(not(target_os = "linux"))]
+            Method::Auto => self.bind()?,
+        };
+        open.intersect_with(&self.selected);
+        Ok(Scan {
+            open,
+            skipped,
+            method,
+            started,
+            duration: clock.elapsed(),
+            fallback,
+        })
+    }
+
+    /// A bind scan of the selected ports: (open, skipped, method).
+    fn bind(&self) -> anyhow::Result<(PortSet, PortSet, Method)> {
+        let found = bind::scan(&self.selected, self.threads).context("bind scan failed")?;
+        Ok((found.open, found.skipped, Method::Bind))
+    }
 }
 
 /// Reads the listener tables of this process's network namespace.

@@ -61,14 +61,15 @@ impl ListenAddr {
 
     /// Binds listening sockets for this address: one for `:PORT` (dual
     /// stack, or IPv4 where the kernel has no IPv6), one per resolved address
-    /// of a host name. Port 0 picks a free port, shared by all sockets of a
-    /// host name where possible.
+    /// of a host name. Port 0 picks a free port, the same one for every
+    /// address of a host name: when the port the first address got is taken
+    /// on another, all are closed and a new port is tried, a few times.
     pub fn bind(&self) -> anyhow::Result<Vec<TcpListener>> {
         match self {
             ListenAddr::AnyInterface(port) => {
                 let any6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, *port));
                 match listen(any6) {
-                    Err(err) if err.raw_os_error() == Some(EAFNOSUPPORT) => {
+                    Err(err) if err.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
                         let any4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, *port));
                         Ok(vec![
                             listen(any4).with_context(|| format!("cannot listen on {any4}"))?,
@@ -89,15 +90,17 @@ impl ListenAddr {
                     .collect();
                 addrs.sort();
                 addrs.dedup();
-                let mut listeners: Vec<TcpListener> = Vec::new();
-                for mut addr in addrs {
-                    if let Some(first) = listeners.first() {
-                        addr.set_port(first.local_addr()?.port());
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    match bind_all(&addrs) {
+                        Err((err, _)) if *port == 0 && attempts < 5 && in_use(&err) => continue,
+                        Err((err, addr)) => {
+                            return Err(err).with_context(|| format!("cannot listen on {addr}"));
+                        }
+                        Ok(listeners) => return Ok(listeners),
                     }
-                    listeners
-                        .push(listen(addr).with_context(|| format!("cannot listen on {addr}"))?);
                 }
-                Ok(listeners)
             }
         }
     }
@@ -113,10 +116,25 @@ impl fmt::Display for ListenAddr {
     }
 }
 
-#[cfg(target_os = "linux")]
-const EAFNOSUPPORT: i32 = 97;
-#[cfg(not(target_os = "linux"))]
-const EAFNOSUPPORT: i32 = 47;
+/// Listening sockets on every one of `addrs`, all on the port of the first
+/// (the port it was given, or the one it got for port 0); on failure, the
+/// error and the address that failed, with every socket closed.
+fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, (io::Error, SocketAddr)> {
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    for &addr in addrs {
+        let mut addr = addr;
+        if let Some(first) = listeners.first() {
+            addr.set_port(first.local_addr().map_err(|err| (err, addr))?.port());
+        }
+        listeners.push(listen(addr).map_err(|err| (err, addr))?);
+    }
+    Ok(listeners)
+}
+
+/// Whether `err` says the address is in use.
+fn in_use(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::AddrInUse
+}
 
 /// A listening socket on `addr`. The IPv6 wildcard also accepts IPv4
 /// (IPV6_V6ONLY off), whatever net.ipv6.bindv6only says, as Go's
@@ -199,6 +217,19 @@ mod tests {
             format!("{err:#}").contains("Address already in use"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn a_port_taken_on_one_address_closes_the_others() {
+        let taken = TcpListener::bind("[::1]:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let v4 = SocketAddr::from(([127, 0, 0, 1], port));
+        let v6 = taken.local_addr().unwrap();
+        let (err, failed) = bind_all(&[v4, v6]).unwrap_err();
+        assert!(in_use(&err), "{err}");
+        assert_eq!(failed, v6);
+        // The IPv4 socket it had bound is closed again.
+        drop(TcpListener::bind(v4).unwrap());
     }
 
     #[test]

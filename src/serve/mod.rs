@@ -1,9 +1,10 @@
 //! `--serve`: the same exposition over HTTP, scanned afresh for each scrape.
 //!
 //! Built on hyper's HTTP/1 server and a single-threaded tokio runtime; scans
-//! run on a small blocking pool. What keeps it up under load and abuse:
-//! - scrapes that arrive while a scan is running share that scan, so 200
-//!   simultaneous requests cause one or a few scans, not 200;
+//! run on a thread of their own. What keeps it up under load and abuse:
+//! - scrapes share scans ([`scrape`]): 200 simultaneous requests cause one
+//!   or two scans, not 200, and each answer comes from a scan that started
+//!   after its request arrived; clients that go away leave no scans behind;
 //! - at most [`MAX_CONNECTIONS`] connections; beyond that new ones are
 //!   closed at once, so memory stays bounded (each holds at most
 //!   [`MAX_BUF`] of request buffer);
@@ -12,29 +13,26 @@
 //!   drops the connection;
 //! - a failed scan answers 500 with the reason, is logged, and counted in
 //!   `port_exporter_scan_errors_total`; the next scrape scans again;
+//! - the log goes through a queue to a thread of its own ([`crate::log`]),
+//!   so a stderr nobody reads never stops serving;
 //! - SIGTERM or SIGINT stops accepting, lets answers in flight finish (for
-//!   up to [`DRAIN_TIMEOUT`]) and returns.
+//!   up to [`DRAIN_TIMEOUT`]) and returns, abandoning a scan that is still
+//!   running.
 
 mod listen;
+mod scrape;
 mod stall;
-
-/// Writes one line to stderr, prefixed with the program name, ignoring
-/// failures: `eprintln!` panics when stderr is a closed pipe, and a server
-/// must not stop serving because its log reader went away.
-macro_rules! log {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), "port_exporter: {}", format_args!($($arg)*));
-    }};
-}
 
 use std::{
     convert::Infallible,
     net::TcpListener as StdListener,
+    panic::{self, AssertUnwindSafe},
     sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
     },
+    thread,
     time::{Duration, Instant},
 };
 
@@ -54,12 +52,18 @@ use hyper_util::{
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
-    sync::{OnceCell, Semaphore},
+    sync::{Semaphore, oneshot},
 };
 
 pub use listen::{DEFAULT, ListenAddr};
+use scrape::{Outcome, ScanFuture, Scraper};
 
-use crate::{exposition, ports::PortSet, scan};
+use crate::{
+    exposition,
+    job::{Job, Notices},
+    log::{self, log},
+    scan::Scan,
+};
 
 /// Most connections open at once.
 pub const MAX_CONNECTIONS: usize = 512;
@@ -75,30 +79,24 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(800);
 /// The exposition's content type (Prometheus text format 0.0.4).
 const CONTENT_TYPE_METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// What to scan and report, as in one-shot mode.
-#[derive(Debug)]
-pub struct Config {
-    /// `--method`.
-    pub method: scan::Method,
-    /// `--ports` (or all) minus `--exclude`.
-    pub selected: PortSet,
-    /// `--include-closed`.
-    pub include_closed: bool,
-    /// Threads of the bind method's pool; `None` for one per CPU.
-    pub threads: Option<usize>,
-    /// `--verbose`.
-    pub verbose: bool,
-}
-
-/// Binds `addr`, says where on stderr, and serves until SIGTERM or SIGINT.
-pub fn serve(addr: &ListenAddr, config: Config) -> anyhow::Result<()> {
+/// Binds `addr`, says where on stderr, and serves `job` until SIGTERM or
+/// SIGINT.
+pub fn serve(addr: &ListenAddr, job: Job) -> anyhow::Result<()> {
     let listeners = addr.bind()?;
+    log::to_background().context("cannot start the log writer")?;
+    let scans = Arc::new(Scans::start(job)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(2)
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(listeners, Arc::new(Scraper::new(config))))
+    let result = runtime.block_on(async {
+        let scraper = Scraper::start(move || -> ScanFuture { Box::pin(scans.clone().run()) });
+        run(listeners, scraper).await
+    });
+    // A scan still running (waiting for the bind-scan lock, say) is
+    // abandoned with its thread when the process exits.
+    runtime.shutdown_background();
+    result
 }
 
 /// The accept loops, until a signal; then the drain.
@@ -248,109 +246,65 @@ fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
     response
 }
 
-/// The outcome of one scan, shared by every request that waited for it.
-type Outcome = Result<Bytes, Arc<str>>;
-
-/// Runs scans for requests, one at a time, sharing each with every request
-/// that arrives while it runs.
-struct Scraper {
-    /// What every scan scans and reports.
-    config: Config,
-    /// The scan in flight, if any. Requests clone the cell and wait on it;
-    /// the first to arrive runs the scan. tokio's OnceCell hands the work to
-    /// another waiter if that request is dropped (its client went away).
-    in_flight: Mutex<Option<Arc<OnceCell<Outcome>>>>,
+/// The server's scans: each run on the scan thread, counted, told about
+/// on stderr once where there is something to tell, and rendered.
+struct Scans {
+    job: Arc<Job>,
+    notices: Notices,
+    /// Sends a scan request (the channel for its result) to the thread.
+    thread: mpsc::Sender<oneshot::Sender<anyhow::Result<Scan>>>,
     /// Scans run, for `port_exporter_scans_total`.
     scans: AtomicU64,
     /// Scans failed, for `port_exporter_scan_errors_total`.
     errors: AtomicU64,
-    /// Whether the (verbose) netlink fallback note was given.
-    fallback_logged: AtomicBool,
-    /// Whether the skipped-ports warning was given.
-    skipped_logged: AtomicBool,
 }
 
-impl Scraper {
-    /// A scraper with no scan run yet.
-    fn new(config: Config) -> Scraper {
-        Scraper {
-            config,
-            in_flight: Mutex::new(None),
+impl Scans {
+    /// Starts the scan thread for `job`.
+    fn start(job: Job) -> anyhow::Result<Scans> {
+        let job = Arc::new(job);
+        let (thread, requests) = mpsc::channel::<oneshot::Sender<anyhow::Result<Scan>>>();
+        let scanning = job.clone();
+        thread::Builder::new()
+            .name("scan".into())
+            .spawn(move || {
+                for reply in requests {
+                    let scanned = panic::catch_unwind(AssertUnwindSafe(|| scanning.plan.run()))
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the scan panicked")));
+                    let _ = reply.send(scanned);
+                }
+            })
+            .context("cannot start the scan thread")?;
+        Ok(Scans {
+            notices: job.notices(),
+            job,
+            thread,
             scans: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            fallback_logged: AtomicBool::new(false),
-            skipped_logged: AtomicBool::new(false),
-        }
+        })
     }
 
-    /// The exposition from the scan in flight, or from a new one.
-    async fn scrape(self: &Arc<Self>) -> Outcome {
-        let cell = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert_with(|| Arc::new(OnceCell::new()))
-            .clone();
-        cell.get_or_init(|| async {
-            let outcome = self.scan_and_render().await;
-            // Requests from now on start a fresh scan.
-            let mut slot = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if slot
-                .as_ref()
-                .is_some_and(|current| Arc::ptr_eq(current, &cell))
-            {
-                *slot = None;
-            }
-            outcome
-        })
-        .await
-        .clone()
-    }
-
-    /// One scan on the blocking pool, rendered with the server's counters.
-    async fn scan_and_render(self: &Arc<Self>) -> Outcome {
-        let this = self.clone();
-        let scanned = tokio::task::spawn_blocking(move || {
-            scan::scan(
-                this.config.method,
-                &this.config.selected,
-                this.config.threads,
-            )
-        })
-        .await;
-        let scans = self.scans.fetch_add(1, Ordering::Relaxed) + 1;
-        let result = match scanned {
-            Ok(Ok(scan)) => Ok(scan),
-            Ok(Err(err)) => Err(format!("{err:#}")),
-            Err(join) => Err(format!("the scan panicked: {join}")),
+    /// One scan on the scan thread, rendered with the server's counters.
+    async fn run(self: Arc<Self>) -> Outcome {
+        let (reply, result) = oneshot::channel();
+        let scanned = match self.thread.send(reply) {
+            Ok(()) => result
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the scan thread is gone"))),
+            Err(_) => Err(anyhow::anyhow!("the scan thread is gone")),
         };
-        let scan = match result {
+        let scans = self.scans.fetch_add(1, Ordering::Relaxed) + 1;
+        let scan = match scanned {
             Ok(scan) => scan,
-            Err(why) => {
+            Err(err) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
+                let why = format!("{err:#}");
                 log!("scan failed: {why}");
                 return Err(why.into());
             }
         };
-        // Said once, and only with --verbose: the answer is exact either way.
-        if let Some(why) = &scan.fallback
-            && self.config.verbose
-            && !self.fallback_logged.swap(true, Ordering::Relaxed)
-        {
-            log!("{why}");
-        }
-        // Also once: the skipped ports stay skipped on every scrape, and the
-        // metric port_exporter_scan_skipped_ports keeps showing them.
-        if let Some(warning) = scan.skipped_warning()
-            && !self.skipped_logged.swap(true, Ordering::Relaxed)
-        {
-            log!("{warning}");
-        }
-        let mut body =
-            exposition::render_scan(&scan, &self.config.selected, self.config.include_closed);
+        self.notices.scanned(&scan);
+        let mut body = self.job.render(&scan);
         exposition::counter(
             &mut body,
             "port_exporter_scans_total",

@@ -1,0 +1,49 @@
+//! The main job: scan once, then print the exposition or replace FILE.
+
+use std::{
+    io::{self, Write},
+    path::Path,
+};
+
+use crate::{job::Job, log::log, textfile};
+
+/// Scans once and writes the exposition to `output` (atomically), or to
+/// stdout when `output` is `None`.
+pub fn run(job: &Job, output: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(path) = output {
+        textfile::check_target(path)?;
+        if !textfile::collector_reads(path) {
+            log!(
+                "warning: {} does not end in .prom; node_exporter's textfile collector will \
+                 ignore it",
+                path.display()
+            );
+        }
+    }
+    let scan = job.plan.run()?;
+    job.notices().scanned(&scan);
+    if job.verbose {
+        log!(
+            "method {} found {} open of {} selected ports in {:.3} ms",
+            scan.method.name(),
+            scan.open.len(),
+            job.plan.selected.len(),
+            scan.duration.as_secs_f64() * 1e3,
+        );
+    }
+    let body = job.render(&scan);
+    match output {
+        Some(path) => {
+            let written = textfile::write(path, body.as_bytes())?;
+            if let Some(why) = written.not_durable {
+                log!("warning: {why}");
+            }
+            Ok(())
+        }
+        None => {
+            let mut out = io::stdout().lock();
+            out.write_all(body.as_bytes())?;
+            Ok(out.flush()?)
+        }
+    }
+}
