@@ -74,7 +74,7 @@ _port_exporter() {
                     return 0
                     ;;
                 --generate)
-                    COMPREPLY=($(compgen -W "man bash zsh fish elvish powershell" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "man bash zsh fish elvish powershell rules" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -50,6 +50,10 @@ Examples:
   Serve scrapes on port 8000, local clients only:
       port_exporter --serve 127.0.0.1:8000
 
+  Alerting rules for the Prometheus server (then list the file under
+  rule_files: in prometheus.yml):
+      port_exporter --generate rules > /etc/prometheus/port_exporter.rules.yml
+
 Exit status:
   0  the metrics were printed or written
   1  the scan or the write failed; an existing FILE is left as it was
@@ -128,10 +132,12 @@ pub struct Args {
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// Print the man page or a shell completion script, then exit
+    /// Print the man page, a shell completion script or alerting rules, then exit
     ///
     /// man/port_exporter.1 and completions/ in the source tree are this
-    /// option's output.
+    /// option's output. `rules` prints Prometheus alerting rules for these
+    /// metrics (new, exposed and vanished ports; stale or failing scans):
+    /// save them to a file that prometheus.yml lists under rule_files:.
     #[arg(long, value_enum, value_name = "KIND", exclusive = true)]
     pub generate: Option<GenerateKind>,
 }
@@ -182,6 +188,8 @@ pub enum GenerateKind {
     Elvish,
     /// PowerShell completion (completions/_port_exporter.ps1)
     Powershell,
+    /// Prometheus alerting rules (src/rules.yml)
+    Rules,
 }
 
 /// The values of `--method`, with the help each gets in `--help`, the man

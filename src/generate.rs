@@ -1,5 +1,6 @@
 //! `--generate`: the man page and shell completions, rendered from the clap
-//! definition so they can never drift from `--help`.
+//! definition so they can never drift from `--help`; and the Prometheus
+//! alerting rules, whose text lives in `rules.yml` beside this file.
 
 use std::io::{self, Write};
 
@@ -8,18 +9,55 @@ use clap_complete::Shell;
 
 use crate::cli::{Args, GenerateKind};
 
+/// The alerting rules, as `promtool check rules` and `promtool test rules`
+/// see them (tests/promtool/alerts.test.yml).
+const RULES: &str = include_str!("rules.yml");
+
 /// Writes the artifact `kind` to `out`. The program name is fixed, not taken
 /// from argv[0], so the output does not depend on how we were invoked.
 pub fn generate(kind: GenerateKind, out: &mut dyn Write) -> io::Result<()> {
-    let mut command = Args::command();
     let shell = match kind {
-        GenerateKind::Man => return clap_mangen::Man::new(command).render(out),
+        GenerateKind::Rules => return rules(out),
+        GenerateKind::Man => return clap_mangen::Man::new(Args::command()).render(out),
         GenerateKind::Bash => Shell::Bash,
         GenerateKind::Zsh => Shell::Zsh,
         GenerateKind::Fish => Shell::Fish,
         GenerateKind::Elvish => Shell::Elvish,
         GenerateKind::Powershell => Shell::PowerShell,
     };
-    clap_complete::generate(shell, &mut command, "port_exporter", out);
+    clap_complete::generate(shell, &mut Args::command(), "port_exporter", out);
     Ok(())
+}
+
+/// Writes the rule file, headed by the version that wrote it.
+fn rules(out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "# Written by port_exporter {} --generate rules.",
+        env!("CARGO_PKG_VERSION")
+    )?;
+    out.write_all(RULES.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_are_the_rule_file_under_a_version_line() {
+        let mut out = Vec::new();
+        generate(GenerateKind::Rules, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let (first, rest) = text.split_once('\n').unwrap();
+        assert_eq!(
+            first,
+            concat!(
+                "# Written by port_exporter ",
+                env!("CARGO_PKG_VERSION"),
+                " --generate rules."
+            )
+        );
+        assert_eq!(rest, RULES);
+        assert!(RULES.ends_with('\n') && !RULES.contains('\t'));
+    }
 }
