@@ -7,6 +7,8 @@
 /// The kit: harness, the binary, a server, HTTP, expositions, namespaces.
 mod util;
 
+/// --generate rules: promtool checks and unit-tests the alerting rules.
+mod alerts;
 /// Usage errors, --help, --version, exit codes.
 mod cli;
 /// man/ and completions/ are exactly what --generate prints.
@@ -29,5 +31,6 @@ fn main() -> std::process::ExitCode {
         textfile::TESTS,
         cli::TESTS,
         generated::TESTS,
+        alerts::TESTS,
     ])
 }
