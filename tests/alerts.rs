@@ -1,5 +1,6 @@
 //! `--generate rules` against Debian's promtool: the rule file passes
-//! `promtool check rules`, every alert fires and stays silent as
+//! `promtool check rules` (and `check config` through the README's
+//! `rule_files:` block), every alert fires and stays silent as
 //! tests/promtool/alerts.test.yml says (`promtool test rules`), and every
 //! fleet query of the README is one that tests/promtool/fleet.test.yml runs.
 
@@ -76,6 +77,26 @@ fn promtool_checks_the_generated_rules() {
     assert_eq!(alert_names(&rules), ALERTS);
     assert!(rules.contains("\n  - name: port_exporter\n"), "{rules}");
     let out = promtool(dir.path(), &["check", "rules", "port_exporter.rules.yml"]);
+    assert!(
+        out.status.success() && said(&out).contains("SUCCESS: 5 rules found"),
+        "{}",
+        said(&out)
+    );
+    // The README's rule_files: block, with the file where we wrote it,
+    // makes a configuration Prometheus accepts, rules included.
+    let readme = read("README.md");
+    let block = readme
+        .split("```yaml\nrule_files:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README shows no rule_files: block");
+    let config = format!("rule_files:\n{block}").replace(
+        "/etc/prometheus/port_exporter.rules.yml",
+        &path.display().to_string(),
+    );
+    assert!(config.contains(&*path.display().to_string()), "{config}");
+    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+    let out = promtool(dir.path(), &["check", "config", "prometheus.yml"]);
     assert!(
         out.status.success() && said(&out).contains("SUCCESS: 5 rules found"),
         "{}",
