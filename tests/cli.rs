@@ -209,7 +209,11 @@ fn odd_values_give_one_short_line_naming_the_option() {
     list[10_000] = "http".into();
     let list = list.join(",") + &",1".repeat(5_000);
     // Just under the kernel's limit for one argument (MAX_ARG_STRLEN, 128 KiB).
-    assert!((110 * 1024..128 * 1024).contains(&list.len()), "{}", list.len());
+    assert!(
+        (110 * 1024..128 * 1024).contains(&list.len()),
+        "{}",
+        list.len()
+    );
     let output = run(["--exclude", &list]);
     assert_eq!(output.status.code(), Some(2));
     let line = one_error_line(&output);
