@@ -6,6 +6,7 @@ use std::{
     collections::BTreeSet,
     io::Read,
     net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream},
+    process::Command,
     thread,
     time::Duration,
 };
@@ -36,6 +37,7 @@ tests![
         STRACE
     ),
     (a_bind_scan_waits_while_another_holds_the_lock, Netns),
+    (another_user_cannot_make_a_bind_scan_wait, Netns, SETPRIV),
 ];
 
 /// Sockets of every kind that matters, kept open while the zoo lives.
@@ -352,15 +354,9 @@ fn auto_falls_back_to_procfs_when_netlink_is_refused() {
 }
 
 fn a_bind_scan_waits_while_another_holds_the_lock() {
-    use std::os::{
-        linux::net::SocketAddrExt,
-        unix::net::{SocketAddr as UnixAddr, UnixDatagram},
-    };
     in_netns(|| {
-        // The lock is an abstract Unix socket of the namespace; holding it
-        // here is what a running bind scan does.
-        let name = UnixAddr::from_abstract_name(b"port_exporter/bind-scan").unwrap();
-        let held = UnixDatagram::bind_addr(&name).unwrap();
+        // Holding the lock is what a running bind scan does.
+        let held = util::hold_bind_scan_lock();
         let mut scan = util::ChildGuard(
             Bin::new()
                 .args(["--method", "bind", "--ports", "1-2000"])
@@ -369,6 +365,7 @@ fn a_bind_scan_waits_while_another_holds_the_lock() {
                 .spawn()
                 .unwrap(),
         );
+        // A scan that did not wait would be done in far less than this.
         thread::sleep(Duration::from_millis(500));
         assert!(
             scan.0.try_wait().unwrap().is_none(),
@@ -381,5 +378,59 @@ fn a_bind_scan_waits_while_another_holds_the_lock() {
             || scan.0.try_wait().unwrap(),
         );
         assert!(status.success());
+        assert!(
+            util::dir_names(std::path::Path::new("/run/port_exporter"))
+                .iter()
+                .all(|name| !name.starts_with(&format!("bind-scan.net{}.", netns_inode()))),
+            "the lock file was left behind"
+        );
+    });
+}
+
+/// The inode of the calling thread's network namespace.
+fn netns_inode() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()
+}
+
+fn another_user_cannot_make_a_bind_scan_wait() {
+    use std::os::{
+        linux::net::SocketAddrExt,
+        unix::net::{SocketAddr as UnixAddr, UnixDatagram},
+    };
+    in_netns(|| {
+        // The lock of earlier versions, an abstract socket name that any
+        // user could bind first, means nothing now.
+        let name = UnixAddr::from_abstract_name(b"port_exporter/bind-scan").unwrap();
+        let _squatted = UnixDatagram::bind_addr(&name).unwrap();
+        // Root's lock lives where nobody may create or open a file.
+        let path = format!("/run/port_exporter/bind-scan.net{}.lock", netns_inode());
+        let started = std::time::Instant::now();
+        assert!(
+            run(["--method", "bind", "--ports", "1-2000"])
+                .status
+                .success()
+        );
+        let meta = std::fs::metadata("/run/port_exporter").unwrap();
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (0, 0o700));
+        let squat = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["sh", "-c", "exec 3>>\"$0\""])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!squat.status.success(), "nobody could create {path}");
+        // The old lock made this wait 30 s and fail; now it runs at once.
+        assert!(
+            run(["--method", "bind", "--ports", "1-2000"])
+                .status
+                .success()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "two bind scans took {:?}",
+            started.elapsed()
+        );
     });
 }

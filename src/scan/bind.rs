@@ -18,8 +18,10 @@
 //! during its probe, so a service starting at that instant may fail to bind.
 
 use std::{
-    io,
+    fs, io,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
+    path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
 };
@@ -145,79 +147,139 @@ fn probe(port: u16, family: Family) -> io::Result<Probe> {
 /// How long to wait for another bind scan to finish before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
-/// Mutual exclusion between bind scans of one network namespace, across
-/// processes and users.
+/// Turns between bind scans of one network namespace by one user, so that
+/// two scans never hold the same free ports at the same time.
 ///
-/// On Linux it is a Unix socket bound to an abstract name: those names live
-/// in the network namespace, which is exactly the scope in which two scans
-/// disturb each other; any user may bind one, no file or directory has to be
-/// writable (useful under systemd's ProtectSystem=strict), and the kernel
-/// releases it when the holder exits, even by SIGKILL. Elsewhere it is an
-/// advisory lock on a file in the temporary directory.
+/// On Linux the lock is not needed for correctness (two of our probes of
+/// one port do not collide: both set SO_REUSEADDR and neither listens); it
+/// halves how long a free port is held when scans overlap, and keeps scans
+/// exact where SO_REUSEADDR means less (the BSDs). So it is taken only
+/// where nobody else can take it: an flock on a file in a directory that
+/// only this user may write, `/run/port_exporter` for root and
+/// `$XDG_RUNTIME_DIR/port_exporter` for others. Another user can then never
+/// make a scan wait or fail. Without such a directory (say, a read-only
+/// /run under systemd's ProtectSystem=strict) scans run without the lock.
+///
+/// The file is named after the network namespace, since only scans of one
+/// namespace disturb each other, and removed by its holder before the lock
+/// is released; a waiter that then gets the lock on the removed file sees
+/// that it is no longer the file of that name, and tries again.
 pub struct ScanLock {
-    #[cfg(target_os = "linux")]
-    _socket: std::os::unix::net::UnixDatagram,
-    #[cfg(not(target_os = "linux"))]
-    _file: std::fs::File,
+    /// The locked file and its path; `None` when running without a lock.
+    held: Option<(fs::File, PathBuf)>,
 }
 
 impl ScanLock {
-    /// Takes the lock, waiting up to `wait` for a running scan to end.
-    #[cfg(target_os = "linux")]
+    /// Takes the lock of the current network namespace, waiting up to
+    /// `wait` for a running scan to end.
     pub fn acquire(wait: Duration) -> io::Result<ScanLock> {
-        use std::os::{linux::net::SocketAddrExt, unix::net};
-        let name = net::SocketAddr::from_abstract_name(b"port_exporter/bind-scan")?;
-        let deadline = Instant::now() + wait;
-        loop {
-            match net::UnixDatagram::bind_addr(&name) {
-                Ok(socket) => return Ok(ScanLock { _socket: socket }),
-                Err(err) if err.kind() == io::ErrorKind::AddrInUse => {
-                    if Instant::now() >= deadline {
-                        return Err(io::Error::new(
-                            io::ErrorKind::WouldBlock,
-                            format!(
-                                "another bind scan has held its lock for {}s",
-                                wait.as_secs()
-                            ),
-                        ));
-                    }
-                    thread::sleep(Duration::from_millis(5));
-                }
-                Err(err) => {
-                    return Err(io::Error::new(
-                        err.kind(),
-                        format!("cannot take the bind-scan lock: {err}"),
-                    ));
-                }
-            }
+        match lock_path() {
+            Some(path) => ScanLock::acquire_at(path, wait),
+            None => Ok(ScanLock { held: None }),
         }
     }
 
-    /// Takes the lock, waiting up to `wait` for a running scan to end.
-    #[cfg(not(target_os = "linux"))]
-    pub fn acquire(wait: Duration) -> io::Result<ScanLock> {
-        let path = std::env::temp_dir().join("port_exporter.bind-scan.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
+    /// Takes the lock that the file at `path` stands for.
+    fn acquire_at(path: PathBuf, wait: Duration) -> io::Result<ScanLock> {
         let deadline = Instant::now() + wait;
         loop {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|err| {
+                    io::Error::new(
+                        err.kind(),
+                        format!("cannot open the bind-scan lock {}: {err}", path.display()),
+                    )
+                })?;
             match file.try_lock() {
-                Ok(()) => return Ok(ScanLock { _file: file }),
-                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                Ok(()) if same_file(&file, &path) => {
+                    return Ok(ScanLock {
+                        held: Some((file, path)),
+                    });
+                }
+                // Its holder removed it as we locked it: try the new one.
+                Ok(()) => continue,
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    drop(file);
                     thread::sleep(Duration::from_millis(5));
                 }
-                Err(std::fs::TryLockError::WouldBlock) => {
+                Err(fs::TryLockError::WouldBlock) => {
                     return Err(io::Error::new(
                         io::ErrorKind::WouldBlock,
-                        format!("another bind scan holds {}", path.display()),
+                        format!(
+                            "another bind scan has held {} for {}s",
+                            path.display(),
+                            wait.as_secs()
+                        ),
                     ));
                 }
-                Err(std::fs::TryLockError::Error(err)) => return Err(err),
+                Err(fs::TryLockError::Error(err)) => return Err(err),
             }
         }
+    }
+}
+
+impl Drop for ScanLock {
+    fn drop(&mut self) {
+        // Remove the name while still holding the lock; closing the file
+        // then releases it.
+        if let Some((_, path)) = &self.held {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// Whether `file` is still the file named `path`.
+fn same_file(file: &fs::File, path: &Path) -> bool {
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(held), Ok(named)) => held.dev() == named.dev() && held.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+/// The lock file of this user and network namespace, in a directory only
+/// this user may write (made 0700 if missing); `None` when there is none.
+fn lock_path() -> Option<PathBuf> {
+    let dir = if nix::unistd::geteuid().is_root() {
+        PathBuf::from(if cfg!(target_os = "linux") {
+            "/run/port_exporter"
+        } else {
+            "/var/run/port_exporter"
+        })
+    } else {
+        let runtime = PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR")?);
+        private_dir(&runtime)?;
+        runtime.join("port_exporter")
+    };
+    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(_) => return None,
+    }
+    private_dir(&dir)?;
+    Some(dir.join(format!("bind-scan.{}.lock", namespace_id())))
+}
+
+/// `Some` when `dir` is a real directory (no symlink) of this user that no
+/// one else may write.
+fn private_dir(dir: &Path) -> Option<()> {
+    let meta = fs::symlink_metadata(dir).ok()?;
+    (meta.is_dir() && meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o022 == 0)
+        .then_some(())
+}
+
+/// What tells this network namespace from others: its inode on Linux.
+fn namespace_id() -> String {
+    if cfg!(target_os = "linux") {
+        fs::metadata("/proc/thread-self/ns/net")
+            .map_or_else(|_| "net".into(), |meta| format!("net{}", meta.ino()))
+    } else {
+        "net".into()
     }
 }
 
@@ -259,11 +321,40 @@ mod tests {
     }
 
     #[test]
-    fn lock_excludes_a_second_holder() {
-        let first = ScanLock::acquire(LOCK_WAIT).unwrap();
-        let err = ScanLock::acquire(Duration::from_millis(20)).err().unwrap();
+    fn lock_excludes_a_second_holder_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bind-scan.lock");
+        let first = ScanLock::acquire_at(path.clone(), LOCK_WAIT).unwrap();
+        let err = ScanLock::acquire_at(path.clone(), Duration::from_millis(20))
+            .err()
+            .unwrap();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        // A waiter that opened the file before the holder let go gets the
+        // lock on a removed file, sees that, and takes the new one.
+        let early = fs::File::open(&path).unwrap();
         drop(first);
-        ScanLock::acquire(LOCK_WAIT).unwrap();
+        assert!(!path.exists(), "the lock file was left behind");
+        early.try_lock().unwrap();
+        assert!(!same_file(&early, &path));
+        let second = ScanLock::acquire_at(path.clone(), LOCK_WAIT).unwrap();
+        assert!(path.exists() && second.held.is_some());
+    }
+
+    #[test]
+    fn only_a_private_directory_holds_the_lock() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let set = |mode| fs::set_permissions(dir.path(), fs::Permissions::from_mode(mode)).unwrap();
+        set(0o700);
+        assert!(private_dir(dir.path()).is_some());
+        for shared in [0o777, 0o1777, 0o720, 0o702] {
+            set(shared);
+            assert!(private_dir(dir.path()).is_none(), "{shared:o}");
+        }
+        set(0o700);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        assert!(private_dir(&link).is_none(), "a symlink was trusted");
+        assert!(private_dir(&dir.path().join("missing")).is_none());
     }
 }

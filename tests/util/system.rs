@@ -171,18 +171,26 @@ pub fn dir_names(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Holds the bind-scan lock of the current network namespace, as a running
-/// bind scan does, until dropped: a bind scan started meanwhile waits, which
-/// is how tests keep a scan pending for as long as they need.
+/// Holds root's bind-scan lock of the current network namespace, as a
+/// running bind scan does, until dropped: a bind scan started meanwhile (as
+/// root) waits, which is how tests keep a scan pending for as long as they
+/// need. The protocol is the binary's (`src/scan/bind.rs`): an flock on
+/// `/run/port_exporter/bind-scan.net<INODE>.lock`, removed by its holder
+/// before the lock is let go.
 pub fn hold_bind_scan_lock() -> impl Drop {
-    use std::os::{
-        linux::net::SocketAddrExt,
-        unix::net::{SocketAddr, UnixDatagram},
-    };
-    struct Held(#[allow(dead_code)] UnixDatagram);
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    /// The locked file (closing it lets the lock go) and its name.
+    struct Held(#[allow(dead_code)] std::fs::File, PathBuf);
     impl Drop for Held {
-        fn drop(&mut self) {}
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.1);
+        }
     }
-    let name = SocketAddr::from_abstract_name(b"port_exporter/bind-scan").unwrap();
-    Held(UnixDatagram::bind_addr(&name).expect("cannot take the bind-scan lock"))
+    let dir = Path::new("/run/port_exporter");
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
+    let namespace = std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
+    let path = dir.join(format!("bind-scan.net{namespace}.lock"));
+    let file = std::fs::File::create(&path).expect("cannot create the bind-scan lock");
+    file.lock().expect("cannot take the bind-scan lock");
+    Held(file, path)
 }
