@@ -43,6 +43,10 @@ tests![
         SETPRIV
     ),
     random_bytes_never_bring_it_down,
+    (aborted_scrapes_leave_no_scans_behind, Netns),
+    (sigterm_ends_the_server_even_while_a_scan_is_stuck, Netns),
+    (a_log_nobody_reads_never_stops_the_server, STRACE),
+    (answers_are_never_older_than_their_request, Netns),
 ];
 
 /// How long a normal scrape may take while attackers hold connections: far
@@ -601,5 +605,145 @@ fn a_client_that_stops_reading_is_dropped() {
             "all {count} answers were written to a client that did not read"
         );
         assert_eq!(server.get("/metrics").status, 200);
+    });
+}
+
+/// Resets the connection (RST, as a client that gives up does) instead of
+/// closing it politely.
+fn abort(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+}
+
+fn aborted_scrapes_leave_no_scans_behind() {
+    in_netns(|| {
+        // Bind scans: scan 1 is kept pending by the lock; every scrape
+        // below arrives meanwhile, waits for scan 2, and its client goes
+        // away. No scan may run for them.
+        let server = Server::start(&["--method", "bind", "--ports", "1-1000"]);
+        let lock = util::hold_bind_scan_lock();
+        let (mut first, port) = send_get(&server.addr);
+        wait_until("the first request to be read", ANSWER_LIMIT, || {
+            util::request_was_read(server.port(), port).then_some(())
+        });
+        for _ in 0..200 {
+            let (stream, port) = send_get(&server.addr);
+            wait_until("a request to be read", ANSWER_LIMIT, || {
+                util::request_was_read(server.port(), port).then_some(())
+            });
+            abort(stream);
+        }
+        drop(lock);
+        let answer = read_answer(&mut first);
+        assert_eq!(value_of(&answer.body, "port_exporter_scans_total"), 1.0);
+        assert_eq!(server.metric("port_exporter_scans_total"), 2.0);
+
+        // procfs scans, 2,000 scrapes aborted as fast as they come: scans
+        // ran for some of them, but none is left queued: two scrapes in a
+        // row then see consecutive scans.
+        let server = Server::start(&["--method", "procfs"]);
+        for _ in 0..2000 {
+            abort(send_get(&server.addr).0);
+        }
+        let next = server.metric("port_exporter_scans_total");
+        assert_eq!(server.metric("port_exporter_scans_total"), next + 1.0);
+    });
+}
+
+fn sigterm_ends_the_server_even_while_a_scan_is_stuck() {
+    in_netns(|| {
+        let mut server = Server::start(&["--method", "bind", "--ports", "1-1000"]);
+        // The scan waits for the lock, which is never let go in time.
+        let _lock = util::hold_bind_scan_lock();
+        let (mut stream, port) = send_get(&server.addr);
+        wait_until("the server to read the request", ANSWER_LIMIT, || {
+            util::request_was_read(server.port(), port).then_some(())
+        });
+        server.signal("-TERM");
+        let (status, took) = server.wait_exit("SIGTERM with a scan stuck");
+        assert!(status.success(), "{status}");
+        // The drain waits 0.8 s for answers in flight, then gives up.
+        assert!(took < Duration::from_secs(2), "exiting took {took:?}");
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        assert!(
+            rest.is_empty(),
+            "an answer came from a scan that never ended"
+        );
+    });
+}
+
+fn a_log_nobody_reads_never_stops_the_server() {
+    // Every scan but the first fails (netlink's socket(2) refused; the
+    // first socket(2) of each thread, the listener's, goes through) and logs
+    // a line; the log is not read, so after 64 KiB the pipe is full.
+    // (Injecting into sendto(2) instead would also break the wake-up of
+    // tokio's signal handling.)
+    let mut server = Server::start_bin(
+        Bin::new()
+            .inject("socket:error=EPROTONOSUPPORT:when=2+")
+            .args(["--serve", "127.0.0.1:0", "--method", "netlink"]),
+    );
+    server.read_log(false);
+    assert_eq!(server.get("/metrics").status, 200);
+    for round in 0..1500 {
+        let response = server.get("/metrics");
+        assert_eq!(response.status, 500, "scrape {round}");
+    }
+    assert_eq!(server.get("/favicon.ico").status, 404);
+    // Read again: lines were dropped, and the log says how many.
+    server.read_log(true);
+    let log = server.log_when("the dropped-lines count", |log| {
+        log.contains("log lines were dropped")
+    });
+    assert!(log.contains("scan failed"), "{log}");
+    server.read_log(false);
+    server.signal("-TERM");
+    let (status, _) = server.wait_exit("SIGTERM with an unread log");
+    assert!(status.success(), "{status}");
+}
+
+fn answers_are_never_older_than_their_request() {
+    in_netns(|| {
+        // Many listeners make each scan long enough that requests keep
+        // arriving while one runs.
+        let _many: Vec<TcpListener> = (0..2000)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let server = Server::start(&[]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let busy: Vec<_> = (0..2)
+            .map(|_| {
+                let (addr, stop) = (server.addr.clone(), stop.clone());
+                thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        util::http(&addr, "GET", "/metrics", ANSWER_LIMIT);
+                    }
+                })
+            })
+            .collect();
+        let (mut stale_open, mut stale_closed) = (0, 0);
+        for _ in 0..300 {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            if !open_ports(&server.get("/metrics").body).contains(&port) {
+                stale_open += 1;
+            }
+            drop(listener);
+            if open_ports(&server.get("/metrics").body).contains(&port) {
+                stale_closed += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for handle in busy {
+            handle.join().unwrap();
+        }
+        assert_eq!(
+            (stale_open, stale_closed),
+            (0, 0),
+            "answers missing a port opened before the request, and still showing one closed before it"
+        );
     });
 }

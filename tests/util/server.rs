@@ -3,7 +3,7 @@
 use std::{
     io::{BufRead, BufReader},
     process::{Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex, mpsc},
+    sync::{Arc, Condvar, Mutex, mpsc},
     thread,
     time::{Duration, Instant},
 };
@@ -34,6 +34,8 @@ pub struct Server {
     pub addr: String,
     /// What it printed on stderr after the start line.
     log: Arc<Mutex<String>>,
+    /// Whether its stderr is being read (see [`Server::read_log`]).
+    reading: Arc<(Mutex<bool>, Condvar)>,
     /// When [`Server::signal`] last sent a signal.
     signalled: Option<Instant>,
     /// Keeps the run's settings alive.
@@ -67,13 +69,17 @@ impl Server {
             .expect("cannot start the server");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
+        let reading = Arc::new((Mutex::new(true), Condvar::new()));
         let (tx, rx) = mpsc::channel();
-        let sink = log.clone();
+        let (sink, gate) = (log.clone(), reading.clone());
         thread::spawn(move || {
             let mut lines = BufReader::new(stderr).lines();
             let first = lines.next().and_then(Result::ok).unwrap_or_default();
             let _ = tx.send(first);
-            for line in lines.map_while(Result::ok) {
+            loop {
+                let (on, turned) = &*gate;
+                drop(turned.wait_while(on.lock().unwrap(), |on| !*on).unwrap());
+                let Some(Ok(line)) = lines.next() else { break };
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
@@ -91,14 +97,32 @@ impl Server {
             child,
             addr,
             log,
+            reading,
             signalled: None,
             _bin: None,
         }
     }
 
-    /// The server's process id.
+    /// The server's process id: the child's, or under strace the id of
+    /// strace's child (setpriv execs the server in place).
     pub fn pid(&self) -> u32 {
-        self.child.0.id()
+        let pid = self.child.0.id();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() != "strace" {
+            return pid;
+        }
+        wait_until(
+            "strace to start the server",
+            Duration::from_secs(30),
+            || {
+                std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                    .ok()?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            },
+        )
     }
 
     /// The port it listens on.
@@ -140,6 +164,15 @@ impl Server {
         (status, sent.elapsed())
     }
 
+    /// Stops or resumes reading the server's stderr: stopped, the pipe
+    /// fills up as one nobody reads does (what was read last may still be
+    /// taken in).
+    pub fn read_log(&self, on: bool) {
+        let (reading, turned) = &*self.reading;
+        *reading.lock().unwrap() = on;
+        turned.notify_all();
+    }
+
     /// The log so far (stderr after the start line).
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
@@ -173,7 +206,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let group = format!("-{}", self.pid());
+        let group = format!("-{}", self.child.0.id());
         let _ = Command::new("kill")
             .args(["-KILL", "--", &group])
             .stderr(Stdio::null())
