@@ -24,6 +24,8 @@ Register-ArgumentCompleter -Native -CommandName 'port_exporter' -ScriptBlock {
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Write the metrics atomically to FILE instead of stdout')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Write the metrics atomically to FILE instead of stdout')
             [CompletionResult]::new('--serve', '--serve', [CompletionResultType]::ParameterName, 'Serve the metrics over HTTP at ADDR instead [default ADDR: :8000]')
+            [CompletionResult]::new('--web.config.file', '--web.config.file', [CompletionResultType]::ParameterName, 'TLS, client certificates and basic auth for --serve, from FILE')
+            [CompletionResult]::new('--web-config-file', '--web-config-file', [CompletionResultType]::ParameterName, 'TLS, client certificates and basic auth for --serve, from FILE')
             [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Report only these ports, such as 22,80,443,8000-9000 [default: all]')
             [CompletionResult]::new('--ports', '--ports', [CompletionResultType]::ParameterName, 'Report only these ports, such as 22,80,443,8000-9000 [default: all]')
             [CompletionResult]::new('-x', '-x', [CompletionResultType]::ParameterName, 'Never report these ports, such as 32768-60999 (same form as --ports)')

@@ -23,7 +23,7 @@ _port_exporter() {
 
     case "${cmd}" in
         port_exporter)
-            opts="-o -p -x -m -j -v -h -V --output --serve --ports --exclude --include-closed --method --threads --verbose --generate --help --version"
+            opts="-o -p -x -m -j -v -h -V --output --serve --web-config-file --web.config.file --ports --exclude --include-closed --method --threads --verbose --generate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -38,6 +38,14 @@ _port_exporter() {
                     return 0
                     ;;
                 --serve)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --web.config.file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --web-config-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -21,6 +21,8 @@ set edit:completion:arg-completer[port_exporter] = {|@words|
             cand -o 'Write the metrics atomically to FILE instead of stdout'
             cand --output 'Write the metrics atomically to FILE instead of stdout'
             cand --serve 'Serve the metrics over HTTP at ADDR instead [default ADDR: :8000]'
+            cand --web.config.file 'TLS, client certificates and basic auth for --serve, from FILE'
+            cand --web-config-file 'TLS, client certificates and basic auth for --serve, from FILE'
             cand -p 'Report only these ports, such as 22,80,443,8000-9000 [default: all]'
             cand --ports 'Report only these ports, such as 22,80,443,8000-9000 [default: all]'
             cand -x 'Never report these ports, such as 32768-60999 (same form as --ports)'

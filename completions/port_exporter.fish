@@ -1,5 +1,6 @@
 complete -c port_exporter -s o -l output -d 'Write the metrics atomically to FILE instead of stdout' -r -F
 complete -c port_exporter -l serve -d 'Serve the metrics over HTTP at ADDR instead [default ADDR: :8000]' -r
+complete -c port_exporter -l web.config.file -l web-config-file -d 'TLS, client certificates and basic auth for --serve, from FILE' -r -F
 complete -c port_exporter -s p -l ports -d 'Report only these ports, such as 22,80,443,8000-9000 [default: all]' -r
 complete -c port_exporter -s x -l exclude -d 'Never report these ports, such as 32768-60999 (same form as --ports)' -r
 complete -c port_exporter -s m -l method -d 'How to find the open ports' -r -f -a "auto\t'netlink, falling back to procfs if netlink is refused; bind where neither exists'

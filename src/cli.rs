@@ -50,6 +50,9 @@ Examples:
   Serve scrapes on port 8000, local clients only:
       port_exporter --serve 127.0.0.1:8000
 
+  Serve over HTTPS with basic auth, as node_exporter does:
+      port_exporter --serve --web.config.file /etc/port_exporter/web.yml
+
   Alerting rules for the Prometheus server (then list the file under
   rule_files: in prometheus.yml):
       port_exporter --generate rules > /etc/prometheus/port_exporter.rules.yml
@@ -87,15 +90,36 @@ pub struct Args {
     /// scan. ADDR is :PORT (every interface, IPv4 and IPv6), IPV4:PORT,
     /// [IPV6]:PORT or HOST:PORT; port 0 picks a free port. The bound
     /// address is printed on stderr. Runs until SIGTERM or SIGINT.
+    ///
+    /// Without ADDR, when systemd passes listening sockets (socket
+    /// activation: LISTEN_PID is this process, LISTEN_FDS at least 1), it
+    /// serves on those and binds nothing itself.
     #[arg(
         long,
         value_name = "ADDR",
         num_args = 0..=1,
-        default_missing_value = crate::serve::DEFAULT,
         value_parser = ListenAddr::parse,
         conflicts_with = "output"
     )]
-    pub serve: Option<ListenAddr>,
+    pub serve: Option<Option<ListenAddr>>,
+
+    /// TLS, client certificates and basic auth for --serve, from FILE
+    ///
+    /// FILE is a web configuration file in the format of the Prometheus
+    /// exporter toolkit, as node_exporter's --web.config.file reads it:
+    /// tls_server_config (cert_file, key_file, client_auth_type,
+    /// client_ca_file, ...), http_server_config (headers),
+    /// basic_auth_users (user: bcrypt hash) and rate_limit. Relative paths
+    /// in it are relative to FILE's directory. FILE and the certificate
+    /// files are re-read when they change, so certificates rotate without
+    /// a restart. Any error in it stops the start, naming the key.
+    #[arg(
+        long = "web.config.file",
+        visible_alias = "web-config-file",
+        value_name = "FILE",
+        requires = "serve"
+    )]
+    pub web_config_file: Option<PathBuf>,
 
     /// Report only these ports, such as 22,80,443,8000-9000 [default: all]
     ///
@@ -298,15 +322,25 @@ mod tests {
     #[test]
     fn serve_takes_an_optional_address() {
         let args = Args::try_parse_from(["port_exporter", "--serve"]).unwrap();
-        assert_eq!(args.serve, Some(ListenAddr::AnyInterface(8000)));
+        assert_eq!(args.serve, Some(None));
         let args = Args::try_parse_from(["port_exporter", "--serve", "--ports", "22"]).unwrap();
-        assert_eq!(args.serve, Some(ListenAddr::AnyInterface(8000)));
+        assert_eq!(args.serve, Some(None));
         let args = Args::try_parse_from(["port_exporter", "--serve", "[::1]:0"]).unwrap();
         assert_eq!(
             args.serve,
-            Some(ListenAddr::Socket("[::1]:0".parse().unwrap()))
+            Some(Some(ListenAddr::Socket("[::1]:0".parse().unwrap())))
         );
         assert!(Args::try_parse_from(["port_exporter", "--serve", "-o", "x.prom"]).is_err());
+    }
+
+    #[test]
+    fn the_web_config_needs_serve() {
+        for flag in ["--web.config.file", "--web-config-file"] {
+            let args = Args::try_parse_from(["port_exporter", "--serve", flag, "w.yml"]).unwrap();
+            assert_eq!(args.web_config_file, Some(PathBuf::from("w.yml")));
+            let err = Args::try_parse_from(["port_exporter", flag, "w.yml"]).unwrap_err();
+            assert!(one_line(&err).contains("--serve"), "{}", one_line(&err));
+        }
     }
 
     #[test]

@@ -60,7 +60,7 @@ fn run(args: &cli::Args) -> anyhow::Result<()> {
         return Ok(out.flush()?);
     }
     if let Some(addr) = &args.serve {
-        return serve::serve(addr, args.job());
+        return serve::serve(addr.as_ref(), args.web_config_file.as_deref(), args.job());
     }
     oneshot::run(&args.job(), output)
 }

@@ -18,15 +18,31 @@
 //! - SIGTERM or SIGINT stops accepting, lets answers in flight finish (for
 //!   up to [`DRAIN_TIMEOUT`]) and returns, abandoning a scan that is still
 //!   running.
+//!
+//! `--web.config.file` adds TLS, client certificates, basic auth, headers
+//! and a rate limit (exporter-toolkit's format; `live.rs` and the files it
+//! uses). The TLS handshake runs in the connection's task, holding its slot
+//! and bounded by [`HEADER_TIMEOUT`] like a request head. Started by systemd
+//! with sockets (`activation.rs`), a `--serve` without an address serves on
+//! those.
 
+mod activation;
+mod auth;
+mod clientcert;
 mod listen;
+mod live;
+mod ratelimit;
 mod scrape;
 mod stall;
+mod stream;
+mod tls;
+pub mod webconfig;
 
 use std::{
     convert::Infallible,
     net::TcpListener as StdListener,
     panic::{self, AssertUnwindSafe},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -79,10 +95,24 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(800);
 /// The exposition's content type (Prometheus text format 0.0.4).
 const CONTENT_TYPE_METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Binds `addr`, says where on stderr, and serves `job` until SIGTERM or
-/// SIGINT.
-pub fn serve(addr: &ListenAddr, job: Job) -> anyhow::Result<()> {
-    let listeners = addr.bind()?;
+/// Binds `addr` (without one: takes the sockets systemd passed, or binds
+/// [`DEFAULT`]), says where on stderr, and serves `job` until SIGTERM or
+/// SIGINT, secured by the web config file if one is given. The web config
+/// is loaded first: when it is wrong, nothing is bound.
+pub fn serve(addr: Option<&ListenAddr>, web_config: Option<&Path>, job: Job) -> anyhow::Result<()> {
+    let web = match web_config {
+        Some(path) => Some(Arc::new(live::Live::load(path)?)),
+        None => None,
+    };
+    let listeners = match addr {
+        Some(addr) => addr.bind()?,
+        None => match activation::listeners()? {
+            Some(listeners) => listeners,
+            None => ListenAddr::parse(DEFAULT)
+                .map_err(anyhow::Error::msg)?
+                .bind()?,
+        },
+    };
     log::to_background().context("cannot start the log writer")?;
     let scans = Arc::new(Scans::start(job)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -91,7 +121,7 @@ pub fn serve(addr: &ListenAddr, job: Job) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
         let scraper = Scraper::start(move || -> ScanFuture { Box::pin(scans.clone().run()) });
-        run(listeners, scraper).await
+        run(listeners, scraper, web).await
     });
     // A scan still running (waiting for the bind-scan lock, say) is
     // abandoned with its thread when the process exits.
@@ -100,7 +130,11 @@ pub fn serve(addr: &ListenAddr, job: Job) -> anyhow::Result<()> {
 }
 
 /// The accept loops, until a signal; then the drain.
-async fn run(listeners: Vec<StdListener>, scraper: Arc<Scraper>) -> anyhow::Result<()> {
+async fn run(
+    listeners: Vec<StdListener>,
+    scraper: Arc<Scraper>,
+    web: Option<Arc<live::Live>>,
+) -> anyhow::Result<()> {
     let mut bound = Vec::new();
     for listener in listeners {
         bound.push(TcpListener::from_std(listener)?);
@@ -113,7 +147,12 @@ async fn run(listeners: Vec<StdListener>, scraper: Arc<Scraper>) -> anyhow::Resu
     // may stop us at once, and must get a clean exit.
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    log!("listening on {} (GET / or /metrics)", names.join(" and "));
+    let scheme = web.as_ref().map(|web| format!("{}; ", web.describe()));
+    log!(
+        "listening on {} ({}GET / or /metrics)",
+        names.join(" and "),
+        scheme.unwrap_or_default()
+    );
 
     let graceful = Arc::new(GracefulShutdown::new());
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -131,6 +170,7 @@ async fn run(listeners: Vec<StdListener>, scraper: Arc<Scraper>) -> anyhow::Resu
                 graceful.clone(),
                 slots.clone(),
                 scraper.clone(),
+                web.clone(),
             ))
         })
         .collect();
@@ -163,6 +203,7 @@ async fn accept_loop(
     graceful: Arc<GracefulShutdown>,
     slots: Arc<Semaphore>,
     scraper: Arc<Scraper>,
+    web: Option<Arc<live::Live>>,
 ) {
     let mut last_complaint: Option<Instant> = None;
     loop {
@@ -186,18 +227,37 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let scraper = scraper.clone();
-        let io = TokioIo::new(stall::WriteDeadline::new(stream, WRITE_TIMEOUT));
-        let service = service_fn(move |request| {
-            let scraper = scraper.clone();
-            async move { Ok::<_, Infallible>(respond(&request, &scraper).await) }
-        });
-        let connection = graceful.watch(http.serve_connection(io, service));
+        let (scraper, web, http) = (scraper.clone(), web.clone(), http.clone());
+        let graceful = Arc::downgrade(&graceful);
         tokio::spawn(async move {
+            let _slot = slot;
+            let stream = match &web {
+                Some(web) => match web.accept(stream, HEADER_TIMEOUT).await {
+                    Some(stream) => stream,
+                    None => return,
+                },
+                None => stream::Stream::Plain(stream),
+            };
+            let io = TokioIo::new(stall::WriteDeadline::new(stream, WRITE_TIMEOUT));
+            let service = service_fn(move |request| {
+                let (scraper, web) = (scraper.clone(), web.clone());
+                async move {
+                    let answer = respond(&request, &scraper);
+                    Ok::<_, Infallible>(match &web {
+                        Some(web) => web.answer(&request, answer).await,
+                        None => answer.await,
+                    })
+                }
+            });
+            // Shutdown has begun when the accept loop's Arc is gone. The
+            // upgrade is dropped before any await, and the runtime has one
+            // thread, so run() never sees it when it takes the Arc back.
+            let Some(watcher) = graceful.upgrade().map(|g| g.watcher()) else {
+                return;
+            };
             // Errors here are the client's (reset, timeout, garbage): hyper
             // has already answered what could be answered.
-            let _ = connection.await;
-            drop(slot);
+            let _ = watcher.watch(http.serve_connection(io, service)).await;
         });
     }
 }

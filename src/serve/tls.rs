@@ -1,0 +1,414 @@
+//! The rustls server configuration for `tls_server_config`.
+//!
+//! rustls (with the ring provider) does TLS 1.2 and 1.3 with AEAD cipher
+//! suites and ECDHE over X25519, P-256 and P-384. Go's crypto/tls, which the
+//! peer uses, can also do TLS 1.0 and 1.1, CBC suites, RSA key exchange and
+//! P-521. A file that asks for those still starts when something usable
+//! remains: what is dropped is returned as one note for the caller to say
+//! once. When nothing usable remains, the file is refused.
+//!
+//! As with Go, `cipher_suites` only chooses among TLS 1.2 suites; TLS 1.3
+//! suites are not configurable and are all on.
+
+use std::{path::PathBuf, sync::Arc};
+
+use rustls::{
+    RootCertStore, ServerConfig, SupportedCipherSuite,
+    crypto::{CryptoProvider, SupportedKxGroup, ring},
+    server::{NoClientAuth, WebPkiClientVerifier, danger::ClientCertVerifier},
+    version::{TLS12, TLS13},
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+use super::{
+    clientcert::{AnyCert, SanCheck},
+    webconfig::{ClientAuth, KeyError, Source, TlsSettings, TlsVersion},
+};
+
+/// A server configuration and what went into it.
+pub struct Built {
+    /// Ready for a `TlsAcceptor`.
+    pub config: Arc<ServerConfig>,
+    /// What the file asks for that rustls cannot do, as one sentence, if
+    /// anything.
+    pub ignored: Option<String>,
+    /// The certificate, key and CA files read: a change to any of them
+    /// means a reload.
+    pub files: Vec<PathBuf>,
+}
+
+/// The rustls suite for a Go cipher suite name, or why there is none.
+fn cipher_suite(go_name: &str) -> Result<Option<SupportedCipherSuite>, ()> {
+    use ring::cipher_suite as cs;
+    Ok(Some(match go_name {
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256" => {
+            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+        }
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256" => {
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        }
+        // TLS 1.3 suites: accepted and, as in Go, always on.
+        "TLS_AES_128_GCM_SHA256" | "TLS_AES_256_GCM_SHA384" | "TLS_CHACHA20_POLY1305_SHA256" => {
+            return Ok(None);
+        }
+        // CBC suites and RSA key exchange.
+        _ => return Err(()),
+    }))
+}
+
+/// The rustls key exchange group for a Go curve name, if rustls has it.
+fn kx_group(go_name: &str) -> Option<&'static dyn SupportedKxGroup> {
+    use ring::kx_group;
+    match go_name {
+        "X25519" => Some(kx_group::X25519),
+        "CurveP256" => Some(kx_group::SECP256R1),
+        "CurveP384" => Some(kx_group::SECP384R1),
+        _ => None,
+    }
+}
+
+/// The bytes of a PEM source, and the key to blame for a read error.
+fn read(source: &Source, file_key: &str, inline_key: &str) -> Result<Vec<u8>, KeyError> {
+    match source {
+        Source::Inline(text) => Ok(text.as_bytes().to_vec()),
+        Source::File(path) => std::fs::read(path).map_err(|err| {
+            KeyError::new(
+                format!("tls_server_config.{file_key}"),
+                format!("cannot read {}: {err}", path.display()),
+            )
+        }),
+    }
+    .map_err(|mut err| {
+        if matches!(source, Source::Inline(_)) {
+            err.key = format!("tls_server_config.{inline_key}");
+        }
+        err
+    })
+}
+
+/// The key a source is named by in the file.
+fn key_of(source: &Source, file_key: &str, inline_key: &str) -> String {
+    match source {
+        Source::File(_) => format!("tls_server_config.{file_key}"),
+        Source::Inline(_) => format!("tls_server_config.{inline_key}"),
+    }
+}
+
+/// Where a source's text comes from, for messages.
+fn origin(source: &Source) -> String {
+    match source {
+        Source::File(path) => path.display().to_string(),
+        Source::Inline(_) => "the inline text".into(),
+    }
+}
+
+/// Every CERTIFICATE block of a PEM source.
+fn certificates(
+    source: &Source,
+    file_key: &str,
+    inline_key: &str,
+) -> Result<Vec<CertificateDer<'static>>, KeyError> {
+    let bytes = read(source, file_key, inline_key)?;
+    let key = key_of(source, file_key, inline_key);
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| {
+            KeyError::new(&key, format!("{} is not valid PEM: {err}", origin(source)))
+        })?;
+    if certs.is_empty() {
+        return Err(KeyError::new(
+            key,
+            format!("no CERTIFICATE block in {}", origin(source)),
+        ));
+    }
+    Ok(certs)
+}
+
+/// Builds the server configuration; reads the certificate, key and CA.
+pub fn build(settings: &TlsSettings) -> Result<Built, KeyError> {
+    let mut ignored = Vec::new();
+    let mut files = Vec::new();
+    for source in [
+        Some(&settings.cert),
+        Some(&settings.key),
+        settings.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Source::File(path) = source {
+            files.push(path.clone());
+        }
+    }
+
+    // Versions: rustls has 1.2 and 1.3 only.
+    if settings.max_version < TlsVersion::Tls12 {
+        return Err(KeyError::new(
+            "tls_server_config.max_version",
+            format!(
+                "{}: rustls supports only TLS12 and TLS13, so no TLS version is left",
+                settings.max_version
+            ),
+        ));
+    }
+    if settings.min_version < TlsVersion::Tls12 {
+        ignored.push(format!(
+            "TLS versions below TLS12 (min_version {})",
+            settings.min_version
+        ));
+    }
+    let mut tls12 = settings.min_version <= TlsVersion::Tls12;
+    let tls13 = settings.max_version >= TlsVersion::Tls13;
+
+    // Cipher suites: TLS 1.3's always, TLS 1.2's as listed.
+    let base = ring::default_provider();
+    let mut suites: Vec<SupportedCipherSuite> = base
+        .cipher_suites
+        .iter()
+        .copied()
+        .filter(|s| s.tls13().is_some())
+        .collect();
+    match &settings.cipher_suites {
+        None => suites.extend(base.cipher_suites.iter().filter(|s| s.tls13().is_none())),
+        Some(names) => {
+            let mut unusable = Vec::new();
+            let mut any12 = false;
+            for name in names {
+                match cipher_suite(name) {
+                    Ok(Some(suite)) => {
+                        any12 = true;
+                        suites.push(suite);
+                    }
+                    Ok(None) => {}
+                    Err(()) => unusable.push(*name),
+                }
+            }
+            if !unusable.is_empty() {
+                ignored.push(format!(
+                    "cipher suites {} (CBC or RSA key exchange)",
+                    unusable.join(", ")
+                ));
+            }
+            if tls12 && !any12 {
+                if !tls13 {
+                    return Err(KeyError::new(
+                        "tls_server_config.cipher_suites",
+                        "rustls can use none of these for TLS12 (only ECDHE with AES-GCM or \
+                         ChaCha20-Poly1305), and max_version excludes TLS13",
+                    ));
+                }
+                ignored.push("TLS12, for which no listed cipher suite is usable".into());
+                tls12 = false;
+            }
+        }
+    }
+
+    // Key exchange groups.
+    let kx_groups = match &settings.curve_preferences {
+        None => base.kx_groups.clone(),
+        Some(names) => {
+            let usable: Vec<_> = names.iter().filter_map(|n| kx_group(n)).collect();
+            let unusable: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|n| kx_group(n).is_none())
+                .collect();
+            if usable.is_empty() {
+                return Err(KeyError::new(
+                    "tls_server_config.curve_preferences",
+                    format!(
+                        "rustls supports none of {} (only X25519, CurveP256 and CurveP384)",
+                        unusable.join(", ")
+                    ),
+                ));
+            }
+            if !unusable.is_empty() {
+                ignored.push(format!("curves {}", unusable.join(", ")));
+            }
+            usable
+        }
+    };
+    let provider = Arc::new(CryptoProvider {
+        cipher_suites: suites,
+        kx_groups,
+        ..base
+    });
+
+    let certs = certificates(&settings.cert, "cert_file", "cert")?;
+    let key_bytes = read(&settings.key, "key_file", "key")?;
+    let key_name = key_of(&settings.key, "key_file", "key");
+    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|err| {
+        KeyError::new(
+            &key_name,
+            format!(
+                "no private key (PKCS#8, PKCS#1 or SEC1 PEM) in {}: {err}",
+                origin(&settings.key)
+            ),
+        )
+    })?;
+
+    let verifier = client_verifier(settings, &provider)?;
+    let mut versions = Vec::new();
+    if tls13 {
+        versions.push(&TLS13);
+    }
+    if tls12 {
+        versions.push(&TLS12);
+    }
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|err| KeyError::new("tls_server_config", err.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|err| {
+            let why = match err {
+                rustls::Error::InconsistentKeys(_) => {
+                    "the certificate and the private key do not match".to_string()
+                }
+                other => format!("cannot use this certificate and key: {other}"),
+            };
+            KeyError::new(key_of(&settings.cert, "cert_file", "cert"), why)
+        })?;
+    config.ignore_client_order = settings.prefer_server_cipher_suites;
+    // HTTP/1.1 only, whatever http_server_config.http2 says.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Built {
+        config: Arc::new(config),
+        ignored: (!ignored.is_empty()).then(|| {
+            format!(
+                "rustls cannot do what the file asks for here, ignoring: {}",
+                ignored.join("; ")
+            )
+        }),
+        files,
+    })
+}
+
+/// The client certificate policy of `client_auth_type`, with the SAN check
+/// of `client_allowed_sans` on top.
+fn client_verifier(
+    settings: &TlsSettings,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, KeyError> {
+    let inner: Arc<dyn ClientCertVerifier> = match settings.client_auth {
+        ClientAuth::NoClientCert => Arc::new(NoClientAuth),
+        ClientAuth::RequestClientCert => Arc::new(AnyCert::new(provider, false)),
+        ClientAuth::RequireAnyClientCert => Arc::new(AnyCert::new(provider, true)),
+        ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
+            let source = settings
+                .client_ca
+                .as_ref()
+                .expect("validated: verifying types have a CA");
+            let key = key_of(source, "client_ca_file", "client_ca");
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(source, "client_ca_file", "client_ca")? {
+                roots.add(cert).map_err(|err| {
+                    KeyError::new(
+                        &key,
+                        format!("{} holds an unusable CA certificate: {err}", origin(source)),
+                    )
+                })?;
+            }
+            let builder =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+            let builder = if settings.client_auth.requires() {
+                builder
+            } else {
+                builder.allow_unauthenticated()
+            };
+            builder
+                .build()
+                .map_err(|err| KeyError::new(key, err.to_string()))?
+        }
+    };
+    Ok(match &settings.client_allowed_sans {
+        Some(sans) => Arc::new(SanCheck::new(inner, sans.clone())),
+        None => inner,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::webconfig::WebConfig;
+    use std::path::Path;
+
+    /// A PEM block whose content is only base64: certificates are parsed
+    /// as DER later, together with the key.
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+
+    fn settings(extra: &str) -> TlsSettings {
+        let text = format!("tls_server_config:\n  cert: x\n  key: y\n{extra}");
+        WebConfig::parse(&text, Path::new("/"))
+            .unwrap()
+            .tls
+            .unwrap()
+    }
+
+    #[track_caller]
+    fn refused(extra: &str, key: &str, needle: &str) {
+        let err = match build(&settings(extra)) {
+            Ok(_) => panic!("{extra:?} was accepted"),
+            Err(err) => err,
+        };
+        assert_eq!(err.key, key, "{err}");
+        assert!(err.reason.contains(needle), "{err}");
+    }
+
+    #[test]
+    fn what_leaves_nothing_usable_is_refused_before_reading_files() {
+        refused(
+            "  min_version: TLS10\n  max_version: TLS11\n",
+            "tls_server_config.max_version",
+            "no TLS version is left",
+        );
+        refused(
+            "  max_version: TLS12\n  cipher_suites: [TLS_RSA_WITH_AES_128_CBC_SHA, TLS_AES_128_GCM_SHA256]\n",
+            "tls_server_config.cipher_suites",
+            "none of these",
+        );
+        refused(
+            "  curve_preferences: [CurveP521]\n",
+            "tls_server_config.curve_preferences",
+            "none of CurveP521",
+        );
+    }
+
+    #[test]
+    fn pem_errors_name_the_key() {
+        refused(
+            "",
+            "tls_server_config.cert",
+            "no CERTIFICATE block in the inline text",
+        );
+        let text = format!(
+            "tls_server_config:\n  cert: |\n{}  key: nothing\n",
+            CERT.lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        );
+        let tls = WebConfig::parse(&text, Path::new("/"))
+            .unwrap()
+            .tls
+            .unwrap();
+        let err = build(&tls).err().unwrap();
+        assert_eq!(err.key, "tls_server_config.key", "{err}");
+        assert!(err.reason.contains("no private key"), "{err}");
+        let tls = settings("").clone();
+        let tls = TlsSettings {
+            cert: Source::File("/nonexistent/cert.pem".into()),
+            ..tls
+        };
+        let err = build(&tls).err().unwrap();
+        assert_eq!(err.key, "tls_server_config.cert_file");
+        assert!(
+            err.reason
+                .contains("cannot read /nonexistent/cert.pem: No such file"),
+            "{err}"
+        );
+    }
+}

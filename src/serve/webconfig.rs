@@ -1,0 +1,1107 @@
+//! `--web.config.file`: exporter-toolkit's web configuration file, parsed and
+//! validated.
+//!
+//! The format is the Prometheus ecosystem's (prometheus/exporter-toolkit,
+//! docs/web-configuration.md), so a file written for node_exporter works
+//! here unchanged: `tls_server_config`, `http_server_config`,
+//! `basic_auth_users` and `rate_limit`. Parsing is strict as the peer's
+//! (`yaml.UnmarshalStrict`): unknown keys and duplicate keys are errors.
+//! Every error names the key and the reason; the caller adds the file.
+//! Relative paths resolve against the directory of the file, not the cwd.
+//!
+//! This module only reads YAML text and decides what it means; reading the
+//! certificates and building the TLS configuration is `tls.rs`'s job.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use hyper::header::{HeaderName, HeaderValue};
+use serde::{Deserialize, Deserializer, de};
+
+/// What a web config file asks for, validated.
+#[derive(Debug, Default)]
+pub struct WebConfig {
+    /// TLS, if `tls_server_config` configures it.
+    pub tls: Option<TlsSettings>,
+    /// `http_server_config.headers`: added to every response.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `basic_auth_users`: user name to bcrypt hash. Empty: no basic auth.
+    pub users: BTreeMap<String, String>,
+    /// `rate_limit`, when its interval is not zero.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `tls_server_config`, with paths made absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `cert_file` or `cert`.
+    pub cert: Source,
+    /// `key_file` or `key`.
+    pub key: Source,
+    /// `client_ca_file` or `client_ca`.
+    pub client_ca: Option<Source>,
+    /// `client_auth_type`.
+    pub client_auth: ClientAuth,
+    /// `client_allowed_sans`: a client certificate must carry one of these.
+    pub client_allowed_sans: Option<Vec<String>>,
+    /// `min_version` (default TLS12).
+    pub min_version: TlsVersion,
+    /// `max_version` (default TLS13).
+    pub max_version: TlsVersion,
+    /// `cipher_suites` by their Go names, in preference order; `None`: all.
+    pub cipher_suites: Option<Vec<&'static str>>,
+    /// `curve_preferences` by their Go names, in preference order.
+    pub curve_preferences: Option<Vec<&'static str>>,
+    /// `prefer_server_cipher_suites` (default true).
+    pub prefer_server_cipher_suites: bool,
+}
+
+/// PEM text given in a file or inline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A path, absolute once parsed.
+    File(PathBuf),
+    /// The PEM text itself.
+    Inline(String),
+}
+
+/// `client_auth_type`: Go's `tls.ClientAuthType` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Never ask for a client certificate (the default).
+    NoClientCert,
+    /// Ask, accept any certificate or none.
+    RequestClientCert,
+    /// Require a certificate, verify nothing about it.
+    RequireAnyClientCert,
+    /// Ask; verify a certificate if one is sent.
+    VerifyClientCertIfGiven,
+    /// Require a certificate signed by the client CA.
+    RequireAndVerifyClientCert,
+}
+
+impl ClientAuth {
+    /// The names the peer accepts, including its legacy alias.
+    const NAMES: &'static str = "NoClientCert, RequestClientCert, RequireAnyClientCert, \
+                                 VerifyClientCertIfGiven or RequireAndVerifyClientCert";
+
+    /// Parses a Go name; `""` is the default.
+    fn parse(name: &str) -> Option<ClientAuth> {
+        Some(match name {
+            "" | "NoClientCert" => ClientAuth::NoClientCert,
+            "RequestClientCert" => ClientAuth::RequestClientCert,
+            // "RequireClientCert" is the peer's old spelling, still accepted.
+            "RequireAnyClientCert" | "RequireClientCert" => ClientAuth::RequireAnyClientCert,
+            "VerifyClientCertIfGiven" => ClientAuth::VerifyClientCertIfGiven,
+            "RequireAndVerifyClientCert" => ClientAuth::RequireAndVerifyClientCert,
+            _ => return None,
+        })
+    }
+
+    /// Whether a client certificate is checked against the client CA.
+    pub fn verifies(self) -> bool {
+        matches!(
+            self,
+            ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert
+        )
+    }
+
+    /// Whether the handshake fails without a client certificate.
+    pub fn requires(self) -> bool {
+        matches!(
+            self,
+            ClientAuth::RequireAnyClientCert | ClientAuth::RequireAndVerifyClientCert
+        )
+    }
+}
+
+impl fmt::Display for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A TLS version as the file names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls10,
+    Tls11,
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    /// Parses `TLS10` .. `TLS13`.
+    fn parse(name: &str) -> Option<TlsVersion> {
+        Some(match name {
+            "TLS10" => TlsVersion::Tls10,
+            "TLS11" => TlsVersion::Tls11,
+            "TLS12" => TlsVersion::Tls12,
+            "TLS13" => TlsVersion::Tls13,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsVersion::Tls10 => "TLS10",
+            TlsVersion::Tls11 => "TLS11",
+            TlsVersion::Tls12 => "TLS12",
+            TlsVersion::Tls13 => "TLS13",
+        })
+    }
+}
+
+/// The cipher suite names the peer accepts: Go's `tls.CipherSuites()`.
+/// (Go's insecure ones, RC4, 3DES and CBC with SHA-256, are unknown to the
+/// peer too.) Which of them rustls can do is `tls.rs`'s business.
+pub const GO_CIPHER_SUITES: &[&str] = &[
+    "TLS_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+];
+
+/// The curve names the peer accepts.
+pub const GO_CURVES: &[&str] = &["CurveP256", "CurveP384", "CurveP521", "X25519"];
+
+/// `rate_limit`: a token bucket shared by all requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// One request's worth of tokens comes back every `interval`.
+    pub interval: Duration,
+    /// Requests allowed at once when the bucket is full.
+    pub burst: u32,
+}
+
+/// A validation error: the key (dotted path) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError {
+    /// Such as `tls_server_config.cipher_suites`.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl KeyError {
+    /// An error about `key`.
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> KeyError {
+        KeyError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "{}: {}", self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+/// The file as written: every key optional, unknown ones refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    tls_server_config: Option<RawTls>,
+    http_server_config: Option<RawHttp>,
+    basic_auth_users: Option<StrictMap>,
+    rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<String>,
+    key: Option<String>,
+    client_ca: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    client_auth_type: Option<String>,
+    client_ca_file: Option<String>,
+    client_allowed_sans: Option<Vec<String>>,
+    min_version: Option<String>,
+    max_version: Option<String>,
+    cipher_suites: Option<Vec<String>>,
+    curve_preferences: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "yaml11_bool")]
+    prefer_server_cipher_suites: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default, deserialize_with = "yaml11_bool")]
+    http2: Option<bool>,
+    headers: Option<StrictMap>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    interval: Option<String>,
+    burst: Option<i64>,
+}
+
+/// A string-to-string mapping that refuses duplicate keys, as the peer's
+/// strict YAML decoding does (a later duplicate would silently win here).
+#[derive(Debug, Default)]
+struct StrictMap(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for StrictMap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> de::Visitor<'de> for Visit {
+            type Value = StrictMap;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of strings to strings")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<StrictMap, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((key, value)) = map.next_entry::<String, String>()? {
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format_args!("{key:?} is given twice")));
+                    }
+                    out.insert(key, value);
+                }
+                Ok(StrictMap(out))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// A boolean as Go's YAML library reads one: YAML 1.1's `yes`/`no`/`on`/
+/// `off` spellings too, so that files written for the peer mean the same.
+fn yaml11_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    struct Visit;
+    impl de::Visitor<'_> for Visit {
+        type Value = Option<bool>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a boolean (true or false)")
+        }
+        fn visit_bool<E: de::Error>(self, b: bool) -> Result<Option<bool>, E> {
+            Ok(Some(b))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Option<bool>, E> {
+            Ok(None)
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Option<bool>, E> {
+            match text {
+                "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True"
+                | "TRUE" => Ok(Some(true)),
+                "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False"
+                | "FALSE" => Ok(Some(false)),
+                _ => Err(E::invalid_value(de::Unexpected::Str(text), &self)),
+            }
+        }
+    }
+    deserializer.deserialize_any(Visit)
+}
+
+/// The headers the peer lets a file set, with the values it allows (`None`:
+/// any value).
+const HEADERS: &[(&str, Option<&[&str]>)] = &[
+    ("Strict-Transport-Security", None),
+    ("X-Content-Type-Options", Some(&["nosniff"])),
+    ("X-Frame-Options", Some(&["deny", "sameorigin"])),
+    ("X-XSS-Protection", None),
+    ("Content-Security-Policy", None),
+];
+
+impl WebConfig {
+    /// Parses and validates the text of a web config file found in `dir`.
+    pub fn parse(text: &str, dir: &Path) -> Result<WebConfig, KeyError> {
+        // An empty file (or one with only comments) is a valid, empty config.
+        let raw: RawConfig = if text.trim().is_empty()
+            || text.lines().all(|l| {
+                let l = l.trim();
+                l.is_empty() || l.starts_with('#') || l == "---"
+            }) {
+            RawConfig::default()
+        } else {
+            serde_norway::from_str(text).map_err(yaml_error)?
+        };
+        let mut config = WebConfig::default();
+        if let Some(tls) = raw.tls_server_config {
+            config.tls = tls_settings(tls, dir)?;
+        }
+        if let Some(http) = raw.http_server_config {
+            // http2 is accepted for compatibility: we serve HTTP/1.1 only.
+            let _ = http.http2;
+            config.headers = headers(http.headers.unwrap_or_default().0)?;
+        }
+        if let Some(StrictMap(users)) = raw.basic_auth_users {
+            for (user, hash) in &users {
+                let key = format!("basic_auth_users.{user}");
+                if user.contains(':') {
+                    return Err(KeyError::new(
+                        key,
+                        "a user name cannot contain ':' (basic auth could never send it)",
+                    ));
+                }
+                check_bcrypt(hash).map_err(|why| KeyError::new(key, why))?;
+            }
+            config.users = users;
+        }
+        if let Some(limit) = raw.rate_limit {
+            config.rate_limit = rate_limit(limit)?;
+        }
+        Ok(config)
+    }
+}
+
+/// A YAML or type error as a key error: serde_norway's message already
+/// starts with the key path (`tls_server_config.cert_file: invalid type...`).
+fn yaml_error(err: serde_norway::Error) -> KeyError {
+    let text = err.to_string();
+    let text = text.replace('\n', " ");
+    KeyError::new("", text)
+}
+
+/// Validates `tls_server_config`; `None` when it configures nothing, which
+/// the peer takes as plain HTTP.
+fn tls_settings(raw: RawTls, dir: &Path) -> Result<Option<TlsSettings>, KeyError> {
+    const K: &str = "tls_server_config";
+    let key = |name: &str| format!("{K}.{name}");
+    let set = |value: &Option<String>| value.as_deref().filter(|v| !v.is_empty()).is_some();
+    let enabled = set(&raw.cert)
+        || set(&raw.key)
+        || set(&raw.cert_file)
+        || set(&raw.key_file)
+        || set(&raw.client_ca)
+        || set(&raw.client_ca_file)
+        || set(&raw.client_auth_type);
+    if !enabled {
+        // Other keys without any certificate would be silently ignored.
+        let stray = [
+            ("client_allowed_sans", raw.client_allowed_sans.is_some()),
+            ("min_version", set(&raw.min_version)),
+            ("max_version", set(&raw.max_version)),
+            ("cipher_suites", raw.cipher_suites.is_some()),
+            ("curve_preferences", raw.curve_preferences.is_some()),
+        ];
+        if let Some((name, _)) = stray.iter().find(|(_, present)| *present) {
+            return Err(KeyError::new(
+                key(name),
+                "is set, but there is no cert_file or cert: TLS would be off",
+            ));
+        }
+        return Ok(None);
+    }
+    let cert = source(dir, &key, ("cert_file", raw.cert_file), ("cert", raw.cert))?
+        .ok_or_else(|| KeyError::new(K, "missing one of cert or cert_file"))?;
+    let private = source(dir, &key, ("key_file", raw.key_file), ("key", raw.key))?
+        .ok_or_else(|| KeyError::new(K, "missing one of key or key_file"))?;
+    let client_ca = source(
+        dir,
+        &key,
+        ("client_ca_file", raw.client_ca_file),
+        ("client_ca", raw.client_ca),
+    )?;
+    let auth_name = raw.client_auth_type.unwrap_or_default();
+    let client_auth = ClientAuth::parse(&auth_name).ok_or_else(|| {
+        KeyError::new(
+            key("client_auth_type"),
+            format!(
+                "unknown client auth type {auth_name:?}; expected {}",
+                ClientAuth::NAMES
+            ),
+        )
+    })?;
+    let ca_key = match &client_ca {
+        Some(Source::Inline(_)) => key("client_ca"),
+        _ => key("client_ca_file"),
+    };
+    if client_ca.is_some() && !client_auth.verifies() {
+        return Err(KeyError::new(
+            ca_key,
+            format!(
+                "client_auth_type {client_auth} never checks a client certificate against it; \
+                 use RequireAndVerifyClientCert (or VerifyClientCertIfGiven)"
+            ),
+        ));
+    }
+    if client_ca.is_none() && client_auth.verifies() {
+        return Err(KeyError::new(
+            key("client_auth_type"),
+            format!("{client_auth} needs client_ca_file (the CA that signs client certificates)"),
+        ));
+    }
+    if raw.client_allowed_sans.is_some() && !client_auth.requires() {
+        return Err(KeyError::new(
+            key("client_allowed_sans"),
+            format!(
+                "needs client_auth_type RequireAnyClientCert or RequireAndVerifyClientCert, \
+                 not {client_auth}: a client could connect without a certificate"
+            ),
+        ));
+    }
+    let version = |name: &str, value: Option<String>, default| match value.as_deref() {
+        None | Some("") => Ok(default),
+        Some(text) => TlsVersion::parse(text).ok_or_else(|| {
+            KeyError::new(
+                key(name),
+                format!("unknown TLS version {text:?}; expected TLS10, TLS11, TLS12 or TLS13"),
+            )
+        }),
+    };
+    let min_version = version("min_version", raw.min_version, TlsVersion::Tls12)?;
+    let max_version = version("max_version", raw.max_version, TlsVersion::Tls13)?;
+    if min_version > max_version {
+        return Err(KeyError::new(
+            key("min_version"),
+            format!("{min_version} is above max_version {max_version}"),
+        ));
+    }
+    let cipher_suites = names(
+        &key("cipher_suites"),
+        raw.cipher_suites,
+        GO_CIPHER_SUITES,
+        "cipher suite",
+    )?;
+    let curve_preferences = names(
+        &key("curve_preferences"),
+        raw.curve_preferences,
+        GO_CURVES,
+        "curve",
+    )?;
+    Ok(Some(TlsSettings {
+        cert,
+        key: private,
+        client_ca,
+        client_auth,
+        client_allowed_sans: raw.client_allowed_sans,
+        min_version,
+        max_version,
+        cipher_suites,
+        curve_preferences,
+        prefer_server_cipher_suites: raw.prefer_server_cipher_suites.unwrap_or(true),
+    }))
+}
+
+/// One of a `*_file` key and its inline twin; both at once is ambiguous.
+fn source(
+    dir: &Path,
+    key: &dyn Fn(&str) -> String,
+    (file_key, file): (&str, Option<String>),
+    (inline_key, inline): (&str, Option<String>),
+) -> Result<Option<Source>, KeyError> {
+    let file = file.filter(|f| !f.is_empty());
+    let inline = inline.filter(|i| !i.is_empty());
+    match (file, inline) {
+        (Some(_), Some(_)) => Err(KeyError::new(
+            key(file_key),
+            format!("both {file_key} and {inline_key} are set; keep one"),
+        )),
+        (Some(file), None) => Ok(Some(Source::File(dir.join(file)))),
+        (None, Some(text)) => Ok(Some(Source::Inline(text))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Checks a list of Go names against the known ones; `None` when absent.
+fn names(
+    key: &str,
+    given: Option<Vec<String>>,
+    known: &[&'static str],
+    what: &str,
+) -> Result<Option<Vec<&'static str>>, KeyError> {
+    let Some(given) = given else {
+        return Ok(None);
+    };
+    if given.is_empty() {
+        return Ok(None);
+    }
+    given
+        .iter()
+        .map(|name| {
+            known
+                .iter()
+                .find(|k| **k == name.as_str())
+                .copied()
+                .ok_or_else(|| {
+                    KeyError::new(
+                        key,
+                        format!("unknown {what} {name:?}; known: {}", known.join(", ")),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// `http_server_config.headers`, checked as the peer checks them. Blank
+/// values mean unset.
+fn headers(given: BTreeMap<String, String>) -> Result<Vec<(HeaderName, HeaderValue)>, KeyError> {
+    let mut out = Vec::new();
+    for (name, value) in given {
+        let key = format!("http_server_config.headers.{name}");
+        let Some((_, allowed)) = HEADERS.iter().find(|(n, _)| *n == name) else {
+            let names: Vec<&str> = HEADERS.iter().map(|(n, _)| *n).collect();
+            return Err(KeyError::new(
+                key,
+                format!(
+                    "this header can not be configured; only {}",
+                    names.join(", ")
+                ),
+            ));
+        };
+        if value.is_empty() {
+            continue;
+        }
+        if let Some(allowed) = allowed
+            && !allowed.contains(&value.as_str())
+        {
+            return Err(KeyError::new(
+                key,
+                format!("invalid value {value:?}; expected {}", allowed.join(" or ")),
+            ));
+        }
+        let header_value = HeaderValue::from_str(&value)
+            .map_err(|_| KeyError::new(&key, "the value is not a valid HTTP header value"))?;
+        let header_name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| KeyError::new(&key, "not a valid HTTP header name"))?;
+        out.push((header_name, header_value));
+    }
+    Ok(out)
+}
+
+/// Whether `hash` is a bcrypt hash the peer and we can check: `$2a$`,
+/// `$2b$` or `$2y$`, a two-digit cost of 4 to 31, then 53 characters of
+/// bcrypt's base64. The hash itself is never echoed: it is a secret.
+pub fn check_bcrypt(hash: &str) -> Result<(), String> {
+    const HOW: &str = "make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'";
+    let bytes = hash.as_bytes();
+    let prefix_ok = bytes.len() >= 7
+        && hash.starts_with("$2")
+        && matches!(bytes[2], b'a' | b'b' | b'y')
+        && bytes[3] == b'$'
+        && bytes[6] == b'$';
+    if !prefix_ok {
+        return Err(format!(
+            "not a bcrypt hash (it must start with $2a$, $2b$ or $2y$ and a cost, \
+             such as $2y$10$); {HOW}"
+        ));
+    }
+    let cost: u32 = hash[4..6]
+        .parse()
+        .map_err(|_| format!("not a bcrypt hash: the cost is not two digits; {HOW}"))?;
+    if !(4..=31).contains(&cost) {
+        return Err(format!("bcrypt cost {cost} is outside 4-31; {HOW}"));
+    }
+    if bytes.len() != 60 || hash.parse::<bcrypt::HashParts>().is_err() {
+        return Err(format!(
+            "not a bcrypt hash: expected 60 characters, the last 53 in bcrypt's base64; {HOW}"
+        ));
+    }
+    Ok(())
+}
+
+/// `rate_limit`: disabled when the interval is zero or absent.
+fn rate_limit(raw: RawRateLimit) -> Result<Option<RateLimit>, KeyError> {
+    let interval = match raw.interval.as_deref() {
+        None | Some("") => Duration::ZERO,
+        Some(text) => go_duration(text).map_err(|why| KeyError::new("rate_limit.interval", why))?,
+    };
+    if interval.is_zero() {
+        return Ok(None);
+    }
+    let burst = raw.burst.unwrap_or(0);
+    if burst < 1 {
+        return Err(KeyError::new(
+            "rate_limit.burst",
+            "must be at least 1 when interval is set (0 would refuse every request)",
+        ));
+    }
+    Ok(Some(RateLimit {
+        interval,
+        burst: u32::try_from(burst).unwrap_or(u32::MAX),
+    }))
+}
+
+/// Parses a Go duration such as `1s`, `250ms`, `1m30s` or `0`; negative
+/// durations are refused.
+pub fn go_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration such as 100ms, 1s or 1m30s");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.starts_with('-') {
+        return Err(format!("{text:?} is negative"));
+    }
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (number, after) = rest.split_at(number_len);
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = after;
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG";
+
+    fn parse(text: &str) -> Result<WebConfig, String> {
+        WebConfig::parse(text, Path::new("/etc/web")).map_err(|e| e.to_string())
+    }
+
+    #[track_caller]
+    fn refused(text: &str, needles: &[&str]) {
+        let err = parse(text).expect_err(text);
+        assert!(!err.contains('\n'), "{err}");
+        for needle in needles {
+            assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_file_serves_plain_http_without_auth() {
+        for text in ["", "\n", "# nothing\n", "---\n", "tls_server_config:\n"] {
+            let config = parse(text).unwrap();
+            assert!(config.tls.is_none() && config.users.is_empty(), "{text:?}");
+            assert!(config.headers.is_empty() && config.rate_limit.is_none());
+        }
+    }
+
+    #[test]
+    fn a_full_file_as_exporter_toolkit_documents_it() {
+        let text = format!(
+            "tls_server_config:
+  cert_file: server.crt
+  key_file: /abs/server.key
+  client_auth_type: RequireAndVerifyClientCert
+  client_ca_file: ca/ca.crt
+  client_allowed_sans: [prometheus.example, 10.0.0.1]
+  min_version: TLS13
+  max_version: TLS13
+  cipher_suites:
+    - TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+    - TLS_AES_128_GCM_SHA256
+  curve_preferences: [X25519, CurveP256]
+  prefer_server_cipher_suites: false
+http_server_config:
+  http2: false
+  headers:
+    X-Frame-Options: deny
+    X-Content-Type-Options: nosniff
+    Strict-Transport-Security: max-age=31536000
+    X-XSS-Protection: ''
+basic_auth_users:
+  alice: {HASH}
+  bob: '$2b$04$abcdefghijklmnopqrstuu8z0w3YyO7T4yE0I2sE0q8kq1zHqP8S.'
+rate_limit:
+  interval: 1s
+  burst: 10
+"
+        );
+        let config = parse(&text).unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.cert, Source::File("/etc/web/server.crt".into()));
+        assert_eq!(tls.key, Source::File("/abs/server.key".into()));
+        assert_eq!(
+            tls.client_ca,
+            Some(Source::File("/etc/web/ca/ca.crt".into()))
+        );
+        assert_eq!(tls.client_auth, ClientAuth::RequireAndVerifyClientCert);
+        assert_eq!(
+            tls.client_allowed_sans.as_deref(),
+            Some(&["prometheus.example".to_string(), "10.0.0.1".to_string()][..])
+        );
+        assert_eq!(
+            (tls.min_version, tls.max_version),
+            (TlsVersion::Tls13, TlsVersion::Tls13)
+        );
+        assert_eq!(
+            tls.cipher_suites.as_deref(),
+            Some(
+                &[
+                    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                    "TLS_AES_128_GCM_SHA256"
+                ][..]
+            )
+        );
+        assert_eq!(
+            tls.curve_preferences.as_deref(),
+            Some(&["X25519", "CurveP256"][..])
+        );
+        assert!(!tls.prefer_server_cipher_suites);
+        let headers: Vec<String> = config
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+            .collect();
+        // Blank X-XSS-Protection means unset.
+        assert_eq!(
+            headers,
+            [
+                "strict-transport-security: max-age=31536000",
+                "x-content-type-options: nosniff",
+                "x-frame-options: deny"
+            ]
+        );
+        assert_eq!(config.users.len(), 2);
+        assert_eq!(
+            config.rate_limit,
+            Some(RateLimit {
+                interval: Duration::from_secs(1),
+                burst: 10
+            })
+        );
+    }
+
+    #[test]
+    fn defaults_and_inline_pem() {
+        let config =
+            parse("tls_server_config:\n  cert: |\n    -----BEGIN CERTIFICATE-----\n  key: k\n")
+                .unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(
+            tls.cert,
+            Source::Inline("-----BEGIN CERTIFICATE-----\n".into())
+        );
+        assert_eq!(tls.key, Source::Inline("k".into()));
+        assert_eq!(
+            (tls.min_version, tls.max_version),
+            (TlsVersion::Tls12, TlsVersion::Tls13)
+        );
+        assert_eq!(tls.client_auth, ClientAuth::NoClientCert);
+        assert!(tls.prefer_server_cipher_suites);
+        assert!(tls.cipher_suites.is_none() && tls.curve_preferences.is_none());
+    }
+
+    #[test]
+    fn go_yaml_booleans_and_the_legacy_client_auth_name() {
+        let config = parse(
+            "tls_server_config:\n  cert_file: c\n  key_file: k\n  prefer_server_cipher_suites: no\n  client_auth_type: RequireClientCert\nhttp_server_config:\n  http2: on\n",
+        )
+        .unwrap();
+        let tls = config.tls.unwrap();
+        assert!(!tls.prefer_server_cipher_suites);
+        assert_eq!(tls.client_auth, ClientAuth::RequireAnyClientCert);
+    }
+
+    #[test]
+    fn unknown_and_duplicate_keys_are_refused() {
+        refused(
+            "tls_server_config:\n  cert_fil: x\n",
+            &["tls_server_config", "unknown field `cert_fil`"],
+        );
+        refused(
+            "basic_auth_user:\n  a: b\n",
+            &["unknown field `basic_auth_user`"],
+        );
+        refused(
+            "http_server_config:\n  header: {}\n",
+            &["http_server_config", "unknown field `header`"],
+        );
+        refused(
+            "rate_limit:\n  every: 1s\n",
+            &["rate_limit", "unknown field `every`"],
+        );
+        refused(
+            &format!("basic_auth_users:\n  a: {HASH}\n  a: {HASH}\n"),
+            &["basic_auth_users", "\"a\" is given twice"],
+        );
+        refused(
+            "tls_server_config:\n  cert_file: [1]\n",
+            &["tls_server_config.cert_file", "invalid type"],
+        );
+        refused(
+            "tls_server_config: [1]\n",
+            &["tls_server_config", "invalid type"],
+        );
+        refused("- a\n", &["invalid type"]);
+        refused(
+            "tls_server_config:\n  cert_file: \"x\n",
+            &["found unexpected end of stream"],
+        );
+        refused(
+            "tls_server_config:\n  cert_file: c\n  key_file: k\n  prefer_server_cipher_suites: maybe\n",
+            &[
+                "tls_server_config.prefer_server_cipher_suites",
+                "\"maybe\", expected a boolean",
+            ],
+        );
+    }
+
+    #[test]
+    fn tls_errors_name_the_key() {
+        let base = "tls_server_config:\n  cert_file: c\n  key_file: k\n";
+        refused(
+            "tls_server_config:\n  key_file: k\n",
+            &["tls_server_config: missing one of cert or cert_file"],
+        );
+        refused(
+            "tls_server_config:\n  cert_file: c\n",
+            &["tls_server_config: missing one of key or key_file"],
+        );
+        refused(
+            "tls_server_config:\n  client_auth_type: RequireAndVerifyClientCert\n",
+            &["missing one of cert or cert_file"],
+        );
+        refused(
+            &format!("{base}  cert: inline\n"),
+            &["tls_server_config.cert_file", "both cert_file and cert"],
+        );
+        refused(
+            &format!("{base}  min_version: TLS14\n"),
+            &[
+                "tls_server_config.min_version",
+                "unknown TLS version \"TLS14\"",
+            ],
+        );
+        refused(
+            &format!("{base}  max_version: tls12\n"),
+            &["tls_server_config.max_version", "\"tls12\""],
+        );
+        refused(
+            &format!("{base}  min_version: TLS13\n  max_version: TLS12\n"),
+            &[
+                "tls_server_config.min_version",
+                "TLS13 is above max_version TLS12",
+            ],
+        );
+        refused(
+            &format!("{base}  cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]\n"),
+            &[
+                "tls_server_config.cipher_suites",
+                "unknown cipher suite \"TLS_RSA_WITH_RC4_128_SHA\"",
+            ],
+        );
+        refused(
+            &format!("{base}  curve_preferences: [CurveP256, Curve25519]\n"),
+            &[
+                "tls_server_config.curve_preferences",
+                "unknown curve \"Curve25519\"",
+            ],
+        );
+        refused(
+            &format!("{base}  client_auth_type: Always\n"),
+            &[
+                "tls_server_config.client_auth_type",
+                "unknown client auth type \"Always\"",
+            ],
+        );
+        refused(
+            "tls_server_config:\n  min_version: TLS13\n",
+            &["tls_server_config.min_version", "no cert_file or cert"],
+        );
+    }
+
+    #[test]
+    fn client_ca_and_client_auth_type_must_agree() {
+        let base = "tls_server_config:\n  cert_file: c\n  key_file: k\n";
+        for auth in ["NoClientCert", "RequestClientCert", "RequireAnyClientCert"] {
+            refused(
+                &format!("{base}  client_ca_file: ca\n  client_auth_type: {auth}\n"),
+                &["tls_server_config.client_ca_file", auth, "never checks"],
+            );
+        }
+        refused(
+            &format!("{base}  client_ca_file: ca\n"),
+            &["client_ca_file", "NoClientCert"],
+        );
+        refused(
+            &format!("{base}  client_ca: pem\n"),
+            &["tls_server_config.client_ca:", "NoClientCert"],
+        );
+        for auth in ["RequireAndVerifyClientCert", "VerifyClientCertIfGiven"] {
+            refused(
+                &format!("{base}  client_auth_type: {auth}\n"),
+                &[
+                    "tls_server_config.client_auth_type",
+                    auth,
+                    "needs client_ca_file",
+                ],
+            );
+            parse(&format!(
+                "{base}  client_auth_type: {auth}\n  client_ca_file: ca\n"
+            ))
+            .unwrap();
+        }
+        for auth in [
+            "NoClientCert",
+            "RequestClientCert",
+            "VerifyClientCertIfGiven",
+        ] {
+            let ca = if auth == "VerifyClientCertIfGiven" {
+                "  client_ca_file: ca\n"
+            } else {
+                ""
+            };
+            refused(
+                &format!("{base}  client_auth_type: {auth}\n{ca}  client_allowed_sans: [a]\n"),
+                &["tls_server_config.client_allowed_sans", auth],
+            );
+        }
+        parse(&format!(
+            "{base}  client_auth_type: RequireAnyClientCert\n  client_allowed_sans: [a]\n"
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn headers_as_the_peer_allows_them() {
+        refused(
+            "http_server_config:\n  headers:\n    X-Powered-By: me\n",
+            &[
+                "http_server_config.headers.X-Powered-By",
+                "can not be configured",
+            ],
+        );
+        refused(
+            "http_server_config:\n  headers:\n    x-frame-options: deny\n",
+            &["headers.x-frame-options", "can not be configured"],
+        );
+        refused(
+            "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+            &["headers.X-Frame-Options", "\"allow\"", "deny or sameorigin"],
+        );
+        refused(
+            "http_server_config:\n  headers:\n    X-Content-Type-Options: sniff\n",
+            &["headers.X-Content-Type-Options", "nosniff"],
+        );
+        refused(
+            "http_server_config:\n  headers:\n    Content-Security-Policy: \"a\\nb\"\n",
+            &[
+                "headers.Content-Security-Policy",
+                "not a valid HTTP header value",
+            ],
+        );
+    }
+
+    #[test]
+    fn passwords_must_be_bcrypt_hashes() {
+        for (hash, needle) in [
+            ("secret", "not a bcrypt hash"),
+            (
+                "$2x$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG",
+                "$2a$, $2b$ or $2y$",
+            ),
+            (
+                "$1$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG",
+                "start with",
+            ),
+            (
+                "$2y$03$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG",
+                "cost 3 is outside 4-31",
+            ),
+            (
+                "$2y$1a$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG",
+                "not two digits",
+            ),
+            (
+                "$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7z",
+                "60 characters",
+            ),
+            (
+                "$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7Esimh!7zG",
+                "base64",
+            ),
+        ] {
+            let text = format!("basic_auth_users:\n  alice: '{hash}'\n");
+            refused(
+                &text,
+                &["basic_auth_users.alice", needle, "htpasswd -nBC 10"],
+            );
+            assert!(
+                !parse(&text).unwrap_err().contains(hash),
+                "the secret was echoed"
+            );
+        }
+        refused(
+            &format!("basic_auth_users:\n  'a:b': {HASH}\n"),
+            &["basic_auth_users.a:b", "':'"],
+        );
+        for prefix in ["$2a$", "$2b$", "$2y$"] {
+            let hash = HASH.replacen("$2y$", prefix, 1);
+            parse(&format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
+        }
+    }
+
+    #[test]
+    fn rate_limits() {
+        assert_eq!(
+            parse("rate_limit:\n  interval: 0\n  burst: 0\n")
+                .unwrap()
+                .rate_limit,
+            None
+        );
+        assert_eq!(parse("rate_limit: {}\n").unwrap().rate_limit, None);
+        refused(
+            "rate_limit:\n  interval: 1s\n",
+            &["rate_limit.burst", "at least 1"],
+        );
+        refused(
+            "rate_limit:\n  interval: soon\n  burst: 1\n",
+            &["rate_limit.interval", "\"soon\""],
+        );
+        refused(
+            "rate_limit:\n  interval: -1s\n  burst: 1\n",
+            &["rate_limit.interval", "negative"],
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(go_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(go_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(go_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(go_duration("10us"), Ok(Duration::from_micros(10)));
+        assert_eq!(go_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "1", "s", "1x", "1s2", "1..5s", "+"] {
+            assert!(go_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}
