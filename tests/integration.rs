@@ -21,11 +21,15 @@ mod peers;
 mod serve;
 /// The atomic .prom write: modes, failures, concurrent writers.
 mod textfile;
+/// --web.config.file: TLS, client certificates, basic auth, rotation,
+/// socket activation.
+mod webconfig;
 
 fn main() -> std::process::ExitCode {
     // The slowest modules first, so that they overlap with the rest.
     util::harness::main(&[
         serve::TESTS,
+        webconfig::TESTS,
         namespace::TESTS,
         peers::TESTS,
         textfile::TESTS,

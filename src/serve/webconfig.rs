@@ -471,13 +471,21 @@ fn tls_settings(raw: RawTls, dir: &Path) -> Result<Option<TlsSettings>, KeyError
             )
         }),
     };
+    let min_given = raw.min_version.as_deref().is_some_and(|v| !v.is_empty());
     let min_version = version("min_version", raw.min_version, TlsVersion::Tls12)?;
     let max_version = version("max_version", raw.max_version, TlsVersion::Tls13)?;
     if min_version > max_version {
-        return Err(KeyError::new(
-            key("min_version"),
-            format!("{min_version} is above max_version {max_version}"),
-        ));
+        return Err(if min_given {
+            KeyError::new(
+                key("min_version"),
+                format!("{min_version} is above max_version {max_version}"),
+            )
+        } else {
+            KeyError::new(
+                key("max_version"),
+                format!("{max_version} is below min_version {min_version} (the default)"),
+            )
+        });
     }
     let cipher_suites = names(
         &key("cipher_suites"),

@@ -32,7 +32,9 @@ pub struct Server {
     child: ChildGuard,
     /// The first address it said it listens on.
     pub addr: String,
-    /// What it printed on stderr after the start line.
+    /// Its start line, `port_exporter: listening on ...`.
+    pub start_line: String,
+    /// What it printed on stderr, but the start line.
     log: Arc<Mutex<String>>,
     /// Whether its stderr is being read (see [`Server::read_log`]).
     reading: Arc<(Mutex<bool>, Condvar)>,
@@ -73,13 +75,25 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         let (sink, gate) = (log.clone(), reading.clone());
         thread::spawn(move || {
-            let mut lines = BufReader::new(stderr).lines();
-            let first = lines.next().and_then(Result::ok).unwrap_or_default();
+            // Warnings may come before the start line (what a web config
+            // asks for that cannot be done): they go to the log.
+            let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+            let mut first = String::new();
+            for line in lines.by_ref() {
+                if listening_addr(&line).is_some() {
+                    first = line;
+                    break;
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+                first = line;
+            }
             let _ = tx.send(first);
             loop {
                 let (on, turned) = &*gate;
                 drop(turned.wait_while(on.lock().unwrap(), |on| !*on).unwrap());
-                let Some(Ok(line)) = lines.next() else { break };
+                let Some(line) = lines.next() else { break };
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
@@ -96,6 +110,7 @@ impl Server {
         Server {
             child,
             addr,
+            start_line: first,
             log,
             reading,
             signalled: None,
@@ -173,7 +188,7 @@ impl Server {
         turned.notify_all();
     }
 
-    /// The log so far (stderr after the start line).
+    /// The log so far (stderr but the start line).
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
