@@ -32,7 +32,18 @@ tests![
     (the_server_reports_its_scans, Netns, PROMTOOL),
     (simultaneous_scrapes_share_scans, Netns),
     (a_failed_scan_answers_500_and_the_next_one_works, STRACE),
-    (connections_beyond_the_cap_are_closed_at_once, Netns),
+    (
+        the_cap_evicts_the_longest_waiting_connection_never_a_busy_one,
+        Netns
+    ),
+    (
+        when_every_connection_is_busy_a_new_one_is_closed_at_once,
+        Netns
+    ),
+    (
+        reconnecting_slowloris_clients_do_not_keep_scrapes_out,
+        Netns
+    ),
     (sigterm_finishes_answers_in_flight_and_exits_0, Netns),
     address_forms,
     (a_bare_serve_means_port_8000, Netns),
@@ -327,37 +338,176 @@ fn hostile_and_slow_clients_do_not_stop_a_normal_scrape() {
     });
 }
 
-fn connections_beyond_the_cap_are_closed_at_once() {
+/// Whether the server has closed `stream` (read gives end of file or an
+/// error), without waiting.
+pub fn closed(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let closed = match (&*stream).read(&mut [0; 8]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(err) => err.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// A server with a cap of 512 connections (a file limit of 768).
+fn capped_server(args: &[&str]) -> Server {
+    let server = Server::start_bin(
+        Bin::new()
+            .fd_limit(768)
+            .args(["--serve", "127.0.0.1:0"])
+            .args(args),
+    );
+    assert_eq!(server.cap(), 512, "{}", server.start_line);
+    server
+}
+
+fn the_cap_evicts_the_longest_waiting_connection_never_a_busy_one() {
     in_netns(|| {
-        let server = Server::start(&[]);
-        let fds_before = server.fds();
-        let held: Vec<TcpStream> = (0..600)
+        let server = capped_server(&["--method", "bind", "--ports", "1-100"]);
+        let fds = server.fds();
+        // 100 connections being answered (their scan waits for the lock),
+        // then 412 that say nothing: the cap is reached.
+        let lock = util::hold_bind_scan_lock();
+        let mut busy: Vec<(TcpStream, u16)> = (0..100).map(|_| send_get(&server.addr)).collect();
+        wait_until("the 100 requests to be read", ANSWER_LIMIT * 3, || {
+            busy.iter()
+                .all(|(_, port)| util::request_was_read(server.port(), *port))
+                .then_some(())
+        });
+        let mut silent: Vec<TcpStream> = Vec::new();
+        for _ in 0..412 {
+            silent.push(TcpStream::connect(&server.addr).unwrap());
+        }
+        wait_until("the server to hold 512 connections", ANSWER_LIMIT, || {
+            (server.fds() == fds + 512).then_some(())
+        });
+        // 50 more: the 50 silent ones that came first give way, and only they.
+        let newer: Vec<TcpStream> = (0..50)
             .map(|_| TcpStream::connect(&server.addr).unwrap())
             .collect();
-        let closed = |held: &[TcpStream]| {
-            held.iter()
-                .filter(|stream| {
-                    stream.set_nonblocking(true).unwrap();
-                    match (&**stream).read(&mut [0; 8]) {
-                        Ok(0) => true,
-                        Ok(_) => false,
-                        Err(err) => err.kind() != std::io::ErrorKind::WouldBlock,
-                    }
-                })
-                .count()
-        };
-        // 600 - 512 = 88 over the cap are closed, and only those.
-        wait_until("88 connections to be closed", ANSWER_LIMIT, || {
-            (closed(&held) >= 88).then_some(())
+        wait_until("50 connections to be evicted", ANSWER_LIMIT, || {
+            (silent.iter().filter(|s| closed(s)).count() == 50).then_some(())
         });
-        assert_eq!(closed(&held), 88);
-        assert_eq!(server.fds(), fds_before + 512);
-        drop(held);
-        wait_until("the server to close its ends", ANSWER_LIMIT, || {
-            (server.fds() == fds_before).then_some(())
-        });
+        assert!(
+            silent[..50].iter().all(closed),
+            "not the oldest were evicted"
+        );
+        assert!(!silent[50..].iter().any(closed));
+        assert!(!newer.iter().any(closed));
+        assert!(
+            !busy.iter().any(|(s, _)| closed(s)),
+            "a busy connection was evicted"
+        );
+        // A scrape gets in at once, while all this goes on.
+        drop(lock);
         assert_eq!(server.get("/metrics").status, 200);
+        for (stream, _) in &mut busy {
+            assert_eq!(read_answer(stream).status, 200);
+        }
     });
+}
+
+fn when_every_connection_is_busy_a_new_one_is_closed_at_once() {
+    in_netns(|| {
+        let server = capped_server(&["--method", "bind", "--ports", "1-100"]);
+        let lock = util::hold_bind_scan_lock();
+        let mut busy: Vec<(TcpStream, u16)> = (0..512).map(|_| send_get(&server.addr)).collect();
+        wait_until("the 512 requests to be read", ANSWER_LIMIT * 6, || {
+            let read = util::ss(&["-tn", "state", "established"])
+                .iter()
+                .filter(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    fields.len() >= 4
+                        && fields[0] == "0"
+                        && fields[2].ends_with(&format!(":{}", server.port()))
+                })
+                .count();
+            (read == 512).then_some(())
+        });
+        let late = TcpStream::connect(&server.addr).unwrap();
+        wait_until("the late connection to be closed", ANSWER_LIMIT, || {
+            closed(&late).then_some(())
+        });
+        assert!(
+            !busy.iter().any(|(s, _)| closed(s)),
+            "a busy connection was evicted"
+        );
+        drop(lock);
+        for (stream, _) in &mut busy {
+            assert_eq!(read_answer(stream).status, 200);
+        }
+    });
+}
+
+fn reconnecting_slowloris_clients_do_not_keep_scrapes_out() {
+    in_netns(|| {
+        let server = capped_server(&[]);
+        // 1,000 clients (twice the cap) that send a byte every 4 s and
+        // reconnect as soon as they are dropped.
+        let stop = Arc::new(AtomicBool::new(false));
+        let attackers = {
+            let (addr, stop) = (server.addr.clone(), stop.clone());
+            thread::spawn(move || slowloris(&addr, 1000, &stop))
+        };
+        let started = Instant::now();
+        let mut scrapes = 0;
+        while started.elapsed() < Duration::from_secs(12) {
+            assert_eq!(server.get("/metrics").status, 200);
+            scrapes += 1;
+            thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let reconnects = attackers.join().unwrap();
+        assert!(scrapes > 10);
+        assert!(
+            reconnects > 0,
+            "no attacker was ever dropped: the test tested nothing"
+        );
+    });
+}
+
+/// Keeps `clients` slowloris connections to `addr` until `stop`: each sends
+/// one byte of a request head every 4 s and reconnects when dropped.
+/// Returns how many reconnections there were.
+pub fn slowloris(addr: &str, clients: usize, stop: &AtomicBool) -> usize {
+    const HEAD: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: slowloris\r\nX-A: ";
+    let connect = || {
+        let stream = TcpStream::connect(addr).ok()?;
+        stream.set_nonblocking(true).ok()?;
+        Some(stream)
+    };
+    let mut conns: Vec<(Option<TcpStream>, usize, Instant)> = (0..clients)
+        .map(|_| (connect(), 0, Instant::now()))
+        .collect();
+    let mut reconnects = 0;
+    while !stop.load(Ordering::Relaxed) {
+        for (stream, sent, next) in &mut conns {
+            let gone = match stream {
+                None => true,
+                Some(s) => match (&*s).read(&mut [0; 64]) {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(err) => err.kind() != std::io::ErrorKind::WouldBlock,
+                },
+            };
+            if gone {
+                *stream = connect();
+                (*sent, *next) = (0, Instant::now());
+                reconnects += 1;
+            } else if Instant::now() >= *next {
+                let byte = HEAD[*sent % HEAD.len()];
+                if let Some(s) = stream {
+                    let _ = (&*s).write(&[byte]);
+                }
+                *sent += 1;
+                *next += Duration::from_secs(4);
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    reconnects
 }
 
 fn sigterm_finishes_answers_in_flight_and_exits_0() {
@@ -732,6 +882,12 @@ fn answers_are_never_older_than_their_request() {
                 stale_open += 1;
             }
             drop(listener);
+            // A process that another test thread forks meanwhile holds our
+            // descriptors until it execs: wait until the kernel has really
+            // closed the listener.
+            wait_until("the listener to close", ANSWER_LIMIT, || {
+                (!util::ss_listeners().contains(&port)).then_some(())
+            });
             if open_ports(&server.get("/metrics").body).contains(&port) {
                 stale_closed += 1;
             }

@@ -29,6 +29,8 @@
 mod activation;
 mod auth;
 mod clientcert;
+mod conns;
+mod gate;
 mod listen;
 mod live;
 mod ratelimit;
@@ -43,8 +45,9 @@ use std::{
     net::TcpListener as StdListener,
     panic::{self, AssertUnwindSafe},
     path::Path,
+    pin::Pin,
     sync::{
-        Arc,
+        Arc, Weak,
         atomic::{AtomicU64, Ordering},
         mpsc,
     },
@@ -68,9 +71,10 @@ use hyper_util::{
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
-    sync::{Semaphore, oneshot},
+    sync::oneshot,
 };
 
+use conns::{Conns, Slot};
 pub use listen::{DEFAULT, ListenAddr};
 use scrape::{Outcome, ScanFuture, Scraper};
 
@@ -81,8 +85,14 @@ use crate::{
     scan::Scan,
 };
 
-/// Most connections open at once.
-pub const MAX_CONNECTIONS: usize = 512;
+/// Most connections served at once, where the file limit allows as many.
+pub const MAX_CONNECTIONS: usize = 16 * 1024;
+/// Fewest connections served at once, however low the file limit.
+const MIN_CONNECTIONS: usize = 16;
+/// File descriptors kept for the server's own use beside its connections:
+/// listeners, the runtime, the log, the scan (bind scans open one socket per
+/// thread at a time).
+const RESERVED_FDS: usize = 256;
 /// Time allowed for a request head, and for an idle keep-alive connection.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a response may wait for the client to read it.
@@ -148,14 +158,15 @@ async fn run(
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let scheme = web.as_ref().map(|web| format!("{}; ", web.describe()));
+    let cap = connection_cap();
     log!(
-        "listening on {} ({}GET / or /metrics)",
+        "listening on {} ({}GET / or /metrics; at most {cap} connections)",
         names.join(" and "),
         scheme.unwrap_or_default()
     );
 
     let graceful = Arc::new(GracefulShutdown::new());
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let conns = Conns::new(cap);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
@@ -168,7 +179,7 @@ async fn run(
                 listener,
                 http.clone(),
                 graceful.clone(),
-                slots.clone(),
+                conns.clone(),
                 scraper.clone(),
                 web.clone(),
             ))
@@ -196,12 +207,30 @@ async fn run(
     Ok(())
 }
 
+/// The most connections to serve at once: as many as the file limit
+/// allows, once its soft value is raised to the hard one (as Go does), less
+/// [`RESERVED_FDS`], within [`MIN_CONNECTIONS`]..=[`MAX_CONNECTIONS`].
+fn connection_cap() -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((mut soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return MIN_CONNECTIONS;
+    };
+    let wanted = ((MAX_CONNECTIONS + RESERVED_FDS) as u64).min(hard);
+    if soft < wanted && setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).is_ok() {
+        soft = wanted;
+    }
+    usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(RESERVED_FDS)
+        .clamp(MIN_CONNECTIONS, MAX_CONNECTIONS)
+}
+
 /// Accepts connections on one listener and serves each on its own task.
 async fn accept_loop(
     listener: TcpListener,
     http: http1::Builder,
     graceful: Arc<GracefulShutdown>,
-    slots: Arc<Semaphore>,
+    conns: Arc<Conns>,
     scraper: Arc<Scraper>,
     web: Option<Arc<live::Live>>,
 ) {
@@ -221,44 +250,115 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            // Over the cap: closing at once is cheaper than queueing.
+        let Some(slot) = conns.admit() else {
+            // Every connection is being answered: closing at once is
+            // cheaper than queueing.
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (scraper, web, http) = (scraper.clone(), web.clone(), http.clone());
-        let graceful = Arc::downgrade(&graceful);
+        let slot = Arc::new(slot);
+        let connection = serve_connection(
+            stream,
+            slot.clone(),
+            http.clone(),
+            Arc::downgrade(&graceful),
+            scraper.clone(),
+            web.clone(),
+        );
         tokio::spawn(async move {
-            let _slot = slot;
-            let stream = match &web {
-                Some(web) => match web.accept(stream, HEADER_TIMEOUT).await {
-                    Some(stream) => stream,
-                    None => return,
-                },
-                None => stream::Stream::Plain(stream),
-            };
-            let io = TokioIo::new(stall::WriteDeadline::new(stream, WRITE_TIMEOUT));
-            let service = service_fn(move |request| {
-                let (scraper, web) = (scraper.clone(), web.clone());
-                async move {
-                    let answer = respond(&request, &scraper);
-                    Ok::<_, Infallible>(match &web {
-                        Some(web) => web.answer(&request, answer).await,
-                        None => answer.await,
-                    })
-                }
-            });
-            // Shutdown has begun when the accept loop's Arc is gone. The
-            // upgrade is dropped before any await, and the runtime has one
-            // thread, so run() never sees it when it takes the Arc back.
-            let Some(watcher) = graceful.upgrade().map(|g| g.watcher()) else {
-                return;
-            };
-            // Errors here are the client's (reset, timeout, garbage): hyper
-            // has already answered what could be answered.
-            let _ = watcher.watch(http.serve_connection(io, service)).await;
+            // A new connection may take the slot while this one waits for
+            // a request head: then it goes.
+            tokio::select! {
+                () = connection => {}
+                () = slot.evicted() => {}
+            }
         });
+    }
+}
+
+/// Serves one connection: the TLS handshake if any and the first request
+/// head, both within [`HEADER_TIMEOUT`] of the accept, then HTTP.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    slot: Arc<Slot>,
+    http: http1::Builder,
+    graceful: Weak<GracefulShutdown>,
+    scraper: Arc<Scraper>,
+    web: Option<Arc<live::Live>>,
+) {
+    let deadline = tokio::time::Instant::now() + HEADER_TIMEOUT;
+    let mut stream = match &web {
+        Some(web) => match web.accept(stream, HEADER_TIMEOUT).await {
+            Some(stream) => stream,
+            None => return,
+        },
+        None => stream::Stream::Plain(stream),
+    };
+    let head = match tokio::time::timeout_at(deadline, gate::first_head(&mut stream, MAX_BUF)).await
+    {
+        Ok(Ok(head)) if !head.is_empty() => head,
+        // Silent, gone, or too slow: no request to answer.
+        _ => return,
+    };
+    let io = TokioIo::new(stall::WriteDeadline::new(
+        gate::Prefixed::new(head, stream),
+        WRITE_TIMEOUT,
+    ));
+    let service = service_fn(move |request| {
+        let (scraper, web, slot) = (scraper.clone(), web.clone(), slot.clone());
+        slot.busy();
+        async move {
+            let answer = respond(&request, &scraper);
+            let response = match &web {
+                Some(web) => web.answer(&request, answer).await,
+                None => answer.await,
+            };
+            Ok::<_, Infallible>(response.map(|body| Answer { body, slot }))
+        }
+    });
+    // Shutdown has begun when the accept loop's Arc is gone. The upgrade is
+    // dropped before any await, and the runtime has one thread, so run()
+    // never sees it when it takes the Arc back.
+    let Some(watcher) = graceful.upgrade().map(|g| g.watcher()) else {
+        return;
+    };
+    // Errors here are the client's (reset, timeout, garbage): hyper has
+    // already answered what could be answered.
+    let _ = watcher.watch(http.serve_connection(io, service)).await;
+}
+
+/// A response body that marks its connection as waiting for the next
+/// request once it is sent (hyper drops it then), so that a connection is
+/// never evicted while it is being answered.
+struct Answer {
+    body: Full<Bytes>,
+    slot: Arc<Slot>,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.slot.waiting();
+    }
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

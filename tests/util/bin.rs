@@ -35,6 +35,7 @@ pub struct Bin {
     args: Vec<OsString>,
     nobody: bool,
     injections: Vec<String>,
+    fd_limit: Option<u32>,
 }
 
 impl Bin {
@@ -71,6 +72,14 @@ impl Bin {
         self
     }
 
+    /// Runs with RLIMIT_NOFILE at `limit` (soft and hard, through
+    /// util-linux's prlimit): how tests give a server a small connection
+    /// cap (the limit less 256).
+    pub fn fd_limit(mut self, limit: u32) -> Bin {
+        self.fd_limit = Some(limit);
+        self
+    }
+
     /// The command that performs the run.
     pub fn command(&self) -> Command {
         let bin = if self.nobody { shared_bin() } else { path() };
@@ -87,6 +96,10 @@ impl Bin {
                 parts.push("-e".into());
                 parts.push(format!("inject={spec}").into());
             }
+        }
+        if let Some(limit) = self.fd_limit {
+            parts.push("prlimit".into());
+            parts.push(format!("--nofile={limit}:{limit}").into());
         }
         if self.nobody {
             parts.extend(

@@ -140,6 +140,16 @@ impl Server {
         )
     }
 
+    /// The most connections it serves at once, from its start line.
+    pub fn cap(&self) -> usize {
+        self.start_line
+            .split("at most ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no cap in {:?}", self.start_line))
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.addr.rsplit(':').next().unwrap().parse().unwrap()
