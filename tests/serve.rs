@@ -449,7 +449,7 @@ fn reconnecting_slowloris_clients_do_not_keep_scrapes_out() {
         let stop = Arc::new(AtomicBool::new(false));
         let attackers = {
             let (addr, stop) = (server.addr.clone(), stop.clone());
-            thread::spawn(move || slowloris(&addr, 1000, &stop))
+            thread::spawn(move || util::slowloris(&addr, 1000, &stop))
         };
         let started = Instant::now();
         let mut scrapes = 0;
@@ -466,48 +466,6 @@ fn reconnecting_slowloris_clients_do_not_keep_scrapes_out() {
             "no attacker was ever dropped: the test tested nothing"
         );
     });
-}
-
-/// Keeps `clients` slowloris connections to `addr` until `stop`: each sends
-/// one byte of a request head every 4 s and reconnects when dropped.
-/// Returns how many reconnections there were.
-pub fn slowloris(addr: &str, clients: usize, stop: &AtomicBool) -> usize {
-    const HEAD: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: slowloris\r\nX-A: ";
-    let connect = || {
-        let stream = TcpStream::connect(addr).ok()?;
-        stream.set_nonblocking(true).ok()?;
-        Some(stream)
-    };
-    let mut conns: Vec<(Option<TcpStream>, usize, Instant)> = (0..clients)
-        .map(|_| (connect(), 0, Instant::now()))
-        .collect();
-    let mut reconnects = 0;
-    while !stop.load(Ordering::Relaxed) {
-        for (stream, sent, next) in &mut conns {
-            let gone = match stream {
-                None => true,
-                Some(s) => match (&*s).read(&mut [0; 64]) {
-                    Ok(0) => true,
-                    Ok(_) => false,
-                    Err(err) => err.kind() != std::io::ErrorKind::WouldBlock,
-                },
-            };
-            if gone {
-                *stream = connect();
-                (*sent, *next) = (0, Instant::now());
-                reconnects += 1;
-            } else if Instant::now() >= *next {
-                let byte = HEAD[*sent % HEAD.len()];
-                if let Some(s) = stream {
-                    let _ = (&*s).write(&[byte]);
-                }
-                *sent += 1;
-                *next += Duration::from_secs(4);
-            }
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    reconnects
 }
 
 fn sigterm_finishes_answers_in_flight_and_exits_0() {
@@ -758,15 +716,6 @@ fn a_client_that_stops_reading_is_dropped() {
     });
 }
 
-/// Resets the connection (RST, as a client that gives up does) instead of
-/// closing it politely.
-fn abort(stream: TcpStream) {
-    socket2::SockRef::from(&stream)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop(stream);
-}
-
 fn aborted_scrapes_leave_no_scans_behind() {
     in_netns(|| {
         // Bind scans: scan 1 is kept pending by the lock; every scrape
@@ -783,7 +732,7 @@ fn aborted_scrapes_leave_no_scans_behind() {
             wait_until("a request to be read", ANSWER_LIMIT, || {
                 util::request_was_read(server.port(), port).then_some(())
             });
-            abort(stream);
+            util::abort(stream);
         }
         drop(lock);
         let answer = read_answer(&mut first);
@@ -795,7 +744,7 @@ fn aborted_scrapes_leave_no_scans_behind() {
         // row then see consecutive scans.
         let server = Server::start(&["--method", "procfs"]);
         for _ in 0..2000 {
-            abort(send_get(&server.addr).0);
+            util::abort(send_get(&server.addr).0);
         }
         let next = server.metric("port_exporter_scans_total");
         assert_eq!(server.metric("port_exporter_scans_total"), next + 1.0);

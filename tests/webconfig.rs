@@ -764,16 +764,15 @@ fn certificates_rotate_without_a_restart() {
     );
     std::fs::copy(pki.path("next.key"), pki.path("server.key")).unwrap();
     std::fs::copy(pki.path("next.pem"), pki.path("server.pem")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = curl(&pki, &url(&server), &[]);
-        assert_eq!(got.status, 200, "{}", got.verbose);
-        if subject(&got).contains("CN=localhost-next") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still served: {}", subject(&got));
-        thread::sleep(Duration::from_millis(200));
-    }
+    util::wait_until(
+        "the new certificate to be served",
+        Duration::from_secs(30),
+        || {
+            let got = curl(&pki, &url(&server), &[]);
+            assert_eq!(got.status, 200, "{}", got.verbose);
+            subject(&got).contains("CN=localhost-next").then_some(())
+        },
+    );
     let log = server.log_when("the reload to be said", |log| log.contains("reloaded"));
     assert_eq!(log.matches("do not match").count(), 1, "{log}");
     assert!(log.contains("web.yml reloaded"), "{log}");
@@ -784,11 +783,9 @@ fn certificates_rotate_without_a_restart() {
         format!("{TLS}basic_auth_users:\n  alice: {}\n", hash("pw", "2y")),
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while curl(&pki, &url(&server), &[]).status != 401 {
-        assert!(Instant::now() < deadline, "the new users never applied");
-        thread::sleep(Duration::from_millis(200));
-    }
+    util::wait_until("the new users to apply", Duration::from_secs(30), || {
+        (curl(&pki, &url(&server), &[]).status == 401).then_some(())
+    });
     assert_eq!(curl(&pki, &url(&server), &["-u", "alice:pw"]).status, 200);
 }
 
@@ -889,30 +886,23 @@ fn prometheus_scrapes_over_https_with_basic_auth() {
             let response = util::http("127.0.0.1:9090", "GET", path, Duration::from_secs(5));
             (response.status == 200).then_some(response.body)
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let (right, wrong, targets) = loop {
-            assert!(child.0.try_wait().unwrap().is_none(), "prometheus exited");
-            if TcpStream::connect("127.0.0.1:9090").is_ok() {
-                let right =
-                    get("/api/v1/query?query=up%7Bjob%3D%22right%22%7D").unwrap_or_default();
-                let wrong =
-                    get("/api/v1/query?query=up%7Bjob%3D%22wrong%22%7D").unwrap_or_default();
-                let ports = get("/api/v1/query?query=instance_open_ports").unwrap_or_default();
-                let targets = get("/api/v1/targets").unwrap_or_default();
-                if right.contains("\"value\":[")
+        let (right, wrong, targets) = util::wait_until(
+            "prometheus to scrape both jobs",
+            Duration::from_secs(120),
+            || {
+                assert!(child.0.try_wait().unwrap().is_none(), "prometheus exited");
+                TcpStream::connect("127.0.0.1:9090").ok()?;
+                let right = get("/api/v1/query?query=up%7Bjob%3D%22right%22%7D")?;
+                let wrong = get("/api/v1/query?query=up%7Bjob%3D%22wrong%22%7D")?;
+                let ports = get("/api/v1/query?query=instance_open_ports")?;
+                let targets = get("/api/v1/targets")?;
+                (right.contains("\"value\":[")
                     && wrong.contains("\"value\":[")
                     && ports.contains("\"port\":\"8443\"")
-                    && targets.contains("401")
-                {
-                    break (right, wrong, targets);
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus never scraped both jobs"
-            );
-            thread::sleep(Duration::from_millis(250));
-        };
+                    && targets.contains("401"))
+                .then_some((right, wrong, targets))
+            },
+        );
         assert!(right.contains("\"1\"]"), "up is not 1: {right}");
         assert!(wrong.contains("\"0\"]"), "up is not 0: {wrong}");
         assert!(targets.contains("401 Unauthorized"), "{targets}");
@@ -950,14 +940,11 @@ fn socket_activation_serves_on_the_sockets_systemd_passes() {
                 log.push('\n');
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect("127.0.0.1:9443").is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "systemd-socket-activate never listened"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        util::wait_until(
+            "systemd-socket-activate to listen",
+            Duration::from_secs(30),
+            || TcpStream::connect("127.0.0.1:9443").ok().map(drop),
+        );
         let got = curl(&pki, "https://127.0.0.1:9443/metrics", &[]);
         assert_eq!(got.status, 200, "{}\n{}", got.verbose, log.lock().unwrap());
         // The exposition sees the two activated listeners and nothing else:

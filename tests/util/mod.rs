@@ -3,6 +3,7 @@
 //! HTTP on the wire, reading expositions, and the machine (namespaces, the
 //! `ss` oracle, waiting for conditions).
 
+pub mod attack;
 pub mod bin;
 pub mod harness;
 pub mod http;
@@ -10,6 +11,7 @@ pub mod metrics;
 pub mod server;
 pub mod system;
 
+pub use attack::{abort, slowloris};
 pub use bin::{Bin, one_error_line, run, stderr_of, stdout_of};
 pub use harness::{Need::*, *};
 pub use http::{HttpResponse, exchange, http, parse_http, request};
