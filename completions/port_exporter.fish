@@ -3,6 +3,16 @@ complete -c port_exporter -l serve -d 'Serve the metrics over HTTP at ADDR inste
 complete -c port_exporter -l web.config.file -l web-config-file -d 'TLS, client certificates and basic auth for --serve, from FILE' -r -F
 complete -c port_exporter -s p -l ports -d 'Report only these ports, such as 22,80,443,8000-9000 [default: all]' -r
 complete -c port_exporter -s x -l exclude -d 'Never report these ports, such as 32768-60999 (same form as --ports)' -r
+complete -c port_exporter -l protocol -d 'Scan these protocols: tcp, udp or tcp,udp [default: tcp]' -r -f -a "tcp\t'TCP sockets in LISTEN state (ss -Htln)'
+udp\t'UDP sockets bound and not connected to a peer (ss -Huln)'"
+complete -c port_exporter -l labels -d 'Label each sample with these, such as scope,process [default: port only]' -r -f -a "protocol\t'tcp or udp (always there when UDP is scanned)'
+address\t'The local address, as ss prints it without brackets: 0.0.0.0, ::, 127.0.0.1, fe80::1%eth0'
+scope\t'any (a wildcard address), loopback, link-local or specific: is it exposed?'
+user\t'The socket\'s owner, by name (the number when none resolves)'
+process\t'The command name of the process holding the socket (the lowest pid), "" when it cannot be found'"
+complete -c port_exporter -l format -d 'Print as prometheus, table or json' -r -f -a "prometheus\t'The Prometheus text format, for node_exporter or a scrape'
+table\t'An aligned table of every listener, for people'
+json\t'A JSON array of every listener, for scripts (jq)'"
 complete -c port_exporter -s m -l method -d 'How to find the open ports' -r -f -a "auto\t'netlink, falling back to procfs if netlink is refused; bind where neither exists'
 netlink\t'The kernel\'s listener table over NETLINK_SOCK_DIAG, as ss asks for it: exact, the fastest, no privilege'
 procfs\t'/proc/net/tcp and tcp6: exact, but slower the more connections the host has'

@@ -10,9 +10,10 @@ use clap::{
 };
 
 use crate::{
-    job::Job,
+    job::{Format, Job},
+    labels::{Label, Labels},
     ports::{self, PortSet},
-    scan::{Method, Plan},
+    scan::{Detail, Method, Plan, Protocol, Protocols},
     serve::ListenAddr,
 };
 
@@ -26,7 +27,10 @@ local ends of outgoing connections or sockets in TIME_WAIT, are not open.
 
 Each open port becomes one sample, instance_open_ports{port=\"N\"} 1, in the \
 Prometheus text exposition format, followed by a few port_exporter_* metrics \
-about the scan itself.
+about the scan itself. --protocol adds UDP ports (bound and not connected, as \
+`ss -Huln` lists them); --labels adds the protocol, address, scope, user or \
+process of each listener, one sample per distinct combination; --format table \
+or json shows every listener with all of that, for people and scripts.
 
 port_exporter scans once and prints the metrics to stdout. With --output it \
 replaces FILE atomically instead, for node_exporter's textfile collector: run \
@@ -35,8 +39,14 @@ Prometheus instead, scanning afresh for each.";
 
 const AFTER_LONG_HELP: &str = "\
 Examples:
-  Look at what listens here:
-      port_exporter
+  Look at what listens here, and who:
+      port_exporter --format table --protocol tcp,udp
+
+  Alert on services exposed on every address (see --generate rules):
+      port_exporter --labels scope,process
+
+  The listeners for a script:
+      port_exporter --format json | jq -r '.[] | select(.scope == \"any\") | .port'
 
   Watch some ports, writing 0 for those that are closed:
       port_exporter --ports 22,80,443,8000-9000 --include-closed
@@ -144,6 +154,46 @@ pub struct Args {
     #[arg(long)]
     pub include_closed: bool,
 
+    /// Scan these protocols: tcp, udp or tcp,udp [default: tcp]
+    ///
+    /// A UDP port is open when a UDP socket is bound to it and not connected
+    /// to a peer (a connected one is a client): exactly what `ss -Huln`
+    /// lists. Whenever UDP is scanned every sample carries protocol="tcp" or
+    /// protocol="udp", so 53/tcp and 53/udp stay apart. --method bind knows
+    /// TCP only.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "LIST",
+        value_delimiter = ',',
+        hide_default_value = true,
+        default_value = "tcp"
+    )]
+    pub protocol: Vec<Protocol>,
+
+    /// Label each sample with these, such as scope,process [default: port only]
+    ///
+    /// A comma-separated list of protocol, address, scope, user and process.
+    /// Each sample then stands for one distinct combination of the chosen
+    /// labels on a port, so every label multiplies the series (see the
+    /// README's table). Never a pid or inode: they change on every restart.
+    /// process needs root (or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH) for
+    /// other users' processes; a listener it cannot attribute gets
+    /// process="", is counted in port_exporter_unattributed_listeners, and
+    /// one line on stderr says why. Closed ports (--include-closed) carry
+    /// port and protocol only. --method bind knows protocol only.
+    #[arg(long, value_enum, value_name = "LIST", value_delimiter = ',')]
+    pub labels: Vec<Label>,
+
+    /// Print as prometheus, table or json
+    ///
+    /// table and json list every listener with all it can find (protocol,
+    /// port, address, scope, user, process, pid), whatever --labels says,
+    /// on stdout only: --output is for node_exporter, and --serve answers
+    /// Prometheus.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Prometheus)]
+    pub format: Format,
+
     /// How to find the open ports
     #[arg(short, long, value_enum, value_name = "METHOD", default_value_t = Method::Auto)]
     pub method: Method,
@@ -216,6 +266,63 @@ pub enum GenerateKind {
     Rules,
 }
 
+/// The values of `--protocol`.
+impl clap::ValueEnum for Protocol {
+    fn value_variants<'a>() -> &'a [Protocol] {
+        &[Protocol::Tcp, Protocol::Udp]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self {
+            Protocol::Tcp => "TCP sockets in LISTEN state (ss -Htln)",
+            Protocol::Udp => "UDP sockets bound and not connected to a peer (ss -Huln)",
+        };
+        Some(PossibleValue::new(self.name()).help(help))
+    }
+}
+
+/// The values of `--labels`.
+impl clap::ValueEnum for Label {
+    fn value_variants<'a>() -> &'a [Label] {
+        &Label::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self {
+            Label::Protocol => "tcp or udp (always there when UDP is scanned)",
+            Label::Address => {
+                "The local address, as ss prints it without brackets: 0.0.0.0, ::, 127.0.0.1, \
+                 fe80::1%eth0"
+            }
+            Label::Scope => {
+                "any (a wildcard address), loopback, link-local or specific: is it exposed?"
+            }
+            Label::User => "The socket's owner, by name (the number when none resolves)",
+            Label::Process => {
+                "The command name of the process holding the socket (the lowest pid), \"\" \
+                 when it cannot be found"
+            }
+        };
+        Some(PossibleValue::new(self.name()).help(help))
+    }
+}
+
+/// The values of `--format`.
+impl clap::ValueEnum for Format {
+    fn value_variants<'a>() -> &'a [Format] {
+        &[Format::Prometheus, Format::Table, Format::Json]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self {
+            Format::Prometheus => "The Prometheus text format, for node_exporter or a scrape",
+            Format::Table => "An aligned table of every listener, for people",
+            Format::Json => "A JSON array of every listener, for scripts (jq)",
+        };
+        Some(PossibleValue::new(self.name()).help(help))
+    }
+}
+
 /// The values of `--method`, with the help each gets in `--help`, the man
 /// page and the completions.
 impl clap::ValueEnum for Method {
@@ -256,17 +363,101 @@ impl Args {
         selected
     }
 
+    /// The protocols of `--protocol`.
+    fn protocols(&self) -> Protocols {
+        Protocols {
+            tcp: self.protocol.contains(&Protocol::Tcp),
+            udp: self.protocol.contains(&Protocol::Udp),
+        }
+    }
+
+    /// The labels of `--labels`, with `protocol` whenever UDP is scanned.
+    fn chosen_labels(&self) -> Labels {
+        let labels: Labels = self.labels.iter().copied().collect();
+        if self.protocols().udp {
+            labels.with(Label::Protocol)
+        } else {
+            labels
+        }
+    }
+
     /// What to scan and report, the same for one-shot runs and the server.
     pub fn job(&self) -> Job {
+        let labels = self.chosen_labels();
+        let every_detail = self.format != Format::Prometheus;
         Job {
             plan: Plan {
                 method: self.method,
                 selected: self.selected_ports(),
                 threads: self.threads.map(usize::from),
+                protocols: self.protocols(),
+                detail: Detail {
+                    sockets: every_detail || labels.need_sockets(),
+                    users: every_detail || labels.has(Label::User),
+                    processes: every_detail || labels.has(Label::Process),
+                },
             },
             include_closed: self.include_closed,
             verbose: self.verbose,
+            labels,
+            format: self.format,
         }
+    }
+
+    /// Why these options do not go together, if they do not.
+    fn conflict(&self) -> Option<String> {
+        let to_file = self
+            .output
+            .as_deref()
+            .is_some_and(|path| path != std::path::Path::new("-"));
+        let format = self.format.name();
+        if self.format != Format::Prometheus {
+            if to_file {
+                return Some(format!(
+                    "--format {format} prints on stdout only: --output writes the Prometheus \
+                     format, for node_exporter"
+                ));
+            }
+            if self.serve.is_some() {
+                return Some(format!(
+                    "--format {format} is for one-shot runs: --serve answers in the Prometheus \
+                     format"
+                ));
+            }
+            if self.include_closed {
+                return Some(format!(
+                    "--include-closed applies to the Prometheus format: --format {format} lists \
+                     listeners, and a closed port has none"
+                ));
+            }
+        }
+        if self.method == Method::Bind {
+            if self.protocols().udp {
+                return Some(
+                    "--method bind finds TCP ports only (binding a UDP port cannot tell a \
+                     service from a client); use --method netlink or procfs for --protocol udp"
+                        .into(),
+                );
+            }
+            if let Some(label) = self.labels.iter().find(|l| **l != Label::Protocol) {
+                return Some(format!(
+                    "--labels {} needs the kernel's socket table: --method bind learns only \
+                     which ports are in use, not their address, owner or process; use --method \
+                     netlink or procfs",
+                    label.name()
+                ));
+            }
+            if self.format != Format::Prometheus {
+                return Some(format!(
+                    "--format {format} lists listeners, which --method bind cannot see (it \
+                     learns only which ports are in use); use --method netlink or procfs"
+                ));
+            }
+        }
+        if !self.protocols().tcp && !self.protocols().udp {
+            return Some("--protocol names no protocol".into());
+        }
+        None
     }
 }
 
@@ -278,6 +469,11 @@ pub fn parse() -> Result<Args, clap::Error> {
             ErrorKind::ArgumentConflict,
             "--include-closed needs an explicit --ports list",
         ));
+    }
+    if args.generate.is_none()
+        && let Some(why) = args.conflict()
+    {
+        return Err(Args::command().error(ErrorKind::ArgumentConflict, why));
     }
     if args.generate.is_none() && args.selected_ports().is_empty() {
         return Err(Args::command().error(

@@ -12,15 +12,24 @@
 //! - no timestamps (node_exporter skips a file that has them);
 //! - `\n` line ends, including after the last line.
 
-use std::fmt::Write;
+use std::io::{self, Write};
 
-use crate::{ports::PortSet, scan::Scan};
+use crate::{
+    labels::{Address, Key, Label, Labels, Order},
+    ports::PortSet,
+    scan::{Listener, Protocol, Scan, Scope, Sockets},
+};
 
 /// The metric this tool exists for.
 pub const OPEN_PORTS: &str = "instance_open_ports";
 
 const OPEN_PORTS_HELP: &str = "Whether a TCP socket listens on this port, on any local address and \
 either family: 1 open, 0 closed (closed ports are listed only with --include-closed).";
+
+/// The HELP text when UDP is scanned or labels are chosen.
+const OPEN_PORTS_HELP_LABELLED: &str = "Whether a socket listens on this port (TCP in LISTEN \
+state, UDP bound and not connected), with the labels chosen by --labels: 1 open, 0 closed \
+(closed ports are listed only with --include-closed).";
 
 /// Everything one exposition says.
 #[derive(Debug)]
@@ -41,18 +50,45 @@ pub struct Report<'a> {
     pub version: &'a str,
 }
 
-/// Renders a scan of the `selected` ports; with `include_closed`, each
-/// selected port that is neither open nor unchecked is written as 0.
+/// How a scan is shown in the exposition: which labels, and whether closed
+/// ports are listed.
+#[derive(Clone, Copy, Debug)]
+pub struct Shown<'a> {
+    /// The labels beyond `port` (empty: the original exposition).
+    pub labels: Labels,
+    /// The selected ports, when closed ones are listed with value 0.
+    pub closed_of: Option<&'a PortSet>,
+}
+
+/// Renders a scan of the `selected` ports without labels; with
+/// `include_closed`, each selected port that is neither open nor unchecked
+/// is written as 0.
 pub fn render_scan(scan: &Scan, selected: &PortSet, include_closed: bool) -> String {
-    let closed = include_closed.then(|| {
-        let mut closed = selected.clone();
-        closed.subtract(&scan.open);
-        closed.subtract(&scan.skipped);
-        closed
-    });
-    render(&Report {
+    let shown = Shown {
+        labels: Labels::NONE,
+        closed_of: include_closed.then_some(selected),
+    };
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = write_scan(scan, shown, &mut out);
+    String::from_utf8(out).expect("the exposition is UTF-8")
+}
+
+/// Writes the exposition of `scan` shown as `shown`. Without labels the
+/// output is the original one, byte for byte.
+pub fn write_scan(scan: &Scan, shown: Shown, out: &mut impl Write) -> io::Result<()> {
+    let closed = |open: &PortSet| {
+        shown.closed_of.map(|selected| {
+            let mut closed = selected.clone();
+            closed.subtract(open);
+            closed.subtract(&scan.skipped);
+            closed
+        })
+    };
+    let closed_tcp = closed(&scan.open);
+    let report = Report {
         open: &scan.open,
-        closed: closed.as_ref(),
+        closed: closed_tcp.as_ref(),
         skipped: scan.skipped.len(),
         duration_seconds: scan.duration.as_secs_f64(),
         // A clock before 1970 is not worth failing a scrape over.
@@ -62,14 +98,159 @@ pub fn render_scan(scan: &Scan, selected: &PortSet, include_closed: bool) -> Str
             .map_or(0.0, |since| since.as_secs_f64()),
         method: scan.method.name(),
         version: env!("CARGO_PKG_VERSION"),
-    })
+    };
+    if shown.labels.is_empty() {
+        return write(&report, out);
+    }
+    // Closed ports as (port, protocol), in sample order.
+    let mut closed_keys: Vec<(u16, Protocol)> = Vec::new();
+    for protocol in scan.protocols.iter() {
+        let set = match protocol {
+            Protocol::Tcp => closed_tcp.clone(),
+            Protocol::Udp => closed(&scan.open_udp),
+        };
+        closed_keys.extend(set.iter().flat_map(|s| s.iter()).map(|p| (p, protocol)));
+    }
+    closed_keys.sort_unstable();
+    let mut samples = Samples {
+        out,
+        labels: shown.labels,
+        closed: closed_keys.into_iter().peekable(),
+    };
+    header(samples.out, OPEN_PORTS, OPEN_PORTS_HELP_LABELLED, "gauge")?;
+    match &scan.sockets {
+        Some(sockets) => {
+            let order = Order::new(sockets);
+            let listeners = &sockets.listeners;
+            let mut sorted: Vec<u32> = (0..listeners.len() as u32).collect();
+            sorted.sort_unstable_by_key(|&i| order.key(&listeners[i as usize], shown.labels));
+            let mut last: Option<Key> = None;
+            for i in sorted {
+                let listener = &listeners[i as usize];
+                let key = order.key(listener, shown.labels);
+                if last != Some(key) {
+                    last = Some(key);
+                    samples.open(listener.port, listener.protocol, Some((listener, sockets)))?;
+                }
+            }
+        }
+        None if shown.labels.need_sockets() => {
+            return Err(io::Error::other(
+                "the scan did not learn the sockets these labels need",
+            ));
+        }
+        None => {
+            let mut open: Vec<(u16, Protocol)> = scan
+                .open
+                .iter()
+                .map(|p| (p, Protocol::Tcp))
+                .chain(scan.open_udp.iter().map(|p| (p, Protocol::Udp)))
+                .collect();
+            open.sort_unstable();
+            for (port, protocol) in open {
+                samples.open(port, protocol, None)?;
+            }
+        }
+    }
+    samples.closed_before(None)?;
+    let unattributed = shown.labels.has(Label::Process).then(|| {
+        scan.sockets
+            .as_ref()
+            .and_then(|s| s.processes.as_ref())
+            .map_or(0, |p| p.unattributed)
+    });
+    meta(&report, unattributed, out)
+}
+
+/// The samples of a labelled exposition, open ones given in order and
+/// closed ones merged in.
+struct Samples<'a, W: Write> {
+    out: &'a mut W,
+    labels: Labels,
+    closed: std::iter::Peekable<std::vec::IntoIter<(u16, Protocol)>>,
+}
+
+impl<W: Write> Samples<'_, W> {
+    /// Writes an open sample, after the closed ones that sort before it.
+    fn open(
+        &mut self,
+        port: u16,
+        protocol: Protocol,
+        listener: Option<(&Listener, &Sockets)>,
+    ) -> io::Result<()> {
+        self.closed_before(Some((port, protocol)))?;
+        self.sample(port, protocol, listener, 1)
+    }
+
+    /// Writes the closed samples that sort before `before` (all: `None`).
+    fn closed_before(&mut self, before: Option<(u16, Protocol)>) -> io::Result<()> {
+        while let Some(&(port, protocol)) = self.closed.peek() {
+            if before.is_some_and(|b| (port, protocol) >= b) {
+                break;
+            }
+            self.closed.next();
+            self.sample(port, protocol, None, 0)?;
+        }
+        Ok(())
+    }
+
+    /// One sample: `port`, `protocol` if chosen, and the chosen labels of
+    /// `listener` (none for a closed port).
+    fn sample(
+        &mut self,
+        port: u16,
+        protocol: Protocol,
+        listener: Option<(&Listener, &Sockets)>,
+        value: u8,
+    ) -> io::Result<()> {
+        let out = &mut *self.out;
+        write!(out, "{OPEN_PORTS}{{port=\"{port}\"")?;
+        if self.labels.has(Label::Protocol) {
+            write!(out, ",protocol=\"{}\"", protocol.name())?;
+        }
+        if let Some((listener, sockets)) = listener {
+            for label in self.labels.iter() {
+                match label {
+                    Label::Protocol => {}
+                    Label::Address => {
+                        out.write_all(b",address=\"")?;
+                        write_escaped(out, &Address::of(listener, sockets).to_string())?;
+                        out.write_all(b"\"")?;
+                    }
+                    Label::Scope => {
+                        write!(out, ",scope=\"{}\"", Scope::of(listener.address).name())?;
+                    }
+                    Label::User => {
+                        out.write_all(b",user=\"")?;
+                        match sockets.user(listener.uid) {
+                            Some(name) => write_escaped(out, name)?,
+                            None => write!(out, "{}", listener.uid)?,
+                        }
+                        out.write_all(b"\"")?;
+                    }
+                    Label::Process => {
+                        out.write_all(b",process=\"")?;
+                        write_escaped(out, sockets.process(listener.pid).unwrap_or(""))?;
+                        out.write_all(b"\"")?;
+                    }
+                }
+            }
+        }
+        writeln!(out, "}} {value}")
+    }
 }
 
 /// Renders `report` as a complete exposition.
 pub fn render(report: &Report) -> String {
-    let closed_len = report.closed.map_or(0, PortSet::len);
-    let mut out = String::with_capacity(600 + 40 * (report.open.len() + closed_len));
-    header(&mut out, OPEN_PORTS, OPEN_PORTS_HELP, "gauge");
+    let mut out = Vec::with_capacity(600 + 40 * report.open.len());
+    // Writing to a Vec cannot fail.
+    let _ = write(report, &mut out);
+    String::from_utf8(out).expect("the exposition is UTF-8")
+}
+
+/// Writes `report` as a complete exposition: one sample per port.
+pub fn write(report: &Report, out: &mut impl Write) -> io::Result<()> {
+    header(out, OPEN_PORTS, OPEN_PORTS_HELP, "gauge")?;
     let mut open = report.open.iter().peekable();
     let mut closed = report.closed.into_iter().flat_map(PortSet::iter).peekable();
     // Merge the two sorted streams so the family stays sorted by port.
@@ -80,62 +261,85 @@ pub fn render(report: &Report) -> String {
             (None, Some(_)) => (closed.next().unwrap(), 0),
             (None, None) => break,
         };
-        let _ = writeln!(out, "{OPEN_PORTS}{{port=\"{port}\"}} {value}");
+        writeln!(out, "{OPEN_PORTS}{{port=\"{port}\"}} {value}")?;
     }
-    gauge(
-        &mut out,
+    meta(report, None, out)
+}
+
+/// The families about the scan itself; `unattributed` with the process
+/// label.
+fn meta(report: &Report, unattributed: Option<usize>, out: &mut impl Write) -> io::Result<()> {
+    write_gauge(
+        out,
         "port_exporter_scan_duration_seconds",
         "How long the port scan took, in seconds.",
         report.duration_seconds,
-    );
-    gauge(
-        &mut out,
+    )?;
+    write_gauge(
+        out,
         "port_exporter_last_scan_timestamp_seconds",
         "When the last successful port scan started, in seconds since the Unix epoch.",
         report.timestamp_seconds,
-    );
-    gauge(
-        &mut out,
+    )?;
+    write_gauge(
+        out,
         "port_exporter_scan_skipped_ports",
         "Selected ports the scan skipped (the bind method may not bind them without \
 privilege); they are never reported open.",
         report.skipped as f64,
-    );
+    )?;
+    if let Some(count) = unattributed {
+        write_gauge(
+            out,
+            "port_exporter_unattributed_listeners",
+            "Listeners whose process could not be found (process label empty): held by \
+processes of other users without the privilege to read them, or by no visible process.",
+            count as f64,
+        )?;
+    }
     header(
-        &mut out,
+        out,
         "port_exporter_build_info",
         "A metric with a constant 1 value, labeled by the version and the scan method used.",
         "gauge",
-    );
-    let _ = writeln!(
+    )?;
+    writeln!(
         out,
         "port_exporter_build_info{{method=\"{}\",version=\"{}\"}} 1",
         escape_label(report.method),
         escape_label(report.version),
-    );
-    out
+    )
 }
 
 /// Appends a family of one unlabeled gauge sample.
 pub fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
-    header(out, name, help, "gauge");
-    let _ = writeln!(out, "{name} {}", number(value));
+    let mut bytes = Vec::new();
+    let _ = write_gauge(&mut bytes, name, help, value);
+    out.push_str(std::str::from_utf8(&bytes).expect("UTF-8"));
 }
 
 /// Appends a family of one unlabeled counter sample.
 pub fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    header(out, name, help, "counter");
-    let _ = writeln!(out, "{name} {value}");
+    let mut bytes = Vec::new();
+    let _ = header(&mut bytes, name, help, "counter");
+    let _ = writeln!(bytes, "{name} {value}");
+    out.push_str(std::str::from_utf8(&bytes).expect("UTF-8"));
 }
 
-/// Appends the HELP and TYPE lines of a family.
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+/// Writes a family of one unlabeled gauge sample.
+fn write_gauge(out: &mut impl Write, name: &str, help: &str, value: f64) -> io::Result<()> {
+    header(out, name, help, "gauge")?;
+    writeln!(out, "{name} {}", number(value))
+}
+
+/// Writes the HELP and TYPE lines of a family.
+fn header(out: &mut impl Write, name: &str, help: &str, kind: &str) -> io::Result<()> {
     debug_assert!(
         !help.contains(['\\', '\n', '"']),
         "HELP text must need no escaping"
     );
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+    writeln!(out, "# HELP {name} {help}")?;
+    writeln!(out, "# TYPE {name} {kind}")
 }
 
 /// A sample value as Go's ParseFloat reads it (`+Inf`, not Rust's `inf`).
@@ -161,6 +365,16 @@ fn escape_label(value: &str) -> String {
         }
     }
     out
+}
+
+/// Writes a label value escaped, without building a string when it needs
+/// no escape (the common case).
+fn write_escaped(out: &mut impl Write, value: &str) -> io::Result<()> {
+    if value.contains(['\\', '"', '\n']) {
+        out.write_all(escape_label(value).as_bytes())
+    } else {
+        out.write_all(value.as_bytes())
+    }
 }
 
 #[cfg(test)]

@@ -3,13 +3,41 @@
 //! command line ([`crate::cli::Args::job`]) and used alike by one-shot runs
 //! and by every scrape of the server.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::{
+    io::{self, Write},
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use crate::{
-    exposition,
+    exposition::{self, Shown},
+    labels::Labels,
     log::log,
     scan::{Plan, Scan},
+    views,
 };
+
+/// How a one-shot run prints its scan (`--format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text exposition.
+    #[default]
+    Prometheus,
+    /// An aligned table for people, one row per listener.
+    Table,
+    /// A JSON array for scripts, one object per listener.
+    Json,
+}
+
+impl Format {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Prometheus => "prometheus",
+            Format::Table => "table",
+            Format::Json => "json",
+        }
+    }
+}
 
 /// The scan and its rendering.
 #[derive(Debug)]
@@ -20,12 +48,40 @@ pub struct Job {
     pub include_closed: bool,
     /// `--verbose`.
     pub verbose: bool,
+    /// `--labels` (with `protocol` added whenever UDP is scanned).
+    pub labels: Labels,
+    /// `--format`.
+    pub format: Format,
 }
 
 impl Job {
-    /// The exposition of `scan`.
+    /// The exposition of `scan`, as the server answers it.
     pub fn render(&self, scan: &Scan) -> String {
-        exposition::render_scan(scan, &self.plan.selected, self.include_closed)
+        let mut out = Vec::new();
+        // Writing to a Vec cannot fail; a scan without the detail the labels
+        // need cannot happen, since the plan asks for it.
+        let _ = exposition::write_scan(scan, self.shown(), &mut out);
+        String::from_utf8(out).expect("the exposition is UTF-8")
+    }
+
+    /// Writes `scan` to `out` in the job's format, streaming.
+    pub fn write(&self, scan: &Scan, out: &mut impl Write) -> io::Result<()> {
+        match (self.format, &scan.sockets) {
+            (Format::Prometheus, _) => exposition::write_scan(scan, self.shown(), out),
+            (Format::Table, Some(sockets)) => views::write_table(sockets, out),
+            (Format::Json, Some(sockets)) => views::write_json(sockets, out),
+            (_, None) => Err(io::Error::other(
+                "the scan did not learn the sockets this format needs",
+            )),
+        }
+    }
+
+    /// How the exposition shows a scan.
+    fn shown(&self) -> Shown<'_> {
+        Shown {
+            labels: self.labels,
+            closed_of: self.include_closed.then_some(&self.plan.selected),
+        }
     }
 
     /// A fresh record of what has been said about this job's scans.
@@ -34,6 +90,7 @@ impl Job {
             verbose: self.verbose,
             fallback: AtomicBool::new(false),
             skipped: AtomicBool::new(false),
+            unattributed: AtomicBool::new(false),
         }
     }
 }
@@ -46,6 +103,7 @@ pub struct Notices {
     verbose: bool,
     fallback: AtomicBool,
     skipped: AtomicBool,
+    unattributed: AtomicBool,
 }
 
 impl Notices {
@@ -60,6 +118,15 @@ impl Notices {
         }
         if let Some(warning) = scan.skipped_warning()
             && !self.skipped.swap(true, Ordering::Relaxed)
+        {
+            log!("{warning}");
+        }
+        if let Some(warning) = scan
+            .sockets
+            .as_ref()
+            .and_then(|s| s.processes.as_ref())
+            .and_then(|p| p.warning())
+            && !self.unattributed.swap(true, Ordering::Relaxed)
         {
             log!("{warning}");
         }

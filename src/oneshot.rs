@@ -1,7 +1,7 @@
 //! The main job: scan once, then print the exposition or replace FILE.
 
 use std::{
-    io::{self, Write},
+    io::{self, BufWriter, Write},
     path::Path,
 };
 
@@ -26,23 +26,23 @@ pub fn run(job: &Job, output: Option<&Path>) -> anyhow::Result<()> {
         log!(
             "method {} found {} open of {} selected ports in {:.3} ms",
             scan.method.name(),
-            scan.open.len(),
+            scan.open.len() + scan.open_udp.len(),
             job.plan.selected.len(),
             scan.duration.as_secs_f64() * 1e3,
         );
     }
-    let body = job.render(&scan);
+    // Streamed: 60,000 listeners make megabytes of text, never held whole.
     match output {
         Some(path) => {
-            let written = textfile::write(path, body.as_bytes())?;
+            let written = textfile::write_with(path, &mut |mut out| job.write(&scan, &mut out))?;
             if let Some(why) = written.not_durable {
                 log!("warning: {why}");
             }
             Ok(())
         }
         None => {
-            let mut out = io::stdout().lock();
-            out.write_all(body.as_bytes())?;
+            let mut out = BufWriter::with_capacity(32 * 1024, io::stdout().lock());
+            job.write(&scan, &mut out)?;
             Ok(out.flush()?)
         }
     }

@@ -15,9 +15,11 @@
 //! - it is chmod 0644 through its descriptor: tempfile creates 0600, rename
 //!   keeps the mode, and node_exporter runs as another user;
 //! - data and directory are fsynced, so a crash cannot leave an empty file;
-//! - the whole body is built before anything is written: a failed scan never
-//!   replaces a good file, and only a regular file (or a symlink to one) is
-//!   ever replaced, never a device or a FIFO.
+//! - the body is streamed into the temp file (so a large exposition is
+//!   never held in memory whole), and FILE is replaced only after all of it
+//!   was written and synced: a failed scan or write never replaces a good
+//!   file, and only a regular file (or a symlink to one) is ever replaced,
+//!   never a device or a FIFO.
 //!
 //! Once the rename has happened the run has succeeded: FILE holds the new
 //! contents. A directory that cannot be fsynced after that is a warning,
@@ -26,7 +28,7 @@
 use std::{
     ffi::{OsStr, OsString},
     fs::{self, File, Permissions, TryLockError},
-    io::{self, Write},
+    io::{self, BufWriter, Write},
     os::unix::{
         ffi::{OsStrExt, OsStringExt},
         fs::{FileTypeExt, MetadataExt, PermissionsExt},
@@ -110,13 +112,23 @@ pub struct Written {
 /// Atomically replaces `target` with `contents`, mode 0644, then removes
 /// the temp files that killed runs left behind.
 pub fn write(target: &Path, contents: &[u8]) -> anyhow::Result<Written> {
+    write_with(target, &mut |out| out.write_all(contents))
+}
+
+/// Atomically replaces `target` with what `body` writes, mode 0644, then
+/// removes the temp files that killed runs left behind. `body` writes into
+/// the temp file through a buffer; FILE is replaced only once it succeeded.
+pub fn write_with(
+    target: &Path,
+    body: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+) -> anyhow::Result<Written> {
     check_target(target)?;
     let dir = parent(target);
     let name = target
         .file_name()
         .with_context(|| format!("cannot write {}: the path names no file", target.display()))?;
     let prefix = temp_prefix(name);
-    let written = replace(&dir, &prefix, target, contents)
+    let written = replace(&dir, &prefix, target, body)
         .with_context(|| format!("cannot write {}", target.display()));
     remove_abandoned(&dir, &prefix);
     let not_durable = written?.err().map(|err| {
@@ -136,12 +148,15 @@ fn replace(
     dir: &Path,
     prefix: &OsStr,
     target: &Path,
-    contents: &[u8],
+    body: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<io::Result<()>> {
     let mut temp = locked_temp_file(dir, prefix)?;
     // Through the File itself: tempfile's own Write wraps errors with the
     // random temp path, which is gone by the time the user reads it.
-    temp.as_file_mut().write_all(contents)?;
+    let mut buffered = BufWriter::with_capacity(64 * 1024, temp.as_file_mut());
+    body(&mut buffered)?;
+    buffered.flush()?;
+    drop(buffered);
     temp.as_file()
         .set_permissions(Permissions::from_mode(0o644))?;
     temp.as_file().sync_all()?;

@@ -1,16 +1,32 @@
-//! Finding the open TCP ports: the only code that asks the OS about sockets.
+//! Finding the open ports and who holds them: the only code that asks the
+//! OS about sockets or reads /proc.
 //!
-//! A port is open when the kernel holds a TCP socket in LISTEN state bound
-//! to it, on any local address and either family, in the network namespace
-//! the tool runs in: exactly the set `ss -Htln` prints.
+//! A TCP port is open when the kernel holds a TCP socket in LISTEN state
+//! bound to it, on any local address and either family, in the network
+//! namespace the tool runs in: exactly the set `ss -Htln` prints. A UDP port
+//! is open when a UDP socket is bound to it and not connected to a peer:
+//! the set `ss -Huln` prints.
+//!
+//! Each socket that makes a port open is one [`Listener`] record; the port
+//! sets and every label are views of a list of them. When no view needs
+//! more than the ports ([`Detail::ports_only`]), netlink and procfs fill
+//! port sets directly, which keeps the default run as cheap as it was.
+//! Scanning is a function of the current network namespace (netlink) or of
+//! a `/proc/PID/net` directory (procfs); finding the processes
+//! ([`owner`]) and user names ([`users`]) is host-wide.
 
 pub mod bind;
 #[cfg(target_os = "linux")]
 pub mod netlink;
+pub mod owner;
 #[cfg(target_os = "linux")]
 pub mod procfs;
+pub mod users;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant, SystemTime},
+};
 
 use anyhow::Context;
 
@@ -41,6 +57,121 @@ impl Method {
     }
 }
 
+/// A transport protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The name on the command line and in the `protocol` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// The protocols to scan (`--protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Protocols {
+    pub tcp: bool,
+    pub udp: bool,
+}
+
+impl Protocols {
+    /// TCP alone: the default.
+    pub const TCP: Protocols = Protocols {
+        tcp: true,
+        udp: false,
+    };
+
+    /// The protocols, TCP first.
+    pub fn iter(self) -> impl Iterator<Item = Protocol> {
+        [(self.tcp, Protocol::Tcp), (self.udp, Protocol::Udp)]
+            .into_iter()
+            .filter_map(|(wanted, protocol)| wanted.then_some(protocol))
+    }
+}
+
+/// One socket that makes a port open, as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub protocol: Protocol,
+    /// The local address it is bound to (a wildcard for any).
+    pub address: IpAddr,
+    /// The interface it is bound to, by index: the scope of a link-local
+    /// IPv6 address, or a device (SO_BINDTODEVICE); 0 for none.
+    pub interface: u32,
+    pub port: u16,
+    /// Its owner (the user that created it).
+    pub uid: u32,
+    /// The socket's inode, which ties it to the processes holding it.
+    pub inode: u32,
+    /// The lowest pid holding it ([`owner`]), 0 when unknown or not asked.
+    pub pid: u32,
+}
+
+/// Where an address lets a socket be reached from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// A wildcard address: every address of the host.
+    Any,
+    /// 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104: this host only.
+    Loopback,
+    /// 169.254.0.0/16, fe80::/10: one link.
+    LinkLocal,
+    /// One other address.
+    Specific,
+}
+
+impl Scope {
+    /// The scope of `address` (an IPv4-mapped IPv6 address as its IPv4).
+    pub fn of(address: IpAddr) -> Scope {
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+            v4 => v4,
+        };
+        match address {
+            a if a.is_unspecified() => Scope::Any,
+            a if a.is_loopback() => Scope::Loopback,
+            IpAddr::V4(v4) if v4.is_link_local() => Scope::LinkLocal,
+            IpAddr::V6(v6) if v6.is_unicast_link_local() => Scope::LinkLocal,
+            _ => Scope::Specific,
+        }
+    }
+
+    /// The value of the `scope` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Any => "any",
+            Scope::Loopback => "loopback",
+            Scope::LinkLocal => "link-local",
+            Scope::Specific => "specific",
+        }
+    }
+}
+
+/// How much a scan learns about the open ports, as the views need it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Detail {
+    /// Each socket: address, interface, uid, inode.
+    pub sockets: bool,
+    /// The name of each socket's owner.
+    pub users: bool,
+    /// The process holding each socket.
+    pub processes: bool,
+}
+
+impl Detail {
+    /// Whether the ports alone will do (no record needed).
+    pub fn ports_only(self) -> bool {
+        !(self.sockets || self.users || self.processes)
+    }
+}
+
 /// What to scan: the same for one-shot runs and for every scrape.
 #[derive(Debug)]
 pub struct Plan {
@@ -50,13 +181,23 @@ pub struct Plan {
     pub selected: PortSet,
     /// Threads of the bind method's pool; `None` for one per CPU.
     pub threads: Option<usize>,
+    /// `--protocol`.
+    pub protocols: Protocols,
+    /// What to learn about each open port.
+    pub detail: Detail,
 }
 
 /// The result of one scan.
 #[derive(Debug)]
 pub struct Scan {
-    /// Selected ports found open.
+    /// Selected TCP ports found open (empty when TCP was not scanned).
     pub open: PortSet,
+    /// Selected UDP ports found open (empty when UDP was not scanned).
+    pub open_udp: PortSet,
+    /// The sockets behind the open ports, when the plan asked for them.
+    pub sockets: Option<Sockets>,
+    /// The protocols scanned.
+    pub protocols: Protocols,
     /// Selected ports that were skipped: the bind method may not bind them
     /// (permission denied), so their state is unknown.
     pub skipped: PortSet,
@@ -68,6 +209,48 @@ pub struct Scan {
     pub duration: Duration,
     /// Why `auto` did not use its first choice, if it did not.
     pub fallback: Option<String>,
+}
+
+/// Names by numeric id (interface index, uid, pid), sorted by id.
+pub type Names = Vec<(u32, String)>;
+
+/// The sockets of a scan and what is known about them.
+#[derive(Debug, Default)]
+pub struct Sockets {
+    /// The sockets on selected ports, each once.
+    pub listeners: Vec<Listener>,
+    /// The name of each interface a listener is bound to, by index, sorted.
+    pub interfaces: Vec<(u32, String)>,
+    /// The name of each owner (or its number when no name resolves), by
+    /// uid, sorted; empty unless the plan asked for users.
+    pub users: Vec<(u32, String)>,
+    /// The processes holding the listeners, when the plan asked for them.
+    pub processes: Option<owner::Processes>,
+}
+
+impl Sockets {
+    /// The name of interface `index`.
+    pub fn interface(&self, index: u32) -> Option<&str> {
+        lookup(&self.interfaces, index)
+    }
+
+    /// The name of user `uid`, if users were resolved.
+    pub fn user(&self, uid: u32) -> Option<&str> {
+        lookup(&self.users, uid)
+    }
+
+    /// The command name of process `pid`, if it holds a listener.
+    pub fn process(&self, pid: u32) -> Option<&str> {
+        self.processes.as_ref().and_then(|p| lookup(&p.names, pid))
+    }
+}
+
+/// The value of `key` in a list of pairs sorted by key.
+fn lookup(pairs: &[(u32, String)], key: u32) -> Option<&str> {
+    pairs
+        .binary_search_by_key(&key, |(k, _)| *k)
+        .ok()
+        .map(|i| pairs[i].1.as_str())
 }
 
 impl Scan {
@@ -85,31 +268,41 @@ impl Scan {
     }
 }
 
+/// What a method found, before the selection is applied.
+enum Found {
+    /// The open ports of TCP and of UDP.
+    Ports(PortSet, PortSet),
+    /// Every listener, and the names of the interfaces they are bound to.
+    Sockets(Vec<Listener>, Vec<(u32, String)>),
+}
+
 impl Plan {
-    /// Scans the selected ports with the planned method.
+    /// Scans the selected ports with the planned method, and learns what
+    /// the plan's detail asks for.
     pub fn run(&self) -> anyhow::Result<Scan> {
         let started = SystemTime::now();
         let clock = Instant::now();
         let mut fallback = None;
-        let (mut open, skipped, method) = match self.method {
+        let (found, skipped, method) = match self.method {
             Method::Bind => self.bind()?,
             #[cfg(target_os = "linux")]
             Method::Netlink => (
-                netlink::listening_ports().context("netlink sock_diag dump failed")?,
+                self.netlink().context("netlink sock_diag dump failed")?,
                 PortSet::new(),
                 Method::Netlink,
             ),
             #[cfg(target_os = "linux")]
-            Method::Procfs => (read_procfs()?, PortSet::new(), Method::Procfs),
+            Method::Procfs => (self.procfs()?, PortSet::new(), Method::Procfs),
             #[cfg(target_os = "linux")]
-            Method::Auto => match netlink::listening_ports() {
-                Ok(open) => (open, PortSet::new(), Method::Netlink),
+            Method::Auto => match self.netlink() {
+                Ok(found) => (found, PortSet::new(), Method::Netlink),
                 Err(refused) => {
                     let why = format!("netlink sock_diag dump failed ({refused})");
-                    let open = read_procfs()
+                    let found = self
+                        .procfs()
                         .with_context(|| format!("{why}, and so did the procfs fallback"))?;
                     fallback = Some(format!("{why}; used procfs"));
-                    (open, PortSet::new(), Method::Procfs)
+                    (found, PortSet::new(), Method::Procfs)
                 }
             },
             #[cfg(not(target_os = "linux"))]
@@ -119,9 +312,27 @@ impl Plan {
             #[cfg(not(target_os = "linux"))]
             Method::Auto => self.bind()?,
         };
+        let (mut open, mut open_udp, sockets) = match found {
+            Found::Ports(tcp, udp) => (tcp, udp, None),
+            Found::Sockets(listeners, interfaces) => {
+                let sockets = self.learn(listeners, interfaces);
+                let (mut tcp, mut udp) = (PortSet::new(), PortSet::new());
+                for listener in &sockets.listeners {
+                    match listener.protocol {
+                        Protocol::Tcp => tcp.insert(listener.port),
+                        Protocol::Udp => udp.insert(listener.port),
+                    }
+                }
+                (tcp, udp, Some(sockets))
+            }
+        };
         open.intersect_with(&self.selected);
+        open_udp.intersect_with(&self.selected);
         Ok(Scan {
             open,
+            open_udp,
+            sockets,
+            protocols: self.protocols,
             skipped,
             method,
             started,
@@ -130,18 +341,70 @@ impl Plan {
         })
     }
 
+    /// Keeps the listeners on selected ports, in a stable order, and finds
+    /// their processes and user names if the plan asks for them.
+    fn learn(&self, mut listeners: Vec<Listener>, interfaces: Vec<(u32, String)>) -> Sockets {
+        listeners.retain(|l| self.selected.contains(l.port));
+        listeners.sort_unstable_by_key(|l| (l.port, l.protocol, l.address, l.interface, l.inode));
+        let processes = self
+            .detail
+            .processes
+            .then(|| owner::attribute(&mut listeners, std::path::Path::new("/proc")));
+        let users = if self.detail.users {
+            let mut uids: Vec<u32> = listeners.iter().map(|l| l.uid).collect();
+            uids.sort_unstable();
+            uids.dedup();
+            users::names(&uids)
+        } else {
+            Vec::new()
+        };
+        Sockets {
+            listeners,
+            interfaces,
+            users,
+            processes,
+        }
+    }
+
+    /// A netlink scan: the port sets, or every listener.
+    #[cfg(target_os = "linux")]
+    fn netlink(&self) -> std::io::Result<Found> {
+        if self.detail.ports_only() {
+            let (tcp, udp) = netlink::open_ports(self.protocols)?;
+            return Ok(Found::Ports(tcp, udp));
+        }
+        let listeners = netlink::listeners(self.protocols)?;
+        let interfaces = netlink::interface_names(&listeners);
+        Ok(Found::Sockets(listeners, interfaces))
+    }
+
+    /// A procfs scan of this process's network namespace. /proc/self/net,
+    /// not /proc/net: the same link, but it says whose namespace is meant.
+    #[cfg(target_os = "linux")]
+    fn procfs(&self) -> anyhow::Result<Found> {
+        let net = std::path::Path::new("/proc/self/net");
+        let found = if self.detail.ports_only() {
+            let (tcp, udp) = procfs::open_ports(net, self.protocols).context(PROCFS_FAILED)?;
+            Found::Ports(tcp, udp)
+        } else {
+            let (listeners, interfaces) =
+                procfs::listeners(net, self.protocols).context(PROCFS_FAILED)?;
+            Found::Sockets(listeners, interfaces)
+        };
+        Ok(found)
+    }
+
     /// A bind scan of the selected ports: (open, skipped, method).
-    fn bind(&self) -> anyhow::Result<(PortSet, PortSet, Method)> {
+    fn bind(&self) -> anyhow::Result<(Found, PortSet, Method)> {
         let found = bind::scan(&self.selected, self.threads).context("bind scan failed")?;
-        Ok((found.open, found.skipped, Method::Bind))
+        Ok((
+            Found::Ports(found.open, PortSet::new()),
+            found.skipped,
+            Method::Bind,
+        ))
     }
 }
 
-/// Reads the listener tables of this process's network namespace.
+/// The context of a procfs failure.
 #[cfg(target_os = "linux")]
-fn read_procfs() -> anyhow::Result<PortSet> {
-    // /proc/self/net, not /proc/net: the same link, but it says whose
-    // namespace is meant.
-    procfs::listening_ports(std::path::Path::new("/proc/self/net"))
-        .context("reading the /proc listener tables failed")
-}
+const PROCFS_FAILED: &str = "reading the /proc listener tables failed";

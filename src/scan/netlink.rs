@@ -13,15 +13,21 @@
 //! the glue around a typed netlink crate, and keeps the parser a pure
 //! function that unit tests feed with captured bytes.
 
-use std::io;
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
+use super::{Listener, Protocol, Protocols};
 use crate::ports::PortSet;
 
 /// `AF_INET` and `AF_INET6`. A dual-stack `[::]` listener shows up only in
 /// the AF_INET6 dump, so both are always asked for; AF_UNSPEC is refused.
-const FAMILIES: [u8; 2] = [2, 10];
+const FAMILIES: [u8; 2] = [AF_INET, AF_INET6];
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 
 /// nlmsghdr types (linux/netlink.h, linux/sock_diag.h).
 const NLMSG_ERROR: u16 = 2;
@@ -35,8 +41,12 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_DUMP_INTR: u16 = 0x10;
 
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
 /// TCP_LISTEN in the kernel's TCP state numbering (include/net/tcp_states.h).
 const TCP_LISTEN: u8 = 10;
+/// TCP_CLOSE: the state of a UDP socket that is not connected to a peer
+/// (a connected one is TCP_ESTABLISHED).
+const TCP_CLOSE: u8 = 7;
 
 const NLMSG_HDRLEN: usize = 16;
 /// sizeof(struct inet_diag_req_v2) and sizeof(struct inet_diag_msg).
@@ -47,57 +57,236 @@ const DIAG_MSG_LEN: usize = 72;
 /// (netlink_dump in net/netlink/af_netlink.c), so this never truncates.
 const RECV_BUF: usize = 64 * 1024;
 
-/// How often a dump that the kernel marked as interrupted is started over.
+/// How many dumps of one table may be flagged as interrupted before the
+/// scan gives up.
 const ATTEMPTS: usize = 3;
+
+/// Where the sockets of a dump go: the port alone (the default view, as
+/// cheap as it was before records existed), or the whole record.
+trait Sink {
+    /// Adds the socket described by `msg`, an `inet_diag_msg` of at least
+    /// [`DIAG_MSG_LEN`] bytes, of `protocol`.
+    fn add(&mut self, protocol: Protocol, msg: &[u8]);
+    /// The same table is about to be dumped again.
+    fn again(&mut self) {}
+}
+
+/// The port set of one protocol: only the port is read, and a second dump
+/// unites by itself.
+impl Sink for PortSet {
+    fn add(&mut self, _protocol: Protocol, msg: &[u8]) {
+        self.insert(port_of(msg));
+    }
+}
 
 /// The ports of every TCP socket in LISTEN state in this network namespace,
 /// on any address of either family.
 pub fn listening_ports() -> io::Result<PortSet> {
-    let socket = Socket::new(NETLINK_SOCK_DIAG)?;
-    let kernel = SocketAddr::new(0, 0);
-    let mut buf = Vec::with_capacity(RECV_BUF);
-    let mut seq = 0;
-    for _ in 0..ATTEMPTS {
-        let mut open = PortSet::new();
-        let mut interrupted = false;
-        for family in FAMILIES {
-            seq += 1;
-            socket.send_to(&request(family, seq), &kernel, 0)?;
-            interrupted |= receive_dump(&socket, &mut buf, seq, &mut open)?;
-        }
-        if !interrupted {
-            return Ok(open);
-        }
-    }
-    Err(invalid("the kernel interrupted every dump"))
+    let mut open = PortSet::new();
+    Dumper::new()?.dump_all(Protocol::Tcp, &mut open)?;
+    Ok(open)
 }
 
-/// Reads the replies to dump request `seq` until NLMSG_DONE, adding the
-/// listeners to `open`; returns whether the kernel marked the dump
-/// interrupted.
-fn receive_dump(
-    socket: &Socket,
-    buf: &mut Vec<u8>,
+/// The open ports of each protocol of `protocols` (TCP, UDP).
+pub fn open_ports(protocols: Protocols) -> io::Result<(PortSet, PortSet)> {
+    let mut dumper = Dumper::new()?;
+    let (mut tcp, mut udp) = (PortSet::new(), PortSet::new());
+    if protocols.tcp {
+        dumper.dump_all(Protocol::Tcp, &mut tcp)?;
+    }
+    if protocols.udp {
+        dumper.dump_all(Protocol::Udp, &mut udp)?;
+    }
+    Ok((tcp, udp))
+}
+
+/// Every listener of `protocols` in this network namespace, each socket
+/// once (by inode), in no particular order.
+pub fn listeners(protocols: Protocols) -> io::Result<Vec<Listener>> {
+    let mut dumper = Dumper::new()?;
+    let mut found = Vec::new();
+    for protocol in protocols.iter() {
+        // A second dump of a table reports most sockets again: keep the
+        // records of the first and add only sockets it did not have.
+        let mut seen = Unite::new(&mut found);
+        dumper.dump_all(protocol, &mut seen)?;
+    }
+    Ok(found)
+}
+
+/// The names of the interfaces `listeners` are bound to, in this network
+/// namespace, by index, sorted. An interface that is gone by now is named
+/// as `ss` names it, `if` and its index.
+pub fn interface_names(listeners: &[Listener]) -> Vec<(u32, String)> {
+    let mut indexes: Vec<u32> = listeners
+        .iter()
+        .map(|l| l.interface)
+        .filter(|&i| i != 0)
+        .collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    indexes
+        .into_iter()
+        .map(|index| {
+            let name = nix::net::if_::if_indextoname(index).map_or_else(
+                |_| format!("if{index}"),
+                |name| name.to_string_lossy().into_owned(),
+            );
+            (index, name)
+        })
+        .collect()
+}
+
+/// The ports of every TCP listener from one dump of each family, without
+/// the second dump that [`listening_ports`] takes when a dump came in
+/// several parts. It can miss a listener while other sockets of its hash
+/// bucket come and go; it is here so that a benchmark can show what the
+/// second dump costs.
+pub fn listening_ports_single_dump() -> io::Result<PortSet> {
+    let mut dumper = Dumper::new()?;
+    let mut open = PortSet::new();
+    for family in FAMILIES {
+        dumper.dump(Protocol::Tcp, family, &mut open)?;
+    }
+    Ok(open)
+}
+
+/// Adds records to a list, skipping sockets (inodes) already in it: the
+/// union of two dumps of one table.
+struct Unite<'a> {
+    list: &'a mut Vec<Listener>,
+    /// Length of the list when the current dump started.
+    before: usize,
+    /// Inodes of the records of earlier dumps of the same table, sorted.
+    known: Vec<u32>,
+}
+
+impl<'a> Unite<'a> {
+    fn new(list: &'a mut Vec<Listener>) -> Unite<'a> {
+        let before = list.len();
+        Unite {
+            list,
+            before,
+            known: Vec::new(),
+        }
+    }
+}
+
+impl Sink for Unite<'_> {
+    fn add(&mut self, protocol: Protocol, msg: &[u8]) {
+        let record = listener_of(protocol, msg);
+        if self.known.binary_search(&record.inode).is_err() {
+            self.list.push(record);
+        }
+    }
+
+    fn again(&mut self) {
+        self.known
+            .extend(self.list[self.before..].iter().map(|l| l.inode));
+        self.known.sort_unstable();
+        self.known.dedup();
+        self.before = self.list.len();
+    }
+}
+
+/// One NETLINK_SOCK_DIAG socket and its receive buffer.
+struct Dumper {
+    socket: Socket,
+    buf: Vec<u8>,
     seq: u32,
-    open: &mut PortSet,
-) -> io::Result<bool> {
-    let mut interrupted = false;
-    loop {
-        buf.clear();
-        let len = socket.recv(buf, 0)?;
-        if len >= RECV_BUF {
-            return Err(invalid("reply larger than the receive buffer"));
+}
+
+/// How one dump went.
+#[derive(Debug, Default)]
+struct Dumped {
+    /// Datagrams that carried sockets.
+    parts: usize,
+    /// The kernel flagged the dump as inconsistent (NLM_F_DUMP_INTR).
+    interrupted: bool,
+}
+
+impl Dumper {
+    fn new() -> io::Result<Dumper> {
+        Ok(Dumper {
+            socket: Socket::new(NETLINK_SOCK_DIAG)?,
+            buf: Vec::with_capacity(RECV_BUF),
+            seq: 0,
+        })
+    }
+
+    /// Dumps the listeners of `protocol` of both families into `sink`.
+    ///
+    /// A dump that comes in several datagrams can miss a socket that
+    /// listened all along: the kernel resumes each part at a position
+    /// counted inside a hash bucket, and sockets of that bucket that close
+    /// between two parts move the rest past it (no NLM_F_DUMP_INTR is set
+    /// for that). So such a dump is taken twice and the two are united: a
+    /// socket missed by one is found by the other, unless the same unlucky
+    /// timing strikes twice, and each socket reported did listen during the
+    /// scan. A dump in one datagram is a consistent snapshot and is taken
+    /// once, which is the common case (up to ~30 sockets of a family in
+    /// the first dump of a scan, ~250 in later ones).
+    fn dump_all<S: Sink>(&mut self, protocol: Protocol, sink: &mut S) -> io::Result<()> {
+        for family in FAMILIES {
+            let (mut dumps, mut clean) = (0, false);
+            loop {
+                let dumped = self.dump(protocol, family, sink)?;
+                dumps += 1;
+                clean |= !dumped.interrupted;
+                let again = !clean || (dumps == 1 && dumped.parts > 1);
+                if !again {
+                    break;
+                }
+                if dumps == ATTEMPTS {
+                    return Err(invalid("the kernel interrupted every dump"));
+                }
+                sink.again();
+            }
         }
-        let progress = parse(buf, seq, open)?;
-        interrupted |= progress.interrupted;
-        if progress.done {
-            return Ok(interrupted);
+        Ok(())
+    }
+
+    /// One dump of the listeners of `protocol` and `family` into `sink`.
+    fn dump<S: Sink>(
+        &mut self,
+        protocol: Protocol,
+        family: u8,
+        sink: &mut S,
+    ) -> io::Result<Dumped> {
+        self.seq += 1;
+        let kernel = SocketAddr::new(0, 0);
+        self.socket
+            .send_to(&request(protocol, family, self.seq), &kernel, 0)?;
+        let mut dumped = Dumped::default();
+        loop {
+            self.buf.clear();
+            let len = self.socket.recv(&mut self.buf, 0)?;
+            if len >= RECV_BUF {
+                return Err(invalid("reply larger than the receive buffer"));
+            }
+            let progress = parse(&self.buf, self.seq, protocol, sink)?;
+            dumped.interrupted |= progress.interrupted;
+            if progress.sockets > 0 {
+                dumped.parts += 1;
+            }
+            if progress.done {
+                return Ok(dumped);
+            }
         }
     }
 }
 
-/// A SOCK_DIAG_BY_FAMILY dump request for TCP listeners of `family`.
-fn request(family: u8, seq: u32) -> [u8; NLMSG_HDRLEN + REQ_LEN] {
+/// The state a socket of `protocol` is in when it makes its port open.
+fn open_state(protocol: Protocol) -> u8 {
+    match protocol {
+        Protocol::Tcp => TCP_LISTEN,
+        Protocol::Udp => TCP_CLOSE,
+    }
+}
+
+/// A SOCK_DIAG_BY_FAMILY dump request for the open sockets of `protocol`
+/// and `family`: TCP in LISTEN state, UDP not connected.
+fn request(protocol: Protocol, family: u8, seq: u32) -> [u8; NLMSG_HDRLEN + REQ_LEN] {
     let mut msg = [0u8; NLMSG_HDRLEN + REQ_LEN];
     msg[0..4].copy_from_slice(&((NLMSG_HDRLEN + REQ_LEN) as u32).to_ne_bytes());
     msg[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -105,10 +294,40 @@ fn request(family: u8, seq: u32) -> [u8; NLMSG_HDRLEN + REQ_LEN] {
     msg[8..12].copy_from_slice(&seq.to_ne_bytes());
     // nlmsg_pid 0: the kernel fills in our port id.
     msg[16] = family;
-    msg[17] = IPPROTO_TCP;
+    msg[17] = match protocol {
+        Protocol::Tcp => IPPROTO_TCP,
+        Protocol::Udp => IPPROTO_UDP,
+    };
     // idiag_ext 0, pad 0, then the state bitmask; the socket id stays zero.
-    msg[20..24].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+    msg[20..24].copy_from_slice(&(1u32 << open_state(protocol)).to_ne_bytes());
     msg
+}
+
+/// The local port of an inet_diag_msg: the first field of its
+/// inet_diag_sockid, in network byte order.
+fn port_of(msg: &[u8]) -> u16 {
+    u16::from_be_bytes([msg[4], msg[5]])
+}
+
+/// The whole record of an inet_diag_msg: family, state, timer, retrans,
+/// then inet_diag_sockid (sport, dport, src[4], dst[4], if, cookie[2]),
+/// expires, rqueue, wqueue, uid, inode.
+fn listener_of(protocol: Protocol, msg: &[u8]) -> Listener {
+    let word = |at: usize| u32::from_ne_bytes(msg[at..at + 4].try_into().unwrap());
+    let address = if msg[0] == AF_INET {
+        IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&msg[8..12]).unwrap()))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&msg[8..24]).unwrap()))
+    };
+    Listener {
+        protocol,
+        address,
+        interface: word(40),
+        port: port_of(msg),
+        uid: word(64),
+        inode: word(68),
+        pid: 0,
+    }
 }
 
 /// What one received datagram told us.
@@ -118,13 +337,21 @@ struct Progress {
     done: bool,
     /// The kernel flagged the dump as inconsistent (NLM_F_DUMP_INTR).
     interrupted: bool,
+    /// Sockets the datagram carried.
+    sockets: usize,
 }
 
-/// Parses one datagram of dump replies to request `seq`, adding the local
-/// port of each listener to `open`. Messages of other sequence numbers (a
+/// Parses one datagram of dump replies to request `seq` for `protocol`,
+/// adding each open socket to `sink`. Messages of other sequence numbers (a
 /// late reply to an earlier request) are skipped.
-fn parse(datagram: &[u8], seq: u32, open: &mut PortSet) -> io::Result<Progress> {
+fn parse<S: Sink>(
+    datagram: &[u8],
+    seq: u32,
+    protocol: Protocol,
+    sink: &mut S,
+) -> io::Result<Progress> {
     let mut progress = Progress::default();
+    let state = open_state(protocol);
     let mut rest = datagram;
     while !rest.is_empty() {
         if rest.len() < NLMSG_HDRLEN {
@@ -159,11 +386,12 @@ fn parse(datagram: &[u8], seq: u32, open: &mut PortSet) -> io::Result<Progress> 
                     if payload.len() < DIAG_MSG_LEN {
                         return Err(invalid("truncated inet_diag_msg"));
                     }
-                    // inet_diag_msg: family, state, timer, retrans, then
-                    // inet_diag_sockid whose first field is the source port
-                    // in network byte order.
-                    if payload[1] == TCP_LISTEN {
-                        open.insert(u16::from_be_bytes([payload[4], payload[5]]));
+                    if payload[0] != AF_INET && payload[0] != AF_INET6 {
+                        return Err(invalid("unknown address family"));
+                    }
+                    progress.sockets += 1;
+                    if payload[1] == state {
+                        sink.add(protocol, payload);
                     }
                 }
                 _ => {}
@@ -228,7 +456,7 @@ mod tests {
 
     #[test]
     fn request_layout() {
-        let req = request(10, 7);
+        let req = request(Protocol::Tcp, 10, 7);
         assert_eq!(req.len(), 72);
         assert_eq!(u32::from_ne_bytes(req[0..4].try_into().unwrap()), 72);
         assert_eq!(u16::from_ne_bytes([req[4], req[5]]), 20);
@@ -243,9 +471,10 @@ mod tests {
     fn collects_listeners_across_datagrams() {
         let mut open = PortSet::new();
         let first = [listener(1, 22), listener(1, 8000), listener(1, 22)].concat();
-        assert_eq!(parse(&first, 1, &mut open).unwrap(), Progress::default());
+        let progress = parse(&first, 1, Protocol::Tcp, &mut open).unwrap();
+        assert_eq!((progress.done, progress.sockets), (false, 3));
         let second = [listener(1, 65535), done(1)].concat();
-        let progress = parse(&second, 1, &mut open).unwrap();
+        let progress = parse(&second, 1, Protocol::Tcp, &mut open).unwrap();
         assert!(progress.done && !progress.interrupted);
         assert_eq!(open.iter().collect::<Vec<_>>(), [22, 8000, 65535]);
     }
@@ -253,7 +482,7 @@ mod tests {
     #[test]
     fn port_is_big_endian() {
         let mut open = PortSet::new();
-        parse(&listener(3, 0x1F90), 3, &mut open).unwrap();
+        parse(&listener(3, 0x1F90), 3, Protocol::Tcp, &mut open).unwrap();
         assert_eq!(open.iter().collect::<Vec<_>>(), [8080]);
     }
 
@@ -269,7 +498,7 @@ mod tests {
             done(5),
         ]
         .concat();
-        let progress = parse(&buf, 5, &mut open).unwrap();
+        let progress = parse(&buf, 5, Protocol::Tcp, &mut open).unwrap();
         assert!(progress.done);
         assert_eq!(open.iter().collect::<Vec<_>>(), [2222]);
     }
@@ -282,19 +511,30 @@ mod tests {
             done(1),
         ]
         .concat();
-        assert!(parse(&buf, 1, &mut open).unwrap().interrupted);
+        assert!(
+            parse(&buf, 1, Protocol::Tcp, &mut open)
+                .unwrap()
+                .interrupted
+        );
     }
 
     #[test]
     fn kernel_errors_become_io_errors() {
         let mut open = PortSet::new();
         let mut payload = (-2i32).to_ne_bytes().to_vec();
-        payload.extend_from_slice(&request(2, 1)[..NLMSG_HDRLEN]);
-        let err = parse(&message(NLMSG_ERROR, 0, 1, &payload), 1, &mut open).unwrap_err();
+        payload.extend_from_slice(&request(Protocol::Tcp, 2, 1)[..NLMSG_HDRLEN]);
+        let err = parse(
+            &message(NLMSG_ERROR, 0, 1, &payload),
+            1,
+            Protocol::Tcp,
+            &mut open,
+        )
+        .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(2));
         let err = parse(
             &message(NLMSG_DONE, 2, 1, &(-16i32).to_ne_bytes()),
             1,
+            Protocol::Tcp,
             &mut open,
         )
         .unwrap_err();
@@ -315,7 +555,7 @@ mod tests {
             },
             message(SOCK_DIAG_BY_FAMILY, 2, 1, &[0u8; 20]),
         ] {
-            let err = parse(&bad, 1, &mut open).unwrap_err();
+            let err = parse(&bad, 1, Protocol::Tcp, &mut open).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{bad:?}");
         }
         assert!(open.is_empty());

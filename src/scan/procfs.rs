@@ -1,27 +1,221 @@
 //! The fallback method: read the kernel's text tables `/proc/net/tcp` and
-//! `/proc/net/tcp6` and keep the rows in state `0A` (TCP_LISTEN).
+//! `/proc/net/tcp6` and keep the rows in state `0A` (TCP_LISTEN); for UDP,
+//! `/proc/net/udp` and `udp6`, rows in state `07` (not connected).
 //!
 //! Exact, like netlink, but every read walks the whole established hash, so
 //! it costs ~10 ms on an idle host and ~90 ms with 20,000 connections. It is
 //! used only when netlink is unavailable (a kernel without
 //! CONFIG_INET_DIAG, or a sandbox that refuses NETLINK_SOCK_DIAG).
 
-use std::{fs, io, path::Path};
+use std::{
+    fs::File,
+    io::{self, BufRead, BufReader},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
+use super::{Listener, Names, Protocol, Protocols};
 use crate::ports::PortSet;
 
-/// The `st` column value of a socket in LISTEN state.
+/// The `st` column value of a TCP socket in LISTEN state.
 const LISTEN: &str = "0A";
+/// The `st` column value of a UDP socket that is not connected (TCP_CLOSE).
+const UNCONNECTED: &str = "07";
+
+/// The tables of `protocol`, IPv4 first; the IPv6 one may be missing (a
+/// kernel without IPv6), the IPv4 one may not.
+fn tables(protocol: Protocol) -> [(&'static str, bool); 2] {
+    match protocol {
+        Protocol::Tcp => [("tcp", true), ("tcp6", false)],
+        Protocol::Udp => [("udp", true), ("udp6", false)],
+    }
+}
+
+/// The state of an open socket of `protocol`.
+fn open_state(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => LISTEN,
+        Protocol::Udp => UNCONNECTED,
+    }
+}
 
 /// The ports of every TCP socket in LISTEN state, read from `proc_net`
 /// (normally `/proc/net`, the tables of the reader's network namespace).
 /// A missing `tcp6` table means the kernel has no IPv6 and is not an error.
 pub fn listening_ports(proc_net: &Path) -> io::Result<PortSet> {
     let mut open = PortSet::new();
-    for (table, required) in [("tcp", true), ("tcp6", false)] {
+    read(proc_net, Protocol::Tcp, &mut |row| {
+        open.insert(row.port()?);
+        Ok(())
+    })?;
+    Ok(open)
+}
+
+/// The open ports of each protocol of `protocols`: (TCP, UDP).
+pub fn open_ports(proc_net: &Path, protocols: Protocols) -> io::Result<(PortSet, PortSet)> {
+    let (mut tcp, mut udp) = (PortSet::new(), PortSet::new());
+    for protocol in protocols.iter() {
+        let open = match protocol {
+            Protocol::Tcp => &mut tcp,
+            Protocol::Udp => &mut udp,
+        };
+        read(proc_net, protocol, &mut |row| {
+            open.insert(row.port()?);
+            Ok(())
+        })?;
+    }
+    Ok((tcp, udp))
+}
+
+/// Every open socket of `protocols`, and the names of the interfaces of
+/// those bound to a link-local IPv6 address.
+///
+/// The tables do not say which interface a socket is bound to. For a
+/// link-local IPv6 address the interface is the one that has the address
+/// (`if_inet6`), when exactly one has it; a socket bound to a device by
+/// SO_BINDTODEVICE cannot be told from others here (netlink can).
+pub fn listeners(proc_net: &Path, protocols: Protocols) -> io::Result<(Vec<Listener>, Names)> {
+    let mut found = Vec::new();
+    for protocol in protocols.iter() {
+        read(proc_net, protocol, &mut |row| {
+            found.push(row.listener(protocol)?);
+            Ok(())
+        })?;
+    }
+    let mut interfaces = Vec::new();
+    if found.iter().any(is_link_local_v6) {
+        let addresses = link_local_addresses(proc_net)?;
+        for listener in found.iter_mut().filter(|l| is_link_local_v6(l)) {
+            let mut on = addresses
+                .iter()
+                .filter(|(a, _, _)| IpAddr::V6(*a) == listener.address);
+            if let (Some((_, index, name)), None) = (on.next(), on.next()) {
+                listener.interface = *index;
+                interfaces.push((*index, name.clone()));
+            }
+        }
+    }
+    interfaces.sort();
+    interfaces.dedup();
+    Ok((found, interfaces))
+}
+
+/// Whether a listener is bound to an fe80::/10 address.
+fn is_link_local_v6(listener: &Listener) -> bool {
+    matches!(listener.address, IpAddr::V6(a) if a.is_unicast_link_local())
+}
+
+/// The link-local IPv6 addresses of the namespace's interfaces, from
+/// `if_inet6`: `fe800000000000000000000000000001 03 40 20 80 eth0` is the
+/// address, the interface index, prefix length, scope, flags and name.
+fn link_local_addresses(proc_net: &Path) -> io::Result<Vec<(Ipv6Addr, u32, String)>> {
+    let path = proc_net.join("if_inet6");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(cannot("read", &path, err)),
+    };
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let parsed = match fields[..] {
+            [address, index, _, _, _, name] => u128::from_str_radix(address, 16)
+                .ok()
+                .zip(u32::from_str_radix(index, 16).ok())
+                .map(|(a, i)| (Ipv6Addr::from(a), i, name.to_string())),
+            _ => None,
+        };
+        let Some(entry) = parsed else {
+            return Err(cannot(
+                "parse",
+                &path,
+                format!("bad line '{}'", crate::ports::cut(line)),
+            ));
+        };
+        if entry.0.is_unicast_link_local() {
+            found.push(entry);
+        }
+    }
+    Ok(found)
+}
+
+/// One row of a table: `0: 0100007F:1F90 00000000:0000 0A ... uid timeout
+/// inode ...`, split into its fields.
+struct Row<'a> {
+    fields: [&'a str; 10],
+    number: usize,
+}
+
+impl Row<'_> {
+    /// The local port.
+    fn port(&self) -> Result<u16, String> {
+        self.local()
+            .and_then(|(_, port)| u16::from_str_radix(port, 16).ok())
+            .ok_or_else(|| self.bad("local address"))
+    }
+
+    /// The local address and port, as hex text.
+    fn local(&self) -> Option<(&str, &str)> {
+        self.fields[1].rsplit_once(':')
+    }
+
+    /// The whole record of the row's socket.
+    fn listener(&self, protocol: Protocol) -> Result<Listener, String> {
+        let address = self
+            .local()
+            .and_then(|(hex, _)| address(hex))
+            .ok_or_else(|| self.bad("local address"))?;
+        let uid = self.fields[7].parse().map_err(|_| self.bad("uid"))?;
+        let inode = self.fields[9].parse().map_err(|_| self.bad("inode"))?;
+        Ok(Listener {
+            protocol,
+            address,
+            interface: 0,
+            port: self.port()?,
+            uid,
+            inode,
+            pid: 0,
+        })
+    }
+
+    /// What is wrong with the row.
+    fn bad(&self, field: &str) -> String {
+        format!("line {}: bad {field}", self.number)
+    }
+}
+
+/// An address as the tables print it: the 32-bit words of the address as
+/// this machine's integers, in hex (8 digits for IPv4, 32 for IPv6).
+fn address(hex: &str) -> Option<IpAddr> {
+    let word = |i: usize| {
+        hex.get(8 * i..8 * i + 8)
+            .and_then(|w| u32::from_str_radix(w, 16).ok())
+            .map(u32::to_ne_bytes)
+    };
+    match hex.len() {
+        8 => Some(IpAddr::V4(Ipv4Addr::from(word(0)?))),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[4 * i..4 * i + 4].copy_from_slice(&word(i)?);
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(bytes)))
+        }
+        _ => None,
+    }
+}
+
+/// Calls `each` with every row of the tables of `protocol` that is an open
+/// socket (LISTEN for TCP, not connected for UDP).
+fn read(
+    proc_net: &Path,
+    protocol: Protocol,
+    each: &mut dyn FnMut(&Row) -> Result<(), String>,
+) -> io::Result<()> {
+    for (table, required) in tables(protocol) {
         let path = proc_net.join(table);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
+        let file = match File::open(&path) {
+            Ok(file) => file,
             Err(err) if !required && err.kind() == io::ErrorKind::NotFound => continue,
             Err(err) => {
                 return Err(io::Error::new(
@@ -30,41 +224,72 @@ pub fn listening_ports(proc_net: &Path) -> io::Result<PortSet> {
                 ));
             }
         };
-        parse(&text, &mut open).map_err(|why| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("cannot parse {}: {why}", path.display()),
-            )
+        parse(
+            BufReader::with_capacity(64 * 1024, file),
+            open_state(protocol),
+            each,
+        )
+        .map_err(|why| match why {
+            Failure::Read(err) => cannot("read", &path, err),
+            Failure::Parse(why) => cannot("parse", &path, why),
         })?;
     }
-    Ok(open)
+    Ok(())
 }
 
-/// Adds the local port of each LISTEN row of one table to `open`.
-///
-/// Rows look like `0: 0100007F:1F90 00000000:0000 0A ...`: slot, local
-/// `HEXADDR:HEXPORT`, remote address, state. The first line is a header.
-fn parse(table: &str, open: &mut PortSet) -> Result<(), String> {
-    for (number, line) in table.lines().enumerate().skip(1) {
-        let mut fields = line.split_whitespace();
-        let (Some(_slot), Some(local), Some(_remote), Some(state)) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            if line.trim().is_empty() {
-                continue;
-            }
-            return Err(format!("line {}: too few fields", number + 1));
-        };
-        if state != LISTEN {
+/// Why a table could not be read.
+enum Failure {
+    Read(io::Error),
+    Parse(String),
+}
+
+/// Calls `each` with each row of one table in state `state`. The first line
+/// is a header.
+fn parse(
+    mut table: impl BufRead,
+    state: &str,
+    each: &mut dyn FnMut(&Row) -> Result<(), String>,
+) -> Result<(), Failure> {
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        if table.read_line(&mut line).map_err(Failure::Read)? == 0 {
+            return Ok(());
+        }
+        number += 1;
+        if number == 1 {
             continue;
         }
-        let port = local
-            .rsplit_once(':')
-            .and_then(|(_, port)| u16::from_str_radix(port, 16).ok())
-            .ok_or_else(|| format!("line {}: bad local address '{local}'", number + 1))?;
-        open.insert(port);
+        let mut fields = [""; 10];
+        let mut split = line.split_whitespace();
+        let mut count = 0;
+        for (slot, field) in fields.iter_mut().zip(&mut split) {
+            *slot = field;
+            count += 1;
+        }
+        if count == 0 {
+            continue;
+        }
+        if count < 4 {
+            return Err(Failure::Parse(format!("line {number}: too few fields")));
+        }
+        if fields[3] != state {
+            continue;
+        }
+        // Ports alone need four fields; a record needs ten, and a short row
+        // fails on the field it lacks.
+        let row = Row { fields, number };
+        each(&row).map_err(Failure::Parse)?;
     }
-    Ok(())
+}
+
+/// An error naming the table.
+fn cannot(what: &str, path: &Path, why: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("cannot {what} {}: {why}", path.display()),
+    )
 }
 
 #[cfg(test)]
@@ -83,38 +308,103 @@ mod tests {
    2: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 2003 2 0000000000000000 100 0 0 10 0
 ";
 
-    #[test]
-    fn keeps_only_listeners_and_dedupes() {
+    /// The ports of the open rows of `table` in `state`.
+    fn ports(table: &str, state: &str) -> Result<Vec<u16>, String> {
         let mut open = PortSet::new();
-        parse(TCP, &mut open).unwrap();
-        parse(TCP6, &mut open).unwrap();
-        assert_eq!(open.iter().collect::<Vec<_>>(), [22, 8000, 65535]);
+        parse(table.as_bytes(), state, &mut |row| {
+            open.insert(row.port()?);
+            Ok(())
+        })
+        .map_err(|err| match err {
+            Failure::Parse(why) => why,
+            Failure::Read(err) => err.to_string(),
+        })?;
+        Ok(open.iter().collect())
+    }
+
+    #[test]
+    fn keeps_only_listeners() {
+        assert_eq!(ports(TCP, LISTEN).unwrap(), [22, 8000]);
+        assert_eq!(ports(TCP6, LISTEN).unwrap(), [8000, 65535]);
     }
 
     #[test]
     fn header_only_is_empty() {
-        let mut open = PortSet::new();
-        parse(TCP.lines().next().unwrap(), &mut open).unwrap();
-        parse("", &mut open).unwrap();
-        assert!(open.is_empty());
+        assert!(
+            ports(TCP.lines().next().unwrap(), LISTEN)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(ports("", LISTEN).unwrap().is_empty());
     }
 
     #[test]
     fn malformed_rows_are_errors() {
-        let mut open = PortSet::new();
-        let err = parse("header\n   0: 0100007F\n", &mut open).unwrap_err();
+        let err = ports("header\n   0: 0100007F\n", LISTEN).unwrap_err();
         assert!(err.contains("line 2: too few fields"), "{err}");
-        let err = parse("header\n 0: 0100007F:XYZ 0:0 0A\n", &mut open).unwrap_err();
-        assert!(err.contains("bad local address '0100007F:XYZ'"), "{err}");
+        let err = ports("header\n 0: 0100007F:XYZ 0:0 0A\n", LISTEN).unwrap_err();
+        assert!(err.contains("line 2: bad local address"), "{err}");
+    }
+
+    #[test]
+    fn records_carry_address_uid_and_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tcp"), TCP).unwrap();
+        std::fs::write(dir.path().join("tcp6"), TCP6).unwrap();
+        std::fs::write(
+            dir.path().join("udp"),
+            format!("{}\n   5: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000   101        0 3001 2 0 0\n   6: 0100007F:0036 0100007F:0035 01 00000000:00000000 00:00000000 00000000   101        0 3002 2 0 0\n", TCP.lines().next().unwrap()),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("if_inet6"),
+            "fe800000000000000000000000000001 03 40 20 80    veth0\n00000000000000000000000000000001 01 80 10 80       lo\n",
+        )
+        .unwrap();
+        let tcp6 = TCP6.replace(
+            "00000000000000000000000001000000:FFFF",
+            "000080FE000000000000000001000000:FFFF",
+        );
+        std::fs::write(dir.path().join("tcp6"), tcp6).unwrap();
+        let both = Protocols {
+            tcp: true,
+            udp: true,
+        };
+        let (found, interfaces) = listeners(dir.path(), both).unwrap();
+        let summary: Vec<String> = found
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}/{} {} if{} uid{} ino{}",
+                    l.port,
+                    l.protocol.name(),
+                    l.address,
+                    l.interface,
+                    l.uid,
+                    l.inode
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "8000/tcp 127.0.0.1 if0 uid0 ino1001",
+                "22/tcp 127.0.0.2 if0 uid0 ino1002",
+                "8000/tcp :: if0 uid0 ino2001",
+                "65535/tcp fe80::1 if3 uid0 ino2002",
+                "53/udp 127.0.0.1 if0 uid101 ino3001",
+            ]
+        );
+        assert_eq!(interfaces, [(3, "veth0".to_string())]);
     }
 
     #[test]
     fn reads_a_directory_and_tolerates_missing_tcp6() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("tcp"), TCP).unwrap();
+        std::fs::write(dir.path().join("tcp"), TCP).unwrap();
         let open = listening_ports(dir.path()).unwrap();
         assert_eq!(open.iter().collect::<Vec<_>>(), [22, 8000]);
-        fs::remove_file(dir.path().join("tcp")).unwrap();
+        std::fs::remove_file(dir.path().join("tcp")).unwrap();
         let err = listening_ports(dir.path()).unwrap_err();
         assert!(err.to_string().contains("cannot read"), "{err}");
     }

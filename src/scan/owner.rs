@@ -1,0 +1,390 @@
+//! Which process holds each listener: the socket's inode, found among the
+//! descriptors in `/proc/PID/fd` (links named `socket:[INODE]`).
+//!
+//! The answer for a socket is the lowest pid among the processes that run
+//! as the socket's owner and hold it; when none of those holds it (a
+//! daemon that bound as root and then changed user, a socket passed to
+//! another user), the lowest pid among all processes that hold it. Never a
+//! guess: a socket no readable process holds stays unattributed (pid 0).
+//!
+//! What keeps it cheap (`ss -p` reads every descriptor of every process):
+//! - processes are walked in pid order, first only those whose user owns a
+//!   wanted socket (the kernel reports each socket's uid; `/proc/PID`
+//!   belongs to the process's user), and the walk stops as soon as every
+//!   wanted socket has its answer;
+//! - the other processes are read only for sockets still without a holder
+//!   of their owner's, and only as far as the answer can still change;
+//! - a command name is read once per process that holds a listener.
+//!
+//! Reading another user's descriptors needs root, or CAP_SYS_PTRACE and
+//! CAP_DAC_READ_SEARCH; without them those processes are counted in
+//! [`Processes::denied`] and their sockets may stay unattributed.
+
+use std::{
+    fs,
+    io::{self, ErrorKind},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use super::Listener;
+
+/// The processes found holding listeners.
+#[derive(Debug, Default)]
+pub struct Processes {
+    /// The command name (comm) of each pid that holds a listener, by pid,
+    /// sorted.
+    pub names: Vec<(u32, String)>,
+    /// Listeners no process was found for.
+    pub unattributed: usize,
+    /// Processes whose descriptors could not be read (permission denied).
+    pub denied: usize,
+}
+
+impl Processes {
+    /// Why some listeners have `process=""` and how to fix it, or `None`
+    /// when every listener was attributed.
+    pub fn warning(&self) -> Option<String> {
+        let n = self.unattributed;
+        if n == 0 {
+            return None;
+        }
+        let what = if n == 1 {
+            "1 listener has".to_string()
+        } else {
+            format!("{n} listeners have")
+        };
+        Some(if self.denied > 0 {
+            format!(
+                "warning: {what} process=\"\": the descriptors of {} processes of other users \
+                 could not be read; run as root (or grant CAP_SYS_PTRACE and \
+                 CAP_DAC_READ_SEARCH) to attribute them",
+                self.denied
+            )
+        } else {
+            format!(
+                "warning: {what} process=\"\": no process visible here holds them (a socket of \
+                 the kernel, of a process in another PID namespace or hidden by /proc's hidepid, \
+                 or of one that just exited)"
+            )
+        })
+    }
+}
+
+/// A socket to find, and what the walk learned about it.
+struct Wanted {
+    inode: u32,
+    /// Its place in the listener list.
+    index: usize,
+    /// The lowest pid found holding it that does not run as its owner.
+    other: u32,
+    /// Found in a process of its owner: the answer is final.
+    done: bool,
+}
+
+/// Sets the `pid` of each listener to the process that holds it (see the
+/// module's rule), reading the processes under `proc_root` (`/proc`).
+pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
+    let mut wanted: Vec<Wanted> = listeners
+        .iter()
+        .enumerate()
+        .map(|(index, l)| Wanted {
+            inode: l.inode,
+            index,
+            other: 0,
+            done: false,
+        })
+        .collect();
+    wanted.sort_unstable_by_key(|w| w.inode);
+    let mut owners: Vec<u32> = listeners.iter().map(|l| l.uid).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    let mut processes = Processes::default();
+    let mut left = wanted.len();
+    let mut walk = Walk::new(proc_root);
+
+    // First the processes of the sockets' owners.
+    let mut others = Vec::new();
+    for pid in pids(proc_root) {
+        if left == 0 {
+            break;
+        }
+        let Some(uid) = walk.uid(pid) else { continue };
+        if owners.binary_search(&uid).is_err() {
+            others.push(pid);
+            continue;
+        }
+        walk.sockets(pid, &mut processes, |inode| {
+            if let Some(w) = find(&mut wanted, inode)
+                && !w.done
+            {
+                let listener = &mut listeners[w.index];
+                if listener.uid == uid {
+                    listener.pid = pid;
+                    w.done = true;
+                    left -= 1;
+                } else if w.other == 0 {
+                    w.other = pid;
+                }
+            }
+            left > 0
+        });
+    }
+
+    // Then the others, for sockets no process of their owner holds: the
+    // first holder found in pid order, unless a lower one was seen above.
+    if left > 0 {
+        let mut unheld = wanted.iter().filter(|w| !w.done && w.other == 0).count();
+        let last_seen = wanted
+            .iter()
+            .filter(|w| !w.done)
+            .map(|w| w.other)
+            .max()
+            .unwrap_or(0);
+        for pid in others {
+            if unheld == 0 && pid > last_seen {
+                break;
+            }
+            walk.sockets(pid, &mut processes, |inode| {
+                if let Some(w) = find(&mut wanted, inode)
+                    && !w.done
+                {
+                    if w.other == 0 {
+                        unheld -= 1;
+                    }
+                    if w.other == 0 || pid < w.other {
+                        w.other = pid;
+                    }
+                    w.done = true;
+                }
+                true
+            });
+        }
+        for w in wanted.iter().filter(|w| w.other != 0) {
+            let listener = &mut listeners[w.index];
+            if listener.pid == 0 {
+                listener.pid = w.other;
+            }
+        }
+    }
+
+    // The command names, once per process.
+    let mut pids: Vec<u32> = listeners
+        .iter()
+        .map(|l| l.pid)
+        .filter(|&p| p != 0)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    for pid in pids {
+        if let Some(name) = walk.comm(pid) {
+            processes.names.push((pid, name));
+        }
+    }
+    for listener in listeners.iter_mut() {
+        if listener.pid != 0
+            && processes
+                .names
+                .binary_search_by_key(&listener.pid, |(p, _)| *p)
+                .is_err()
+        {
+            // It exited before its name could be read: not a guess either.
+            listener.pid = 0;
+        }
+    }
+    processes.unattributed = listeners.iter().filter(|l| l.pid == 0).count();
+    processes
+}
+
+/// The wanted socket of `inode`, if any.
+fn find(wanted: &mut [Wanted], inode: u32) -> Option<&mut Wanted> {
+    let i = wanted.binary_search_by_key(&inode, |w| w.inode).ok()?;
+    Some(&mut wanted[i])
+}
+
+/// The pids of the processes under `proc_root`, ascending.
+fn pids(proc_root: &Path) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Reads processes, reusing one path buffer.
+struct Walk {
+    path: PathBuf,
+}
+
+impl Walk {
+    fn new(proc_root: &Path) -> Walk {
+        Walk {
+            path: proc_root.to_path_buf(),
+        }
+    }
+
+    /// `/proc/PID/REST...` in the buffer.
+    fn at(&mut self, pid: u32, rest: &[&str]) -> &Path {
+        self.path.push(pid.to_string());
+        for part in rest {
+            self.path.push(part);
+        }
+        &self.path
+    }
+
+    /// Back to `/proc` after `parts` pushes.
+    fn back(&mut self, parts: usize) {
+        for _ in 0..parts {
+            self.path.pop();
+        }
+    }
+
+    /// The user a process runs as: the owner of its /proc directory.
+    fn uid(&mut self, pid: u32) -> Option<u32> {
+        let uid = fs::metadata(self.at(pid, &[])).ok().map(|m| m.uid());
+        self.back(1);
+        uid
+    }
+
+    /// Calls `each` with the inode of each socket process `pid` holds, in
+    /// descriptor order, until it returns false. A process that exited is
+    /// skipped; one whose descriptors may not be read is counted.
+    fn sockets(&mut self, pid: u32, processes: &mut Processes, mut each: impl FnMut(u32) -> bool) {
+        let entries = match fs::read_dir(self.at(pid, &["fd"])) {
+            Ok(entries) => entries,
+            Err(err) => {
+                if is_denied(&err) {
+                    processes.denied += 1;
+                }
+                self.back(2);
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            self.path.push(entry.file_name());
+            let link = fs::read_link(&self.path);
+            self.path.pop();
+            let Ok(link) = link else { continue };
+            let Some(inode) = link
+                .to_str()
+                .and_then(|l| l.strip_prefix("socket:["))
+                .and_then(|l| l.strip_suffix(']'))
+                .and_then(|l| l.parse().ok())
+            else {
+                continue;
+            };
+            if !each(inode) {
+                break;
+            }
+        }
+        self.back(2);
+    }
+
+    /// The command name of process `pid`, or `None` if it exited.
+    fn comm(&mut self, pid: u32) -> Option<String> {
+        let bytes = fs::read(self.at(pid, &["comm"])).ok();
+        self.back(2);
+        let bytes = bytes?;
+        let name = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        Some(String::from_utf8_lossy(name).into_owned())
+    }
+}
+
+/// Whether an error means the reader lacks the privilege.
+fn is_denied(err: &io::Error) -> bool {
+    err.kind() == ErrorKind::PermissionDenied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::Protocol;
+    use std::{net::IpAddr, os::unix::fs::symlink};
+
+    fn listener(inode: u32, uid: u32) -> Listener {
+        Listener {
+            protocol: Protocol::Tcp,
+            address: IpAddr::from([0, 0, 0, 0]),
+            interface: 0,
+            port: 1,
+            uid,
+            inode,
+            pid: 0,
+        }
+    }
+
+    /// A fake /proc: each process with its sockets and name. The owner of
+    /// each directory is ours, so the uid rule is tested with our uid.
+    fn fake_proc(procs: &[(u32, &[u32], &str)]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        for (pid, sockets, name) in procs {
+            let dir = root.path().join(pid.to_string());
+            fs::create_dir_all(dir.join("fd")).unwrap();
+            fs::write(dir.join("comm"), format!("{name}\n")).unwrap();
+            symlink("/dev/null", dir.join("fd/0")).unwrap();
+            symlink("pipe:[5]", dir.join("fd/1")).unwrap();
+            for (fd, inode) in sockets.iter().enumerate() {
+                symlink(
+                    format!("socket:[{inode}]"),
+                    dir.join(format!("fd/{}", fd + 3)),
+                )
+                .unwrap();
+            }
+        }
+        fs::create_dir(root.path().join("self")).unwrap();
+        root
+    }
+
+    fn me() -> u32 {
+        fs::metadata("/proc/self").unwrap().uid()
+    }
+
+    #[test]
+    fn lowest_pid_of_the_owner_and_never_a_guess() {
+        let root = fake_proc(&[
+            (300, &[11, 12], "worker"),
+            (20, &[11], "master"),
+            (7, &[99], "other"),
+        ]);
+        let uid = me();
+        let mut listeners = [listener(11, uid), listener(12, uid), listener(13, uid)];
+        let processes = attribute(&mut listeners, root.path());
+        assert_eq!(listeners.map(|l| l.pid), [20, 300, 0]);
+        assert_eq!(
+            processes.names,
+            [(20, "master".to_string()), (300, "worker".to_string())]
+        );
+        assert_eq!(processes.unattributed, 1);
+        assert!(processes.warning().unwrap().contains("1 listener has"));
+    }
+
+    #[test]
+    fn a_socket_of_another_owner_gets_the_lowest_holder() {
+        // The processes run as us; the sockets belong to another user, as
+        // when a daemon binds as root and then changes user.
+        let root = fake_proc(&[(50, &[21], "late"), (40, &[21, 22], "early")]);
+        let other = me().wrapping_add(1);
+        let mut listeners = [listener(21, other), listener(22, other)];
+        let processes = attribute(&mut listeners, root.path());
+        assert_eq!(listeners.map(|l| l.pid), [40, 40]);
+        assert_eq!(processes.unattributed, 0);
+        assert!(processes.warning().is_none());
+    }
+
+    #[test]
+    fn finds_our_own_socket_in_the_real_proc() {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let mut found = crate::scan::netlink::listeners(crate::scan::Protocols::TCP).unwrap();
+        found.retain(|l| l.port == port);
+        assert_eq!(found.len(), 1);
+        let processes = attribute(&mut found, Path::new("/proc"));
+        assert_eq!(found[0].pid, std::process::id());
+        let comm = fs::read_to_string("/proc/self/comm").unwrap();
+        assert_eq!(processes.names[0].1, comm.trim_end());
+    }
+}
