@@ -9,6 +9,8 @@ mod util;
 
 /// --generate rules: promtool checks and unit-tests the alerting rules.
 mod alerts;
+/// Exact under churn: stable listeners in churning hash buckets.
+mod churn;
 /// Usage errors, --help, --version, exit codes.
 mod cli;
 /// man/ and completions/ are exactly what --generate prints.
@@ -30,6 +32,7 @@ fn main() -> std::process::ExitCode {
     util::harness::main(&[
         serve::TESTS,
         webconfig::TESTS,
+        churn::TESTS,
         namespace::TESTS,
         peers::TESTS,
         textfile::TESTS,
