@@ -37,6 +37,21 @@ fn bad_input_exits_2_with_one_line_naming_it_and_writes_nothing() {
         (&["--ports", "22", "--exclude", "1-100"], "--exclude"),
         (&["--frobnicate"], "'--frobnicate'"),
         (&["--generate", "troff"], "'troff'"),
+        (&["--protocol", "icmp"], "'icmp'"),
+        (&["--labels", "pid"], "'pid'"),
+        (&["--format", "yaml"], "'yaml'"),
+        (&["--method", "bind", "--protocol", "udp"], "TCP ports only"),
+        (
+            &["--method", "bind", "--labels", "process"],
+            "--labels process",
+        ),
+        (&["--method", "bind", "--format", "json"], "--format json"),
+        (&["--format", "table"], "--output writes"),
+        (&["--format", "json", "--serve", "127.0.0.1:0"], "--serve"),
+        (
+            &["--format", "table", "--ports", "22", "--include-closed"],
+            "--format table",
+        ),
     ];
     for (args, named) in cases {
         let output = run(args

@@ -15,6 +15,8 @@ mod churn;
 mod cli;
 /// man/ and completions/ are exactly what --generate prints.
 mod generated;
+/// Who listens and where: labels, table and JSON against `ss -Htulnpe`.
+mod labels;
 /// Exact listener sets inside fresh network namespaces, for every method.
 mod namespace;
 /// promtool and node_exporter read what we write.
@@ -28,11 +30,16 @@ mod textfile;
 mod webconfig;
 
 fn main() -> std::process::ExitCode {
+    // The roles the labels test runs this binary in.
+    if let Some(code) = labels::role() {
+        return code;
+    }
     // The slowest modules first, so that they overlap with the rest.
     util::harness::main(&[
         serve::TESTS,
         webconfig::TESTS,
         churn::TESTS,
+        labels::TESTS,
         namespace::TESTS,
         peers::TESTS,
         textfile::TESTS,

@@ -35,6 +35,21 @@ fn promtool_accepts_every_output_without_a_lint() {
             &["--method", "bind", "--ports", "1-3000"],
             &["--ports", "1-100,8000-9000", "--include-closed"],
             &["--ports", "65535", "--include-closed"],
+            &[
+                "--protocol",
+                "tcp,udp",
+                "--labels",
+                "address,scope,user,process",
+            ],
+            &[
+                "--protocol",
+                "udp",
+                "--labels",
+                "address",
+                "--ports",
+                "1-100",
+                "--include-closed",
+            ],
         ] {
             let text = stdout_of(&run(args));
             util::assert_promtool_clean(&text, &format!("{args:?}"));
@@ -60,24 +75,57 @@ pub fn wait_for_listener(addr: &str, child: &mut ChildGuard, what: &str) {
 }
 
 fn node_exporter_reads_the_file_as_another_user() {
+    node_exporter_reads(&[]);
+    // Every label, UDP too: one sample per listener here.
+    node_exporter_reads(&[
+        "--protocol",
+        "tcp,udp",
+        "--labels",
+        "protocol,address,scope,user,process",
+    ]);
+}
+
+/// node_exporter exports the file written with `args` as it is.
+fn node_exporter_reads(args: &[&str]) {
     in_netns(|| {
         let _listeners: Vec<TcpListener> = ["127.0.0.1:0", "[::]:0", "0.0.0.0:0"]
             .iter()
             .map(|a| TcpListener::bind(a).unwrap())
             .collect();
+        let _udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let dir = util::open_tempdir();
         let target = dir.path().join("open_ports.prom");
         let expected = ss_listeners();
         // umask 077 must not matter: node_exporter runs as `prometheus`.
         let status = Command::new("sh")
-            .args(["-c", "umask 077 && exec \"$0\" --output \"$1\""])
+            .args(["-c", "umask 077 && exec \"$0\" --output \"$@\""])
             .arg(util::bin::path())
             .arg(&target)
+            .args(args)
             .status()
             .unwrap();
         assert!(status.success());
         let written = std::fs::read_to_string(&target).unwrap();
-        assert_eq!(open_ports(&written), expected);
+        let samples = written
+            .lines()
+            .filter(|l| l.starts_with("instance_open_ports{"))
+            .count();
+        if args.is_empty() {
+            assert_eq!(open_ports(&written), expected);
+        } else {
+            // Three TCP listeners on three ports, one UDP socket.
+            assert_eq!(samples, 4, "{written}");
+            // All held by this test process, whose command name is the
+            // start of the test binary's.
+            assert!(
+                written
+                    .lines()
+                    .filter(|l| l.starts_with("instance_open_ports{"))
+                    .all(|l| l.contains(",process=\"integration-")),
+                "{written}"
+            );
+            assert!(written.contains("\nport_exporter_unattributed_listeners 0\n"));
+        }
 
         let addr = "127.0.0.1:9100";
         let mut child = ChildGuard(
@@ -105,22 +153,41 @@ fn node_exporter_reads_the_file_as_another_user() {
             target.display()
         );
         assert!(body.contains(&mtime), "no {mtime} in:\n{body}");
-        let ours: Vec<&str> = body
-            .lines()
-            .filter(|l| l.starts_with("instance_open_ports{"))
-            .collect();
-        let written: Vec<&str> = written
-            .lines()
-            .filter(|l| l.starts_with("instance_open_ports{"))
-            .collect();
+        // node_exporter writes the labels of a sample in name order, and
+        // sorts the samples by them: compare the series, not the text.
+        let ours = canonical_samples(&body);
+        let written = canonical_samples(&written);
         assert_eq!(
             ours, written,
             "node_exporter exported other series than the file holds"
         );
-        assert_eq!(ours.len(), expected.len());
+        assert_eq!(ours.len(), samples);
         assert!(
             body.contains("port_exporter_build_info{method=\"netlink\""),
             "{body}"
         );
     });
+}
+
+/// The instance_open_ports samples of `text` with their labels in name
+/// order, sorted.
+fn canonical_samples(text: &str) -> Vec<String> {
+    let mut samples: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("instance_open_ports{"))
+        .map(|line| {
+            let (labels, value) = line
+                .strip_prefix("instance_open_ports{")
+                .and_then(|rest| rest.rsplit_once("} "))
+                .expect(line);
+            let mut pairs: Vec<&str> = labels.split("\",").collect();
+            for pair in &mut pairs {
+                *pair = pair.trim_end_matches('"');
+            }
+            pairs.sort_unstable();
+            format!("{{{}}} {value}", pairs.join(","))
+        })
+        .collect();
+    samples.sort();
+    samples
 }

@@ -1,0 +1,590 @@
+//! Who listens, and where: --protocol, --labels and --format against
+//! `ss -Htulnpe`, in network and PID namespaces of the test's own, with
+//! processes of known names run by two users.
+//!
+//! The test re-runs this test binary in roles (see [`role`]): a *scenario*
+//! as PID 1 of a fresh network and PID namespace (`unshare -n -p -f
+//! --mount-proc`), so that `/proc` holds only the processes it starts, and
+//! *holders* that name themselves (prctl PR_SET_NAME), become `nobody` if
+//! asked, open the sockets they are told to and wait. The scenario then
+//! compares every view of port_exporter with what `ss` says.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, SocketAddrV6, TcpStream},
+    process::{Child, Command, ExitCode, Stdio},
+};
+
+use socket2::{Domain, Socket, Type};
+
+use crate::util::{self, Bin, Netns, PROMTOOL, SETPRIV, UNSHARE, stdout_of, tests};
+
+tests![(
+    every_view_matches_ss_for_both_users_and_methods,
+    Netns,
+    UNSHARE,
+    SETPRIV,
+    PROMTOOL
+)];
+
+/// The variable that gives this binary a role other than running tests.
+const ROLE: &str = "PORT_EXPORTER_TEST_ROLE";
+
+/// Runs the role this process was started for, if any.
+pub fn role() -> Option<ExitCode> {
+    match std::env::var(ROLE).ok()?.as_str() {
+        "scenario" => {
+            scenario();
+            Some(ExitCode::SUCCESS)
+        }
+        "holder" => {
+            holder();
+            Some(ExitCode::SUCCESS)
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn every_view_matches_ss_for_both_users_and_methods() {
+    let out = Command::new("unshare")
+        .args(["--net", "--pid", "--fork", "--mount-proc"])
+        .arg(std::env::current_exe().unwrap())
+        .env(ROLE, "scenario")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the scenario failed:\n{said}");
+    assert!(said.contains("scenario: all views agree"), "{said}");
+}
+
+/// Runs `cmd ARGS`, which must succeed.
+#[track_caller]
+fn sh(cmd: &str, args: &[&str]) {
+    let status = Command::new(cmd).args(args).status().unwrap();
+    assert!(status.success(), "{cmd} {args:?} failed");
+}
+
+/// A holder: its name, its user, and the ports of what it opened.
+struct Holder {
+    child: Child,
+    /// `kind port` per socket, in spec order.
+    opened: Vec<(String, u16)>,
+}
+
+/// The directory of [`shared_exe`], removed at the end of the scenario.
+static SHARED_EXE: std::sync::Mutex<Option<tempfile::TempDir>> = std::sync::Mutex::new(None);
+
+/// A copy of this binary that `nobody` may run, made on first use: a
+/// holder runs as nobody from its start (through setpriv), as a daemon
+/// started as nobody does; one that changed user itself would be
+/// non-dumpable, and its /proc entries root's.
+fn shared_exe() -> std::path::PathBuf {
+    let mut copy = SHARED_EXE.lock().unwrap();
+    let dir = copy.get_or_insert_with(|| {
+        let dir = util::open_tempdir();
+        sh(
+            "cp",
+            &[
+                std::env::current_exe().unwrap().to_str().unwrap(),
+                dir.path().join("holder").to_str().unwrap(),
+            ],
+        );
+        dir
+    });
+    dir.path().join("holder")
+}
+
+/// Starts a holder named `name`, as `nobody` if `nobody`, opening `spec`
+/// (sockets separated by `;`, see [`open`]).
+fn start_holder(name: &str, nobody: bool, spec: &str) -> Holder {
+    let mut command = if nobody {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(shared_exe());
+        command
+    } else {
+        Command::new(std::env::current_exe().unwrap())
+    };
+    let mut child = command
+        .env(ROLE, "holder")
+        .env("HOLD_NAME", name)
+        .env("HOLD_SPEC", spec)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut opened = Vec::new();
+    loop {
+        let line = lines.next().expect("the holder said nothing").unwrap();
+        if line == "ready" {
+            break;
+        }
+        let (kind, port) = line.split_once(' ').unwrap();
+        opened.push((kind.to_string(), port.parse().unwrap()));
+    }
+    Holder { child, opened }
+}
+
+/// The holder role: name itself, open the sockets of HOLD_SPEC, say their ports, share one with a worker if asked,
+/// and wait for stdin to close.
+fn holder() {
+    let name = std::env::var("HOLD_NAME").unwrap();
+    set_name(&name);
+    let spec = std::env::var("HOLD_SPEC").unwrap();
+    let mut kept = Vec::new();
+    let mut out = std::io::stdout().lock();
+    let mut worker = None;
+    for item in spec.split(';').filter(|s| !s.is_empty()) {
+        let (kind, socket, port) = open(item);
+        writeln!(out, "{kind} {port}").unwrap();
+        if item.contains(" share") {
+            // A worker that inherits this listener, as prefork servers do.
+            socket.set_cloexec(false).unwrap();
+            worker = Some(
+                Command::new(std::env::current_exe().unwrap())
+                    .env(ROLE, "holder")
+                    .env("HOLD_NAME", format!("{name}-w"))
+                    .env("HOLD_SPEC", "")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            );
+            let mut ready = String::new();
+            BufReader::new(worker.as_mut().unwrap().stdout.take().unwrap())
+                .read_line(&mut ready)
+                .unwrap();
+            assert_eq!(ready, "ready\n");
+        }
+        kept.push(socket);
+    }
+    writeln!(out, "ready").unwrap();
+    out.flush().unwrap();
+    drop(out);
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    drop((kept, worker));
+}
+
+/// Sets this process's command name (comm).
+fn set_name(name: &str) {
+    let name = std::ffi::CString::new(name).unwrap();
+    #[allow(unsafe_code)]
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes
+    // (longer ones are cut); `name` lives across the call.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    assert_eq!(rc, 0, "prctl(PR_SET_NAME)");
+}
+
+/// Opens one socket of a spec item `KIND ADDRESS PORT [FLAGS]`, where KIND
+/// is tcp (listening), udp (bound), tcp-bound (bound, not listening),
+/// udp-connected or tcp-connection (a client connected to PORT), and FLAGS
+/// are v6only, dual, reuseport, dev=IFACE, share. Returns the kind, the
+/// socket and its port.
+fn open(item: &str) -> (String, Socket, u16) {
+    let words: Vec<&str> = item.split_whitespace().collect();
+    let (kind, address, port) = (words[0], words[1], words[2]);
+    let flags = &words[3..];
+    let port: u16 = port.parse().unwrap();
+    let addr: SocketAddr = match address.split_once('%') {
+        Some((ip, iface)) => SocketAddr::V6(SocketAddrV6::new(
+            ip.parse().unwrap(),
+            port,
+            0,
+            nix::net::if_::if_nametoindex(iface).unwrap(),
+        )),
+        None => SocketAddr::new(address.parse().unwrap(), port),
+    };
+    let udp = kind.starts_with("udp");
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        if udp { Type::DGRAM } else { Type::STREAM },
+        None,
+    )
+    .unwrap();
+    for flag in flags {
+        match *flag {
+            "v6only" => socket.set_only_v6(true).unwrap(),
+            "dual" => socket.set_only_v6(false).unwrap(),
+            "reuseport" => socket.set_reuse_port(true).unwrap(),
+            "share" => {}
+            dev if dev.starts_with("dev=") => {
+                socket.bind_device(Some(&dev.as_bytes()[4..])).unwrap()
+            }
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    match kind {
+        "tcp-connection" => {
+            let client = TcpStream::connect(addr).unwrap();
+            let local = client.local_addr().unwrap().port();
+            return ("tcp-connection".into(), Socket::from(client), local);
+        }
+        "udp-connected" => {
+            socket.bind(&SocketAddr::new(addr.ip(), 0).into()).unwrap();
+            socket.connect(&addr.into()).unwrap();
+        }
+        _ => {
+            socket.bind(&addr.into()).unwrap();
+            if kind == "tcp" {
+                socket.listen(16).unwrap();
+            }
+        }
+    }
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (kind.to_string(), socket, port)
+}
+
+/// One listener as the oracle or port_exporter sees it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Row {
+    protocol: String,
+    port: u16,
+    address: String,
+    uid: u32,
+    process: Option<String>,
+}
+
+/// The listeners `ss -Htulnpe` lists, with the name of the lowest pid
+/// holding each.
+fn oracle() -> Vec<Row> {
+    let mut rows: Vec<Row> = util::ss(&["-tulnpe"])
+        .iter()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (address, port) = fields[4].rsplit_once(':').unwrap();
+            let address = match address {
+                "*" => "::".to_string(),
+                a => a.replace(['[', ']'], ""),
+            };
+            let uid = fields
+                .iter()
+                .find_map(|f| f.strip_prefix("uid:"))
+                .map_or(0, |u| u.parse().unwrap());
+            let process = fields
+                .iter()
+                .find_map(|f| f.strip_prefix("users:(("))
+                .map(|users| {
+                    users
+                        .split("),(")
+                        .map(|user| {
+                            let name = user.split('"').nth(1).unwrap().to_string();
+                            let pid: u32 = user
+                                .split("pid=")
+                                .nth(1)
+                                .unwrap()
+                                .split(',')
+                                .next()
+                                .unwrap()
+                                .parse()
+                                .unwrap();
+                            (pid, name)
+                        })
+                        .min()
+                        .unwrap()
+                        .1
+                });
+            Row {
+                protocol: fields[0].to_string(),
+                port: port.parse().unwrap(),
+                address,
+                uid,
+                process,
+            }
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The rows of port_exporter's JSON, and each row's scope and user.
+fn json_rows(json: &str) -> (Vec<Row>, BTreeMap<String, String>, BTreeMap<u32, String>) {
+    let mut rows = Vec::new();
+    let mut scopes = BTreeMap::new();
+    let mut users = BTreeMap::new();
+    for line in json.lines().filter(|l| l.starts_with('{')) {
+        let field = |key: &str| -> String {
+            let rest = line.split(&format!("\"{key}\":")).nth(1).unwrap();
+            if let Some(text) = rest.strip_prefix('"') {
+                text.split('"').next().unwrap().to_string()
+            } else {
+                rest.split([',', '}']).next().unwrap().to_string()
+            }
+        };
+        let process = field("process");
+        let row = Row {
+            protocol: field("protocol"),
+            port: field("port").parse().unwrap(),
+            address: field("address"),
+            uid: field("uid").parse().unwrap(),
+            process: (process != "null").then_some(process),
+        };
+        assert_eq!(
+            field("pid") == "null",
+            row.process.is_none(),
+            "pid and process disagree: {line}"
+        );
+        scopes.insert(row.address.clone(), field("scope"));
+        users.insert(row.uid, field("user"));
+        rows.push(row);
+    }
+    rows.sort();
+    (rows, scopes, users)
+}
+
+/// The scenario, as PID 1 of fresh network and PID namespaces.
+fn scenario() {
+    sh("ip", &["link", "set", "lo", "up"]);
+    sh(
+        "ip",
+        &[
+            "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+        ],
+    );
+    sh("ip", &["link", "set", "veth0", "up"]);
+    sh("ip", &["link", "set", "veth1", "up"]);
+    sh("ip", &["addr", "add", "198.51.100.7/24", "dev", "veth0"]);
+    sh(
+        "ip",
+        &["addr", "add", "fe80::1/64", "dev", "veth0", "nodad"],
+    );
+    sh(
+        "ip",
+        &["addr", "add", "2001:db8::7/64", "dev", "veth0", "nodad"],
+    );
+
+    let web = start_holder(
+        "web-root",
+        false,
+        "tcp 0.0.0.0 0;tcp :: 0 dual;tcp :: 0 v6only;tcp 127.0.0.1 0;tcp 127.0.0.2 0;\
+         tcp ::1 0;tcp 198.51.100.7 0;tcp 2001:db8::7 0;tcp fe80::1%veth0 0;\
+         udp 0.0.0.0 0;udp :: 0 v6only;udp 127.0.0.1 0;udp ::1 0;\
+         tcp 0.0.0.0 0 dev=veth0;tcp-bound 127.0.0.1 0;tcp 127.0.0.1 0 share",
+    );
+    let server = web.opened[3].1;
+    let dns = start_holder(
+        "dns-nobody",
+        true,
+        &format!(
+            "udp 127.0.0.53 5353;tcp 127.0.0.53 5353;udp 0.0.0.0 0;udp-connected 127.0.0.1 {};\
+             tcp-connection 127.0.0.1 {server}",
+            web.opened[11].1
+        ),
+    );
+    // A SO_REUSEPORT group across two processes of two names, both root.
+    let a = start_holder("group-a", false, "tcp 127.0.0.9 0 reuseport");
+    let b = start_holder(
+        "group-b",
+        false,
+        &format!("tcp 127.0.0.9 {} reuseport", a.opened[0].1),
+    );
+    // What must not count.
+    let bound_only = web.opened[14].1;
+    let connected = dns.opened[3].1;
+    let client = dns.opened[4].1;
+
+    let expected = oracle();
+    for port in [bound_only, connected, client] {
+        assert!(
+            expected.iter().all(|r| r.port != port),
+            "ss lists a port that must not count: {port}"
+        );
+    }
+    assert!(
+        !expected
+            .iter()
+            .any(|r| r.process.as_deref() == Some("web-root-w")),
+        "the shared listener's lowest pid is the master"
+    );
+    assert!(expected.len() >= 20, "{expected:#?}");
+    let both = ["--protocol", "tcp,udp"];
+
+    for method in ["netlink", "procfs"] {
+        let json = stdout_of(
+            &Bin::new()
+                .args(both)
+                .args(["--format", "json", "--method", method])
+                .output(),
+        );
+        let (rows, scopes, users) = json_rows(&json);
+        let wanted: Vec<Row> = if method == "procfs" {
+            // procfs cannot see a device binding (netlink can).
+            let mut w: Vec<Row> = expected
+                .iter()
+                .cloned()
+                .map(|mut r| {
+                    if r.address == "0.0.0.0%veth0" {
+                        r.address = "0.0.0.0".into();
+                    }
+                    r
+                })
+                .collect();
+            w.sort();
+            w
+        } else {
+            expected.clone()
+        };
+        assert_eq!(rows, wanted, "{method}: JSON vs ss");
+        for (address, scope) in [
+            ("0.0.0.0", "any"),
+            ("::", "any"),
+            ("127.0.0.2", "loopback"),
+            ("::1", "loopback"),
+            ("198.51.100.7", "specific"),
+            ("2001:db8::7", "specific"),
+            ("fe80::1%veth0", "link-local"),
+        ] {
+            assert_eq!(
+                scopes.get(address).map(String::as_str),
+                Some(scope),
+                "{address}"
+            );
+        }
+        assert_eq!(users.get(&0).map(String::as_str), Some("root"));
+        assert_eq!(users.get(&65534).map(String::as_str), Some("nobody"));
+
+        // The exposition: one sample per distinct label combination, the
+        // same listeners as the JSON.
+        let all = "protocol,address,scope,user,process";
+        let text = stdout_of(
+            &Bin::new()
+                .args(both)
+                .args(["--labels", all, "--method", method])
+                .output(),
+        );
+        util::assert_promtool_clean(&text, &format!("{method} --labels {all}"));
+        let mut samples: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("instance_open_ports{"))
+            .map(str::to_string)
+            .collect();
+        let mut from_rows: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "instance_open_ports{{port=\"{}\",protocol=\"{}\",address=\"{}\",scope=\"{}\",user=\"{}\",process=\"{}\"}} 1",
+                    r.port,
+                    r.protocol,
+                    r.address,
+                    scopes[&r.address],
+                    users[&r.uid],
+                    r.process.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        from_rows.dedup();
+        let mut sorted = samples.clone();
+        sorted.sort_by_key(|l| port_of_sample(l));
+        assert_eq!(samples, sorted, "{method}: samples not sorted by port");
+        samples.sort();
+        from_rows.sort();
+        from_rows.dedup();
+        assert_eq!(samples, from_rows, "{method}: exposition vs JSON");
+        assert!(
+            text.contains("\nport_exporter_unattributed_listeners 0\n"),
+            "{method}: {text}"
+        );
+
+        // Protocol alone: one sample per port and protocol.
+        let text = stdout_of(&Bin::new().args(both).args(["--method", method]).output());
+        let mut pairs: Vec<(u16, String)> =
+            rows.iter().map(|r| (r.port, r.protocol.clone())).collect();
+        pairs.sort();
+        pairs.dedup();
+        let lines: Vec<String> = pairs
+            .iter()
+            .map(|(p, proto)| format!("instance_open_ports{{port=\"{p}\",protocol=\"{proto}\"}} 1"))
+            .collect();
+        assert_eq!(
+            util::port_lines(&text),
+            lines,
+            "{method}: --protocol tcp,udp"
+        );
+    }
+
+    // As nobody: the same listeners; process only for nobody's own
+    // sockets, never a wrong name.
+    let json = stdout_of(
+        &Bin::new()
+            .nobody()
+            .args(both)
+            .args(["--format", "json"])
+            .output(),
+    );
+    let (rows, _, _) = json_rows(&json);
+    let wanted: Vec<Row> = expected
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            if r.uid != 65534 {
+                r.process = None;
+            }
+            r
+        })
+        .collect();
+    assert_eq!(rows, wanted, "as nobody: JSON vs ss");
+    let out = Bin::new().nobody().args(["--labels", "process"]).output();
+    let text = stdout_of(&out);
+    let stderr = util::stderr_of(&out);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("process=\"\"") && stderr.contains("run as root"),
+        "{stderr}"
+    );
+    let unattributed = wanted
+        .iter()
+        .filter(|r| r.protocol == "tcp" && r.process.is_none())
+        .count();
+    assert_eq!(
+        util::value_of(&text, "port_exporter_unattributed_listeners"),
+        unattributed as f64
+    );
+
+    // The table: a heading and one aligned row per listener.
+    let table = stdout_of(&Bin::new().args(both).args(["--format", "table"]).output());
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("PROTOCOL") && lines[0].ends_with("PID"),
+        "{table}"
+    );
+    assert_eq!(lines.len(), expected.len() + 1, "{table}");
+    let column = lines[0].find("ADDRESS").unwrap();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.as_bytes()[column - 1] == b' ' && l.as_bytes()[column] != b' '),
+        "{table}"
+    );
+
+    drop((web, dns, a, b));
+    util::bin::remove_shared_bin();
+    drop(SHARED_EXE.lock().unwrap().take());
+    eprintln!("scenario: all views agree ({} listeners)", expected.len());
+}
+
+/// The port of a sample line.
+fn port_of_sample(line: &str) -> u16 {
+    line.split("port=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
