@@ -191,3 +191,36 @@ pub fn peak_rss_kib(program: &Path, args: &[&str]) -> f64 {
 pub fn rss_floor_kib() -> f64 {
     peak_rss_kib(&tool("true"), &[])
 }
+
+/// Timings of two commands from one interleaved series.
+pub struct Pair {
+    pub a: Samples,
+    pub b: Samples,
+    /// a/b within each round.
+    pub per_round: Samples,
+}
+
+/// Times `a` and `b` in `runs` rounds (after two untimed ones), the order
+/// inside a round alternating, as [`series`] does for three.
+pub fn pair(a: (&Path, &[&str]), b: (&Path, &[&str]), runs: usize) -> Pair {
+    for _ in 0..2 {
+        time_run(a.0, a.1);
+        time_run(b.0, b.1);
+    }
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for round in 0..runs {
+        if round % 2 == 0 {
+            ta.push(time_run(a.0, a.1));
+            tb.push(time_run(b.0, b.1));
+        } else {
+            tb.push(time_run(b.0, b.1));
+            ta.push(time_run(a.0, a.1));
+        }
+    }
+    let per_round = ta.iter().zip(&tb).map(|(x, y)| x / y).collect();
+    Pair {
+        a: Samples::new(ta),
+        b: Samples::new(tb),
+        per_round: Samples::new(per_round),
+    }
+}

@@ -12,6 +12,9 @@
 //! | `bind`    | `scan::bind::scan(&PortSet::all(), Some(2))`       | ≤ 300 ms        |
 //! | `rss`     | peak RSS of one one-shot run                       | ≤ 5 MiB (worst) |
 //! | `procfs`  | `scan::procfs::listening_ports()`, idle and at 20k | context only    |
+//! | `process` | `--labels process`, 1,000 processes × 100 fds, vs `ss -Htlnp` | ≤ 0.5 × ss |
+//! | `rss60k`  | peak RSS with 60,000 listeners, no labels / every label | ≤ 5 / ≤ 8 MiB |
+//! | `churn`   | netlink scan (second dump when split) vs one dump | context only |
 //!
 //! `cargo bench --bench scan -- oneshot` runs one section alone (any
 //! argument that is a part of a section name selects it; arguments starting
@@ -40,6 +43,7 @@
 //! and only ports this benchmark opened itself.
 
 mod holders;
+mod listeners;
 mod oneshot;
 mod stats;
 #[path = "../util/mod.rs"]
@@ -61,7 +65,9 @@ use holders::{HOLDER_ENV, Holders};
 use stats::{Report, Samples, kib, ratio, secs, time_calls};
 
 /// The sections, in the order their idle figures are taken.
-const SECTIONS: [&str; 5] = ["netlink", "procfs", "oneshot", "rss", "bind"];
+const SECTIONS: [&str; 8] = [
+    "netlink", "procfs", "oneshot", "rss", "bind", "process", "rss60k", "churn",
+];
 
 /// Established loopback connections for the loaded figures.
 const CONNECTIONS: usize = 20_000;
@@ -94,6 +100,9 @@ const RSS_TARGET_KIB: f64 = 5.0 * 1024.0;
 
 /// Dispatches between the holder role and the benchmark itself.
 fn main() {
+    if listeners::helper() {
+        return;
+    }
     if let Some(count) = env::var_os(HOLDER_ENV) {
         let count = count
             .to_str()
@@ -124,7 +133,7 @@ fn main() {
 
 /// Takes the idle figures of every wanted section, then the loaded ones.
 fn run(wants: &dyn Fn(&str) -> bool) {
-    let binary = (wants("oneshot") || wants("rss")).then(util::bin::path);
+    let binary = (wants("oneshot") || wants("rss") || wants("process")).then(util::bin::path);
     print_environment(binary.as_deref());
     let mut report = Report::default();
     report.header();
@@ -144,6 +153,15 @@ fn run(wants: &dyn Fn(&str) -> bool) {
     }
     if wants("bind") {
         time_bind(&mut report);
+    }
+    if let (true, Some(binary)) = (wants("process"), &binary) {
+        listeners::process(&mut report, binary);
+    }
+    if let (true, Some(binary)) = (wants("rss60k"), &binary) {
+        listeners::rss(&mut report, binary);
+    }
+    if wants("churn") {
+        listeners::churn(&mut report);
     }
 
     if wants("netlink") || wants("procfs") || wants("oneshot") || wants("bind") {
