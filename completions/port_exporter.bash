@@ -23,7 +23,7 @@ _port_exporter() {
 
     case "${cmd}" in
         port_exporter)
-            opts="-o -p -x -m -j -v -h -V --output --serve --web-config-file --web.config.file --ports --exclude --include-closed --method --threads --verbose --generate --help --version"
+            opts="-o -p -x -m -j -v -h -V --output --serve --web-config-file --web.config.file --ports --exclude --include-closed --protocol --labels --format --method --threads --verbose --generate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -63,6 +63,18 @@ _port_exporter() {
                     ;;
                 -x)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protocol)
+                    COMPREPLY=($(compgen -W "tcp udp" -- "${cur}"))
+                    return 0
+                    ;;
+                --labels)
+                    COMPREPLY=($(compgen -W "protocol address scope user process" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "prometheus table json" -- "${cur}"))
                     return 0
                     ;;
                 --method)
