@@ -11,78 +11,103 @@ use std::fmt;
 /// Number of 64-bit words needed for one bit per 16-bit port.
 const WORDS: usize = 65536 / 64;
 
-/// A set of TCP ports, iterated in ascending order.
-#[derive(Clone, PartialEq, Eq)]
+/// A set of ports, iterated in ascending order. An empty set holds no
+/// bitmap until a port is added: a run makes several sets that stay empty
+/// (UDP when only TCP is scanned, skipped ports when not binding), and each
+/// bitmap would cost two fresh pages to clear.
+#[derive(Clone)]
 pub struct PortSet {
-    bits: Box<[u64; WORDS]>,
+    bits: Option<Box<[u64; WORDS]>>,
 }
 
 impl PortSet {
     /// The empty set.
     pub fn new() -> PortSet {
-        PortSet {
-            bits: Box::new([0; WORDS]),
-        }
+        PortSet { bits: None }
     }
 
     /// Every valid port, 1 through 65535.
     pub fn all() -> PortSet {
         let mut set = PortSet {
-            bits: Box::new([u64::MAX; WORDS]),
+            bits: Some(Box::new([u64::MAX; WORDS])),
         };
         set.remove(0);
         set
     }
 
+    /// The bitmap, made (empty) if there is none yet.
+    fn bits_mut(&mut self) -> &mut [u64; WORDS] {
+        self.bits.get_or_insert_with(|| Box::new([0; WORDS]))
+    }
+
+    /// The words of the bitmap; none for a set that never held a port.
+    fn words(&self) -> &[u64] {
+        self.bits.as_deref().map_or(&[], |bits| &bits[..])
+    }
+
     /// Adds `port`.
     pub fn insert(&mut self, port: u16) {
-        self.bits[usize::from(port) / 64] |= 1 << (port % 64);
+        self.bits_mut()[usize::from(port) / 64] |= 1 << (port % 64);
     }
 
     /// Removes `port`.
     pub fn remove(&mut self, port: u16) {
-        self.bits[usize::from(port) / 64] &= !(1 << (port % 64));
+        if let Some(bits) = &mut self.bits {
+            bits[usize::from(port) / 64] &= !(1 << (port % 64));
+        }
     }
 
     /// Whether `port` is in the set.
     pub fn contains(&self, port: u16) -> bool {
-        self.bits[usize::from(port) / 64] & (1 << (port % 64)) != 0
+        self.words()
+            .get(usize::from(port) / 64)
+            .is_some_and(|word| word & (1 << (port % 64)) != 0)
     }
 
     /// Number of ports in the set.
     pub fn len(&self) -> usize {
-        self.bits.iter().map(|w| w.count_ones() as usize).sum()
+        self.words().iter().map(|w| w.count_ones() as usize).sum()
     }
 
     /// Whether the set holds no port.
     pub fn is_empty(&self) -> bool {
-        self.bits.iter().all(|&w| w == 0)
+        self.words().iter().all(|&w| w == 0)
     }
 
     /// Adds every port of `other`.
     pub fn union_with(&mut self, other: &PortSet) {
-        for (a, b) in self.bits.iter_mut().zip(other.bits.iter()) {
-            *a |= b;
+        if let Some(theirs) = &other.bits {
+            for (a, b) in self.bits_mut().iter_mut().zip(theirs.iter()) {
+                *a |= b;
+            }
         }
     }
 
     /// Keeps only the ports that are also in `other`.
     pub fn intersect_with(&mut self, other: &PortSet) {
-        for (a, b) in self.bits.iter_mut().zip(other.bits.iter()) {
-            *a &= b;
+        match (&mut self.bits, &other.bits) {
+            (None, _) => {}
+            (Some(_), None) => self.bits = None,
+            (Some(ours), Some(theirs)) => {
+                for (a, b) in ours.iter_mut().zip(theirs.iter()) {
+                    *a &= b;
+                }
+            }
         }
     }
 
     /// Removes every port of `other`.
     pub fn subtract(&mut self, other: &PortSet) {
-        for (a, b) in self.bits.iter_mut().zip(other.bits.iter()) {
-            *a &= !b;
+        if let (Some(ours), Some(theirs)) = (&mut self.bits, &other.bits) {
+            for (a, b) in ours.iter_mut().zip(theirs.iter()) {
+                *a &= !b;
+            }
         }
     }
 
     /// The ports in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
-        self.bits.iter().enumerate().flat_map(|(i, &word)| {
+        self.words().iter().enumerate().flat_map(|(i, &word)| {
             let mut rest = word;
             std::iter::from_fn(move || {
                 if rest == 0 {
@@ -96,6 +121,20 @@ impl PortSet {
         })
     }
 }
+
+/// Two sets are equal when they hold the same ports, bitmap or none.
+impl PartialEq for PortSet {
+    fn eq(&self, other: &PortSet) -> bool {
+        match (&self.bits, &other.bits) {
+            (Some(a), Some(b)) => a == b,
+            (Some(_), None) => self.is_empty(),
+            (None, Some(_)) => other.is_empty(),
+            (None, None) => true,
+        }
+    }
+}
+
+impl Eq for PortSet {}
 
 impl Default for PortSet {
     fn default() -> PortSet {
@@ -259,6 +298,19 @@ mod tests {
         assert_eq!(a.len(), 3);
         assert!(a.contains(65535) && !a.contains(1));
         assert!(PortSet::new().is_empty());
+        // A set that held ports and lost them equals one that never held any.
+        let mut emptied = parse_list("7").unwrap();
+        emptied.remove(7);
+        assert_eq!(emptied, PortSet::new());
+        assert!(!PortSet::new().contains(7));
+        let mut none = PortSet::new();
+        none.intersect_with(&PortSet::all());
+        none.subtract(&PortSet::all());
+        assert!(none.is_empty() && none.iter().next().is_none());
+        none.union_with(&parse_list("1-3").unwrap());
+        assert_eq!(none.len(), 3);
+        none.intersect_with(&PortSet::new());
+        assert!(none.is_empty());
         assert_eq!(format!("{a:?}"), "{2, 5, 65535}");
     }
 }
