@@ -69,6 +69,10 @@ trait Sink {
     fn add(&mut self, protocol: Protocol, msg: &[u8]);
     /// The same table is about to be dumped again.
     fn again(&mut self) {}
+    /// A datagram of the dump has been read and another follows: the
+    /// kernel builds the next one when we ask for it. (A seam for the test
+    /// that closes sockets exactly there.)
+    fn part_done(&mut self) {}
 }
 
 /// The port set of one protocol: only the port is read, and a second dump
@@ -272,6 +276,7 @@ impl Dumper {
             if progress.done {
                 return Ok(dumped);
             }
+            sink.part_done();
         }
     }
 }
@@ -568,5 +573,103 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         assert!(listening_ports().unwrap().contains(port));
         drop(listener);
+    }
+
+    /// A sink that, between two datagrams of the first dump, closes the
+    /// test's sockets that the dump has reported so far, while some are
+    /// still to come: the kernel then resumes past as many unreported ones.
+    struct Churn {
+        inner: Vec<Listener>,
+        ours: Vec<(u32, Option<socket2::Socket>)>,
+        fired: bool,
+    }
+
+    impl Churn {
+        fn reported(&self, inode: u32) -> bool {
+            self.inner.iter().any(|l| l.inode == inode)
+        }
+    }
+
+    impl Sink for Churn {
+        fn add(&mut self, protocol: Protocol, msg: &[u8]) {
+            let record = listener_of(protocol, msg);
+            if !self.reported(record.inode) {
+                self.inner.push(record);
+            }
+        }
+
+        fn part_done(&mut self) {
+            let reported = self.ours.iter().filter(|(i, _)| self.reported(*i)).count();
+            if self.fired || reported == 0 || reported == self.ours.len() {
+                return;
+            }
+            self.fired = true;
+            let inner = &self.inner;
+            for (inode, socket) in &mut self.ours {
+                if inner.iter().any(|l| l.inode == *inode) {
+                    socket.take();
+                }
+            }
+        }
+    }
+
+    /// 1,000 SO_REUSEPORT listeners on one address and port: one bucket of
+    /// the listener hash, larger than one datagram of a dump.
+    fn one_bucket() -> Vec<(u32, Option<socket2::Socket>)> {
+        use socket2::{Domain, Socket, Type};
+        use std::os::{fd::AsRawFd, unix::fs::MetadataExt};
+        let mut port = 0;
+        (0..1000)
+            .map(|_| {
+                let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                socket.set_reuse_port(true).unwrap();
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 77], port));
+                socket.bind(&addr.into()).unwrap();
+                socket.listen(1).unwrap();
+                port = socket.local_addr().unwrap().as_socket().unwrap().port();
+                let fd = format!("/proc/self/fd/{}", socket.as_raw_fd());
+                let inode = std::fs::metadata(fd).unwrap().ino() as u32;
+                (inode, Some(socket))
+            })
+            .collect()
+    }
+
+    /// The sockets of `churn` still open that its dump did not report.
+    fn missed(churn: &Churn) -> usize {
+        churn
+            .ours
+            .iter()
+            .filter(|(inode, socket)| socket.is_some() && !churn.reported(*inode))
+            .count()
+    }
+
+    #[test]
+    fn sockets_closed_between_datagrams_hide_others_from_one_dump_but_not_from_two() {
+        // One dump, as before the fix: the kernel skips listeners that
+        // listened all along. (This shows the test reproduces the fault.)
+        let mut churn = Churn {
+            inner: Vec::new(),
+            ours: one_bucket(),
+            fired: false,
+        };
+        let mut dumper = Dumper::new().unwrap();
+        dumper.dump(Protocol::Tcp, AF_INET, &mut churn).unwrap();
+        assert!(
+            churn.fired,
+            "the dump of 1,000 sockets came in one datagram"
+        );
+        assert!(
+            missed(&churn) > 0,
+            "one dump missed nothing: the fault did not show"
+        );
+        // dump_all, as every scan does: the second dump finds them.
+        let mut churn = Churn {
+            inner: Vec::new(),
+            ours: one_bucket(),
+            fired: false,
+        };
+        dumper.dump_all(Protocol::Tcp, &mut churn).unwrap();
+        assert!(churn.fired);
+        assert_eq!(missed(&churn), 0, "a listener that stayed open was missed");
     }
 }
