@@ -43,6 +43,9 @@ use tempfile::NamedTempFile;
 const NAME_MAX: usize = 255;
 /// Random characters in a temp file's name.
 const RANDOM: usize = 8;
+/// How many temp files a run makes at most before it gives up because other
+/// runs keep removing them (see [`locked_temp_file`]).
+const CREATE_ATTEMPTS: usize = 64;
 /// What a temp file's name adds to the part taken from FILE's name: the
 /// leading dot, the dot before the random part, the random part, `.tmp`.
 const ADDED: usize = 1 + 1 + RANDOM + 4;
@@ -180,8 +183,11 @@ fn replace(
 /// A new temp file in `dir`, named `PREFIX` + 8 random characters + `.tmp`,
 /// holding an exclusive flock for as long as it is open.
 ///
-/// A run that cleans up ([`remove_abandoned`]) may have locked and removed
-/// the file between its creation and our lock; then it is made anew.
+/// Another run that cleans up ([`remove_abandoned`]) may lock and remove
+/// the file in the moment between its creation and our lock; then another
+/// is made. Each retry needs that to happen again, so [`CREATE_ATTEMPTS`]
+/// bounds a loop that in practice runs once (twenty runs writing one FILE
+/// at once, on a loaded machine, needed a second attempt now and then).
 fn locked_temp_file(dir: &Path, prefix: &OsStr) -> io::Result<NamedTempFile> {
     let mut attempts = 0;
     loop {
@@ -200,7 +206,7 @@ fn locked_temp_file(dir: &Path, prefix: &OsStr) -> io::Result<NamedTempFile> {
         if locked {
             return Ok(temp);
         }
-        if attempts == 3 {
+        if attempts == CREATE_ATTEMPTS {
             return Err(io::Error::other(
                 "another run kept removing the temporary file",
             ));

@@ -5,7 +5,6 @@
 use std::{
     io::{Read, Write},
     net::{Shutdown, TcpListener, TcpStream},
-    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -15,8 +14,9 @@ use std::{
 };
 
 use crate::util::{
-    self, ANSWER_LIMIT, Bin, ChildGuard, Netns, PROMETHEUS, PROMTOOL, SETPRIV, STRACE, Server,
-    exchange, in_netns, open_ports, port_lines, run, stdout_of, tests, value_of, wait_until,
+    self, ANSWER_LIMIT, Bin, Netns, PROMETHEUS, PROMTOOL, SETPRIV, STRACE, Server, exchange,
+    in_netns, open_ports, port_lines, prometheus::Prometheus, run, stdout_of, tests, value_of,
+    wait_until,
 };
 
 tests![
@@ -553,42 +553,16 @@ fn prometheus_scrapes_it() {
         let _extra = TcpListener::bind("127.0.0.1:7777").unwrap();
         let _server = Server::start_bin(Bin::new().args(["--serve", "127.0.0.1:8000"]));
         let dir = util::open_tempdir();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: ports\n    static_configs:\n      - targets: ['127.0.0.1:8000']\n",
-        )
-        .unwrap();
-        let mut child = ChildGuard(
-            Command::new("prometheus")
-                .arg(format!("--config.file={}", config.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path().join("data").display()
-                ))
-                .arg("--web.listen-address=127.0.0.1:9090")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+        let mut prometheus = Prometheus::start(
+            dir.path(),
+            "  - job_name: ports\n    static_configs:\n      - targets: ['127.0.0.1:8000']\n",
         );
-        let query = |q: &str| -> Option<String> {
-            let path = format!("/api/v1/query?query={q}");
-            let response = util::http("127.0.0.1:9090", "GET", &path, ANSWER_LIMIT);
-            (response.status == 200).then_some(response.body)
-        };
-        let (up, ports) = wait_until(
-            "prometheus to scrape the exporter",
-            Duration::from_secs(120),
-            || {
-                assert!(child.0.try_wait().unwrap().is_none(), "prometheus exited");
-                TcpStream::connect("127.0.0.1:9090").ok()?;
-                let up = query("up%7Bjob%3D%22ports%22%7D")?;
-                let ports = query("instance_open_ports")?;
-                (up.contains("\"value\":[") && ports.contains("\"port\":\"7777\""))
-                    .then_some((up, ports))
-            },
-        );
+        let (up, ports) = prometheus.wait_for("prometheus to scrape the exporter", |p| {
+            let up = p.query("up%7Bjob%3D%22ports%22%7D")?;
+            let ports = p.query("instance_open_ports")?;
+            (up.contains("\"value\":[") && ports.contains("\"port\":\"7777\""))
+                .then_some((up, ports))
+        });
         assert!(up.contains("\"1\"]"), "up is not 1: {up}");
         for port in ["7777", "8000", "9090"] {
             assert!(

@@ -171,15 +171,29 @@ fn twenty_writers_never_show_a_reader_a_partial_file() {
             }
             reads
         });
+        let mut failed = Vec::new();
         for _ in 0..2 {
             let writers: Vec<_> = (0..20)
-                .map(|_| Bin::new().args(args).command().spawn().unwrap())
+                .map(|_| {
+                    Bin::new()
+                        .args(args)
+                        .command()
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .unwrap()
+                })
                 .collect();
-            for mut writer in writers {
-                assert!(writer.wait().unwrap().success());
+            for writer in writers {
+                let output = writer.wait_with_output().unwrap();
+                if !output.status.success() {
+                    failed.push(stderr_of(&output));
+                }
             }
         }
+        // Stop the reader before judging, or a failure would leave it
+        // reading forever.
         done.store(true, Ordering::Relaxed);
+        assert!(failed.is_empty(), "writers failed: {failed:?}");
         reader.join().unwrap()
     });
     assert!(reads >= 3000);

@@ -14,7 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::util::{self, Bin, ChildGuard, Need, Netns, PROMETHEUS, Server, tests};
+use crate::util::{
+    self, Bin, ChildGuard, Need, Netns, PROMETHEUS, Server, pki::Pki, prometheus::Prometheus, tests,
+};
 
 /// The programs these tests use beside the binary, with their packages.
 const OPENSSL: Need = Need::Program("openssl", "openssl");
@@ -58,148 +60,6 @@ tests![
 /// The binary under test.
 fn bin() -> PathBuf {
     util::bin::path()
-}
-
-/// Certificates made with openssl in a directory of their own: a CA, a
-/// server certificate for localhost and 127.0.0.1, client certificates
-/// with and without the allowed SAN, and one from another CA.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    /// Makes everything (the tests that use it need openssl).
-    fn new() -> Pki {
-        let pki = Pki {
-            dir: util::open_tempdir(),
-        };
-        pki.ca("ca");
-        pki.ca("other-ca");
-        pki.leaf(
-            "server",
-            "ca",
-            "localhost",
-            "DNS:localhost,IP:127.0.0.1",
-            "serverAuth",
-        );
-        pki.leaf(
-            "client",
-            "ca",
-            "prometheus",
-            "DNS:prometheus.example",
-            "clientAuth",
-        );
-        pki.leaf(
-            "stranger",
-            "ca",
-            "stranger",
-            "DNS:stranger.example",
-            "clientAuth",
-        );
-        pki.leaf(
-            "foreign",
-            "other-ca",
-            "prometheus",
-            "DNS:prometheus.example",
-            "clientAuth",
-        );
-        pki
-    }
-
-    /// The path of `name` in the directory.
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Runs openssl with `args` in the directory.
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// A self-signed CA: NAME.pem, NAME.key.
-    fn ca(&self, name: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-    }
-
-    /// A P-256 certificate NAME.pem (key NAME.key) signed by CA.
-    fn leaf(&self, name: &str, ca: &str, cn: &str, san: &str, usage: &str) {
-        self.openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={cn}"),
-        ]);
-        std::fs::write(
-            self.path(&format!("{name}.ext")),
-            format!(
-                "subjectAltName={san}\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n\
-                 keyUsage=digitalSignature\n"
-            ),
-        )
-        .unwrap();
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &format!("{name}.pem"),
-            "-extfile",
-            &format!("{name}.ext"),
-        ]);
-    }
-
-    /// Writes `web.yml` (paths in it are relative to the directory).
-    fn config(&self, text: &str) -> PathBuf {
-        let path = self.path("web.yml");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
 }
 
 /// The TLS part of a config that serves the server certificate.
@@ -267,7 +127,7 @@ fn curl(pki: &Pki, url: &str, extra: &[&str]) -> Got {
         ])
         .args(extra)
         .arg(url)
-        .current_dir(pki.dir.path())
+        .current_dir(pki.path(""))
         .output()
         .expect("cannot run curl");
     let raw = std::fs::read_to_string(pki.path("headers.txt")).unwrap_or_default();
@@ -844,7 +704,6 @@ fn prometheus_scrapes_over_https_with_basic_auth() {
                 .arg(&config);
             command
         });
-        let prom_yml = pki.path("prometheus.yml");
         let job = |name: &str, password: &str| {
             format!(
                 "  - job_name: {name}
@@ -860,49 +719,21 @@ fn prometheus_scrapes_over_https_with_basic_auth() {
                 ca = pki.path("ca.pem").display()
             )
         };
-        std::fs::write(
-            &prom_yml,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{}{}",
-                job("right", "scrape-secret"),
-                job("wrong", "guess")
-            ),
-        )
-        .unwrap();
-        let mut child = ChildGuard(
-            Command::new("prometheus")
-                .arg(format!("--config.file={}", prom_yml.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    pki.path("data").display()
-                ))
-                .arg("--web.listen-address=127.0.0.1:9090")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+        let mut prometheus = Prometheus::start(
+            &pki.path(""),
+            &format!("{}{}", job("right", "scrape-secret"), job("wrong", "guess")),
         );
-        let get = |path: &str| {
-            let response = util::http("127.0.0.1:9090", "GET", path, Duration::from_secs(5));
-            (response.status == 200).then_some(response.body)
-        };
-        let (right, wrong, targets) = util::wait_until(
-            "prometheus to scrape both jobs",
-            Duration::from_secs(120),
-            || {
-                assert!(child.0.try_wait().unwrap().is_none(), "prometheus exited");
-                TcpStream::connect("127.0.0.1:9090").ok()?;
-                let right = get("/api/v1/query?query=up%7Bjob%3D%22right%22%7D")?;
-                let wrong = get("/api/v1/query?query=up%7Bjob%3D%22wrong%22%7D")?;
-                let ports = get("/api/v1/query?query=instance_open_ports")?;
-                let targets = get("/api/v1/targets")?;
-                (right.contains("\"value\":[")
-                    && wrong.contains("\"value\":[")
-                    && ports.contains("\"port\":\"8443\"")
-                    && targets.contains("401"))
-                .then_some((right, wrong, targets))
-            },
-        );
+        let (right, wrong, targets) = prometheus.wait_for("prometheus to scrape both jobs", |p| {
+            let right = p.query("up%7Bjob%3D%22right%22%7D")?;
+            let wrong = p.query("up%7Bjob%3D%22wrong%22%7D")?;
+            let ports = p.query("instance_open_ports")?;
+            let targets = p.get("/api/v1/targets")?;
+            (right.contains("\"value\":[")
+                && wrong.contains("\"value\":[")
+                && ports.contains("\"port\":\"8443\"")
+                && targets.contains("401"))
+            .then_some((right, wrong, targets))
+        });
         assert!(right.contains("\"1\"]"), "up is not 1: {right}");
         assert!(wrong.contains("\"0\"]"), "up is not 0: {wrong}");
         assert!(targets.contains("401 Unauthorized"), "{targets}");

@@ -201,20 +201,6 @@ fn http(report: &mut Report) {
     );
 }
 
-/// Runs openssl in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("cannot run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The TLS + basic auth section: port_exporter, then node_exporter with
 /// the same web config file.
 fn tls(report: &mut Report) {
@@ -222,39 +208,13 @@ fn tls(report: &mut Report) {
         println!("SKIPPED tls: openssl is missing (apt-get install openssl)");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    openssl(
-        dir.path(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-    );
+    // A CA and a P-256 server certificate for localhost and 127.0.0.1.
+    let pki = util::pki::Pki::new();
     let hash = bcrypt::hash("bench-secret", 10).unwrap();
-    let config = dir.path().join("web.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n\
-             basic_auth_users:\n  prometheus: {hash}\n"
-        ),
-    )
-    .unwrap();
+    let config = pki.config(&format!(
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n\
+         basic_auth_users:\n  prometheus: {hash}\n"
+    ));
     // "prometheus:bench-secret" in base64.
     let auth = "Authorization: Basic cHJvbWV0aGV1czpiZW5jaC1zZWNyZXQ=";
     let config_arg = config.to_str().unwrap();

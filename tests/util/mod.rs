@@ -8,6 +8,8 @@ pub mod bin;
 pub mod harness;
 pub mod http;
 pub mod metrics;
+pub mod pki;
+pub mod prometheus;
 pub mod server;
 pub mod system;
 
