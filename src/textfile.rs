@@ -186,8 +186,8 @@ fn replace(
 /// Another run that cleans up ([`remove_abandoned`]) may lock and remove
 /// the file in the moment between its creation and our lock; then another
 /// is made. Each retry needs that to happen again, so [`CREATE_ATTEMPTS`]
-/// bounds a loop that in practice runs once (twenty runs writing one FILE
-/// at once, on a loaded machine, needed a second attempt now and then).
+/// bounds a loop that in practice runs once or twice, even with many runs
+/// writing one FILE at once on a loaded machine.
 fn locked_temp_file(dir: &Path, prefix: &OsStr) -> io::Result<NamedTempFile> {
     let mut attempts = 0;
     loop {
