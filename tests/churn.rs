@@ -1,6 +1,6 @@
 //! Exact under churn: listeners that stay open are in every scan, while
 //! SO_REUSEPORT groups in their listener-hash buckets open and close
-//! sockets as fast as two threads can (issue 7, item 7).
+//! sockets as fast as two threads can.
 //!
 //! The kernel resumes a netlink dump that spans several datagrams at a
 //! position counted inside a hash bucket; sockets that close ahead of that

@@ -48,6 +48,18 @@ tests![
     (killed_runs_leave_nothing_behind_after_the_next_run, STRACE),
 ];
 
+/// `target` holds a complete exposition of `ports` samples, and nothing
+/// else is in its directory (no temp file left).
+#[track_caller]
+fn assert_alone(target: &Path, ports: usize) {
+    assert_eq!(
+        check_exposition(&fs::read_to_string(target).unwrap()),
+        Ok(ports)
+    );
+    let name = target.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(dir_names(target.parent().unwrap()), [name]);
+}
+
 fn file_is_0644_even_under_umask_077_and_nothing_else_is_left() {
     let dir = util::open_tempdir();
     let target = dir.path().join("open_ports.prom");
@@ -62,11 +74,7 @@ fn file_is_0644_even_under_umask_077_and_nothing_else_is_left() {
         .unwrap();
     assert!(status.success());
     assert_eq!(fs::metadata(&target).unwrap().mode() & 0o777, 0o644);
-    assert_eq!(
-        check_exposition(&fs::read_to_string(&target).unwrap()),
-        Ok(1000)
-    );
-    assert_eq!(dir_names(dir.path()), ["open_ports.prom"]);
+    assert_alone(&target, 1000);
 }
 
 fn unwritable_directory_keeps_the_previous_file() {
@@ -230,11 +238,7 @@ fn a_directory_it_may_not_read_still_succeeds_with_a_warning() {
         "{line}"
     );
     give_to_nobody(dir.path(), 0o755);
-    assert_eq!(
-        check_exposition(&fs::read_to_string(&target).unwrap()),
-        Ok(10)
-    );
-    assert_eq!(dir_names(dir.path()), ["open_ports.prom"]);
+    assert_alone(&target, 10);
 }
 
 fn a_failed_directory_sync_after_the_rename_is_a_warning() {
@@ -253,10 +257,7 @@ fn a_failed_directory_sync_after_the_rename_is_a_warning() {
             && line.contains("Input/output error"),
         "{line}"
     );
-    assert_eq!(
-        check_exposition(&fs::read_to_string(&target).unwrap()),
-        Ok(10)
-    );
+    assert_alone(&target, 10);
     // The first fsync (the data's) failing is a failure: nothing replaced.
     let output = Bin::new()
         .inject("fsync:error=EIO:when=1")
@@ -276,11 +277,7 @@ fn a_failed_directory_sync_after_the_rename_is_a_warning() {
         !line.contains(".tmp"),
         "the error names the temp file: {line}"
     );
-    assert_eq!(
-        check_exposition(&fs::read_to_string(&target).unwrap()),
-        Ok(10)
-    );
-    assert_eq!(dir_names(dir.path()), ["open_ports.prom"]);
+    assert_alone(&target, 10);
 }
 
 /// Runs the binary with `args`, writing to `target`.
@@ -343,10 +340,7 @@ fn names_up_to_255_bytes_work() {
         let target = dir.path().join(format!("{}.prom", "p".repeat(len - 5)));
         let output = write_to(&target, &["--ports", "1-10", "--include-closed"]);
         assert!(output.status.success(), "{len}: {}", stderr_of(&output));
-        assert_eq!(
-            check_exposition(&fs::read_to_string(&target).unwrap()),
-            Ok(10)
-        );
+        assert_alone(&target, 10);
         fs::remove_file(&target).unwrap();
     }
     assert!(dir_names(dir.path()).is_empty());

@@ -222,7 +222,8 @@ fn tls(report: &mut Report) {
     let url = format!("https://{}/", server.addr);
     println!("TLS + basic auth (bcrypt cost 10): wrk -t1 -c32 -d10s --latency -H '{auth}' {url}");
     // No warmup: the first requests, which all wait for one bcrypt, are
-    // part of what is measured, as they were for the figures of the issue.
+    // part of what is measured: a Prometheus that starts scraping many
+    // targets meets them.
     let runs: Vec<WrkRun> = (0..RUNS).map(|_| wrk(&url, 10, Some(auth))).collect();
     judge_tls(
         report,
