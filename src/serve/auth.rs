@@ -117,12 +117,17 @@ impl Authenticator {
 
     /// Runs one bcrypt check on the blocking pool and records its result.
     async fn check(&self, key: Key, password: Vec<u8>, hash: String) -> bool {
-        // The semaphore is never closed, so acquiring cannot fail.
-        let _slot = self.bcrypt_slot.clone().acquire_owned().await;
+        // The semaphore is never closed, so acquiring cannot fail. The slot
+        // goes with the bcrypt itself: if this request goes away meanwhile,
+        // the bcrypt still runs to its end, and no other may start before.
+        let slot = self.bcrypt_slot.clone().acquire_owned().await;
         let verify = self.verify;
-        let matched = tokio::task::spawn_blocking(move || verify(&password, &hash))
-            .await
-            .unwrap_or(false);
+        let matched = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            verify(&password, &hash)
+        })
+        .await
+        .unwrap_or(false);
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         cache.pending.remove(&key);
         let set = if matched {
@@ -372,5 +377,36 @@ mod tests {
             assert!(!bcrypt_verify(b"s3creT", &hash), "{hash}");
         }
         assert!(!bcrypt_verify(b"x", "not a hash"));
+    }
+
+    /// bcrypt calls running now, and the most that ever ran at once.
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static MOST: AtomicUsize = AtomicUsize::new(0);
+    fn slow(_password: &[u8], _hash: &str) -> bool {
+        let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+        MOST.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+        false
+    }
+
+    #[tokio::test]
+    async fn clients_that_go_away_never_run_two_bcrypts_at_once() {
+        let auth = Arc::new(Authenticator::with_verify(slow));
+        let users: BTreeMap<String, String> =
+            [("alice".to_string(), "$2y$10$x".to_string())].into();
+        // Each client sends another wrong password and resets the
+        // connection while its bcrypt runs.
+        for round in 0..10 {
+            let (auth, users) = (auth.clone(), users.clone());
+            let client = tokio::spawn(async move {
+                auth.allows(&users, Some(&header("alice", &format!("guess {round}"))))
+                    .await
+            });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            client.abort();
+        }
+        assert!(!auth.allows(&users, Some(&header("alice", "last"))).await);
+        assert_eq!(MOST.load(Ordering::SeqCst), 1, "bcrypts ran side by side");
     }
 }
