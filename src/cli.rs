@@ -96,8 +96,9 @@ pub struct Args {
 
     /// Serve the metrics over HTTP at ADDR instead [default ADDR: :8000]
     ///
-    /// GET / and GET /metrics scan and answer; concurrent scrapes share one
-    /// scan. ADDR is :PORT (every interface, IPv4 and IPv6), IPV4:PORT,
+    /// GET / and GET /metrics answer from a scan that starts after the
+    /// request arrived; scrapes that arrive together share one. ADDR is
+    /// :PORT (every interface, IPv4 and IPv6), IPV4:PORT,
     /// [IPV6]:PORT or HOST:PORT; port 0 picks a free port. The bound
     /// address is printed on stderr. Runs until SIGTERM or SIGINT.
     ///
