@@ -32,6 +32,7 @@ Register-ArgumentCompleter -Native -CommandName 'port_exporter' -ScriptBlock {
             [CompletionResult]::new('--exclude', '--exclude', [CompletionResultType]::ParameterName, 'Never report these ports, such as 32768-60999 (same form as --ports)')
             [CompletionResult]::new('--protocol', '--protocol', [CompletionResultType]::ParameterName, 'Scan these protocols: tcp, udp or tcp,udp [default: tcp]')
             [CompletionResult]::new('--labels', '--labels', [CompletionResultType]::ParameterName, 'Label each sample with these, such as scope,process [default: port only]')
+            [CompletionResult]::new('--netns', '--netns', [CompletionResultType]::ParameterName, 'Scan every network namespace of the host: all (needs root)')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Print as prometheus, table or json')
             [CompletionResult]::new('-m', '-m', [CompletionResultType]::ParameterName, 'How to find the open ports')
             [CompletionResult]::new('--method', '--method', [CompletionResultType]::ParameterName, 'How to find the open ports')

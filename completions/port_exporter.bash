@@ -23,7 +23,7 @@ _port_exporter() {
 
     case "${cmd}" in
         port_exporter)
-            opts="-o -p -x -m -j -v -h -V --output --serve --web-config-file --web.config.file --ports --exclude --include-closed --protocol --labels --format --method --threads --verbose --generate --help --version"
+            opts="-o -p -x -m -j -v -h -V --output --serve --web-config-file --web.config.file --ports --exclude --include-closed --protocol --labels --netns --format --method --threads --verbose --generate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -71,6 +71,10 @@ _port_exporter() {
                     ;;
                 --labels)
                     COMPREPLY=($(compgen -W "protocol address scope user process" -- "${cur}"))
+                    return 0
+                    ;;
+                --netns)
+                    COMPREPLY=($(compgen -W "all" -- "${cur}"))
                     return 0
                     ;;
                 --format)

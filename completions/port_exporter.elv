@@ -29,6 +29,7 @@ set edit:completion:arg-completer[port_exporter] = {|@words|
             cand --exclude 'Never report these ports, such as 32768-60999 (same form as --ports)'
             cand --protocol 'Scan these protocols: tcp, udp or tcp,udp [default: tcp]'
             cand --labels 'Label each sample with these, such as scope,process [default: port only]'
+            cand --netns 'Scan every network namespace of the host: all (needs root)'
             cand --format 'Print as prometheus, table or json'
             cand -m 'How to find the open ports'
             cand --method 'How to find the open ports'

@@ -10,6 +10,7 @@ address\t'The local address, as ss prints it without brackets: 0.0.0.0, ::, 127.
 scope\t'any (a wildcard address), loopback, link-local or specific: is it exposed?'
 user\t'The socket\'s owner, by name (the number when none resolves)'
 process\t'The command name of the process holding the socket (the lowest pid), "" when it cannot be found'"
+complete -c port_exporter -l netns -d 'Scan every network namespace of the host: all (needs root)' -r -f -a "all\t'Every network namespace with a process or a name, each entered in turn'"
 complete -c port_exporter -l format -d 'Print as prometheus, table or json' -r -f -a "prometheus\t'The Prometheus text format, for node_exporter or a scrape'
 table\t'An aligned table of every listener, for people'
 json\t'A JSON array of every listener, for scripts (jq)'"

@@ -13,7 +13,7 @@ use crate::{
     job::{Format, Job},
     labels::{Label, Labels},
     ports::{self, PortSet},
-    scan::{Detail, Method, Plan, Protocol, Protocols},
+    scan::{Detail, Method, Namespaces, Plan, Protocol, Protocols},
     serve::ListenAddr,
 };
 
@@ -30,7 +30,9 @@ Prometheus text exposition format, followed by a few port_exporter_* metrics \
 about the scan itself. --protocol adds UDP ports (bound and not connected, as \
 `ss -Huln` lists them); --labels adds the protocol, address, scope, user or \
 process of each listener, one sample per distinct combination; --format table \
-or json shows every listener with all of that, for people and scripts.
+or json shows every listener with all of that, for people and scripts. --netns \
+all does the same in every network namespace of the host (containers, ip netns), \
+each sample labelled with its namespace.
 
 port_exporter scans once and prints the metrics to stdout. With --output it \
 replaces FILE atomically instead, for node_exporter's textfile collector: run \
@@ -47,6 +49,9 @@ Examples:
 
   The listeners for a script:
       port_exporter --format json | jq -r '.[] | select(.scope == \"any\") | .port'
+
+  What listens in every container and ip netns namespace (as root):
+      port_exporter --netns all --format table
 
   Watch some ports, writing 0 for those that are closed:
       port_exporter --ports 22,80,443,8000-9000 --include-closed
@@ -186,6 +191,21 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "LIST", value_delimiter = ',')]
     pub labels: Vec<Label>,
 
+    /// Scan every network namespace of the host: all (needs root)
+    ///
+    /// Every namespace that has a process (/proc/*/ns/net) or a name
+    /// (/run/netns from ip netns add, /var/run/docker/netns) is entered and
+    /// scanned as port_exporter's own is, and every sample gets a netns
+    /// label: the ip netns name, host for the namespace of PID 1, a
+    /// container's short id (Docker, containerd, CRI-O, Podman: from its
+    /// cgroup), or else net:[INODE]; each stays the same for the
+    /// namespace's life. Needs root (CAP_SYS_ADMIN and CAP_SYS_PTRACE),
+    /// and the host's PID namespace to see every process. A namespace that
+    /// exists but cannot be entered is counted in
+    /// port_exporter_netns_unscanned and named once on stderr.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub netns: Option<Namespaces>,
+
     /// Print as prometheus, table or json
     ///
     /// table and json list every listener with all it can find (protocol,
@@ -285,7 +305,7 @@ impl clap::ValueEnum for Protocol {
 /// The values of `--labels`.
 impl clap::ValueEnum for Label {
     fn value_variants<'a>() -> &'a [Label] {
-        &Label::ALL
+        &Label::CHOSEN
     }
 
     fn to_possible_value(&self) -> Option<PossibleValue> {
@@ -303,8 +323,27 @@ impl clap::ValueEnum for Label {
                 "The command name of the process holding the socket (the lowest pid), \"\" \
                  when it cannot be found"
             }
+            // Not chosen by --labels: --netns all adds it.
+            Label::Netns => return None,
         };
         Some(PossibleValue::new(self.name()).help(help))
+    }
+}
+
+/// The values of `--netns`.
+impl clap::ValueEnum for Namespaces {
+    fn value_variants<'a>() -> &'a [Namespaces] {
+        &[Namespaces::All]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        match self {
+            Namespaces::All => Some(
+                PossibleValue::new("all")
+                    .help("Every network namespace with a process or a name, each entered in turn"),
+            ),
+            Namespaces::Own => None,
+        }
     }
 }
 
@@ -372,14 +411,22 @@ impl Args {
         }
     }
 
-    /// The labels of `--labels`, with `protocol` whenever UDP is scanned.
+    /// The labels of `--labels`, with `protocol` whenever UDP is scanned
+    /// and `netns` with `--netns all`.
     fn chosen_labels(&self) -> Labels {
-        let labels: Labels = self.labels.iter().copied().collect();
+        let mut labels: Labels = self.labels.iter().copied().collect();
         if self.protocols().udp {
-            labels.with(Label::Protocol)
-        } else {
-            labels
+            labels = labels.with(Label::Protocol);
         }
+        if self.namespaces() == Namespaces::All {
+            labels = labels.with(Label::Netns);
+        }
+        labels
+    }
+
+    /// The namespaces of `--netns`.
+    fn namespaces(&self) -> Namespaces {
+        self.netns.unwrap_or_default()
     }
 
     /// What to scan and report, the same for one-shot runs and the server.
@@ -397,6 +444,7 @@ impl Args {
                     users: every_detail || labels.has(Label::User),
                     processes: every_detail || labels.has(Label::Process),
                 },
+                namespaces: self.namespaces(),
             },
             include_closed: self.include_closed,
             verbose: self.verbose,
@@ -433,6 +481,14 @@ impl Args {
             }
         }
         if self.method == Method::Bind {
+            if self.namespaces() == Namespaces::All {
+                return Some(
+                    "--netns all scans each namespace from inside, which --method bind cannot \
+                     do (it probes the ports of its own namespace); use --method netlink or \
+                     procfs"
+                        .into(),
+                );
+            }
             if self.protocols().udp {
                 return Some(
                     "--method bind finds TCP ports only (binding a UDP port cannot tell a \

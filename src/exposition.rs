@@ -31,6 +31,11 @@ const OPEN_PORTS_HELP_LABELLED: &str = "Whether a socket listens on this port (T
 state, UDP bound and not connected), with the labels chosen by --labels: 1 open, 0 closed \
 (closed ports are listed only with --include-closed).";
 
+/// The HELP text with `--netns all`.
+const OPEN_PORTS_HELP_NETNS: &str = "Whether a socket listens on this port (TCP in LISTEN \
+state, UDP bound and not connected) in the network namespace of the netns label, with the labels \
+chosen by --labels: 1 open, 0 closed (closed ports are listed only with --include-closed).";
+
 /// Everything one exposition says.
 #[derive(Debug)]
 pub struct Report<'a> {
@@ -102,44 +107,43 @@ pub fn write_scan(scan: &Scan, shown: Shown, out: &mut impl Write) -> io::Result
     if shown.labels.is_empty() {
         return write(&report, out);
     }
-    // Closed ports as (port, protocol), in sample order.
-    let mut closed_keys: Vec<(u16, Protocol)> = Vec::new();
-    for protocol in scan.protocols.iter() {
-        let set = match protocol {
-            Protocol::Tcp => closed_tcp.clone(),
-            Protocol::Udp => closed(&scan.open_udp),
-        };
-        closed_keys.extend(set.iter().flat_map(|s| s.iter()).map(|p| (p, protocol)));
+    let labels = shown.labels;
+    if labels.need_sockets() && scan.sockets.is_none() {
+        return Err(io::Error::other(
+            "the scan did not learn the sockets these labels need",
+        ));
     }
-    closed_keys.sort_unstable();
+    let order = scan.sockets.as_ref().map(Order::new);
     let mut samples = Samples {
         out,
-        labels: shown.labels,
-        closed: closed_keys.into_iter().peekable(),
+        labels,
+        closed: closed_samples(scan, shown, order.as_ref())
+            .into_iter()
+            .peekable(),
+        namespaces: scan.sockets.as_ref().map_or(&[], |s| &s.namespaces[..]),
     };
-    header(samples.out, OPEN_PORTS, OPEN_PORTS_HELP_LABELLED, "gauge")?;
-    match &scan.sockets {
-        Some(sockets) => {
-            let order = Order::new(sockets);
+    let help = if labels.has(Label::Netns) {
+        OPEN_PORTS_HELP_NETNS
+    } else {
+        OPEN_PORTS_HELP_LABELLED
+    };
+    header(samples.out, OPEN_PORTS, help, "gauge")?;
+    match (&scan.sockets, &order) {
+        (Some(sockets), Some(order)) => {
             let listeners = &sockets.listeners;
             let mut sorted: Vec<u32> = (0..listeners.len() as u32).collect();
-            sorted.sort_unstable_by_key(|&i| order.key(&listeners[i as usize], shown.labels));
+            sorted.sort_unstable_by_key(|&i| order.key(&listeners[i as usize], labels));
             let mut last: Option<Key> = None;
             for i in sorted {
                 let listener = &listeners[i as usize];
-                let key = order.key(listener, shown.labels);
+                let key = order.key(listener, labels);
                 if last != Some(key) {
                     last = Some(key);
-                    samples.open(listener.port, listener.protocol, Some((listener, sockets)))?;
+                    samples.open(key, listener.protocol, Some((listener, sockets)))?;
                 }
             }
         }
-        None if shown.labels.need_sockets() => {
-            return Err(io::Error::other(
-                "the scan did not learn the sockets these labels need",
-            ));
-        }
-        None => {
+        _ => {
             let mut open: Vec<(u16, Protocol)> = scan
                 .open
                 .iter()
@@ -148,18 +152,88 @@ pub fn write_scan(scan: &Scan, shown: Shown, out: &mut impl Write) -> io::Result
                 .collect();
             open.sort_unstable();
             for (port, protocol) in open {
-                samples.open(port, protocol, None)?;
+                samples.open(closed_key(port, protocol, labels, None), protocol, None)?;
             }
         }
     }
     samples.closed_before(None)?;
-    let unattributed = shown.labels.has(Label::Process).then(|| {
+    let unattributed = labels.has(Label::Process).then(|| {
         scan.sockets
             .as_ref()
             .and_then(|s| s.processes.as_ref())
             .map_or(0, |p| p.unattributed)
     });
-    meta(&report, unattributed, out)
+    let unscanned = labels.has(Label::Netns).then_some(scan.unscanned.len());
+    meta(&report, unattributed, unscanned, out)
+}
+
+/// The key of a sample with no listener behind it (a closed port, or an
+/// open one when only ports were scanned): the port, and the protocol and
+/// namespace rank if those labels are shown.
+fn closed_key(port: u16, protocol: Protocol, labels: Labels, netns: Option<u32>) -> Key {
+    Key {
+        port,
+        protocol: labels.has(Label::Protocol).then_some(protocol),
+        address: None,
+        scope: None,
+        user: None,
+        process: None,
+        netns: netns.filter(|_| labels.has(Label::Netns)),
+    }
+}
+
+/// The closed samples of a labelled exposition, in sample order: each
+/// selected port that is neither open nor skipped, per protocol, and with
+/// `--netns all` per namespace scanned. Each with its protocol and
+/// namespace.
+fn closed_samples(scan: &Scan, shown: Shown, order: Option<&Order>) -> Vec<(Key, Protocol, u32)> {
+    let Some(selected) = shown.closed_of else {
+        return Vec::new();
+    };
+    let labels = shown.labels;
+    let mut closed = Vec::new();
+    match (scan.sockets.as_ref(), order) {
+        (Some(sockets), Some(order)) if labels.has(Label::Netns) => {
+            // What is open in each namespace, to look up.
+            let mut open: Vec<(u32, Protocol, u16)> = sockets
+                .listeners
+                .iter()
+                .map(|l| (l.netns, l.protocol, l.port))
+                .collect();
+            open.sort_unstable();
+            open.dedup();
+            for netns in 0..sockets.namespaces.len() as u32 {
+                let rank = order.namespace_rank(netns);
+                for protocol in scan.protocols.iter() {
+                    for port in selected.iter() {
+                        if !scan.skipped.contains(port)
+                            && open.binary_search(&(netns, protocol, port)).is_err()
+                        {
+                            let key = closed_key(port, protocol, labels, Some(rank));
+                            closed.push((key, protocol, netns));
+                        }
+                    }
+                }
+            }
+        }
+        _ => {
+            for protocol in scan.protocols.iter() {
+                let open = match protocol {
+                    Protocol::Tcp => &scan.open,
+                    Protocol::Udp => &scan.open_udp,
+                };
+                let mut set = selected.clone();
+                set.subtract(open);
+                set.subtract(&scan.skipped);
+                closed.extend(
+                    set.iter()
+                        .map(|port| (closed_key(port, protocol, labels, None), protocol, 0)),
+                );
+            }
+        }
+    }
+    closed.sort_unstable_by_key(|(key, _, _)| *key);
+    closed
 }
 
 /// The samples of a labelled exposition, open ones given in order and
@@ -167,73 +241,84 @@ pub fn write_scan(scan: &Scan, shown: Shown, out: &mut impl Write) -> io::Result
 struct Samples<'a, W: Write> {
     out: &'a mut W,
     labels: Labels,
-    closed: std::iter::Peekable<std::vec::IntoIter<(u16, Protocol)>>,
+    closed: std::iter::Peekable<std::vec::IntoIter<(Key, Protocol, u32)>>,
+    /// The label of each namespace, by index.
+    namespaces: &'a [String],
 }
 
 impl<W: Write> Samples<'_, W> {
-    /// Writes an open sample, after the closed ones that sort before it.
+    /// Writes an open sample of key `key`, after the closed ones that sort
+    /// before it.
     fn open(
         &mut self,
-        port: u16,
+        key: Key,
         protocol: Protocol,
         listener: Option<(&Listener, &Sockets)>,
     ) -> io::Result<()> {
-        self.closed_before(Some((port, protocol)))?;
-        self.sample(port, protocol, listener, 1)
+        self.closed_before(Some(key))?;
+        let netns = listener.map_or(0, |(l, _)| l.netns);
+        self.sample(key.port, protocol, listener, netns, 1)
     }
 
     /// Writes the closed samples that sort before `before` (all: `None`).
-    fn closed_before(&mut self, before: Option<(u16, Protocol)>) -> io::Result<()> {
-        while let Some(&(port, protocol)) = self.closed.peek() {
-            if before.is_some_and(|b| (port, protocol) >= b) {
+    fn closed_before(&mut self, before: Option<Key>) -> io::Result<()> {
+        while let Some(&(key, protocol, netns)) = self.closed.peek() {
+            if before.is_some_and(|b| key >= b) {
                 break;
             }
             self.closed.next();
-            self.sample(port, protocol, None, 0)?;
+            self.sample(key.port, protocol, None, netns, 0)?;
         }
         Ok(())
     }
 
-    /// One sample: `port`, `protocol` if chosen, and the chosen labels of
-    /// `listener` (none for a closed port).
+    /// One sample: `port`, `protocol` if chosen, the chosen labels of
+    /// `listener` (none for a closed port), and namespace `netns`'s label
+    /// with `--netns all`.
     fn sample(
         &mut self,
         port: u16,
         protocol: Protocol,
         listener: Option<(&Listener, &Sockets)>,
+        netns: u32,
         value: u8,
     ) -> io::Result<()> {
         let out = &mut *self.out;
         write!(out, "{OPEN_PORTS}{{port=\"{port}\"")?;
-        if self.labels.has(Label::Protocol) {
-            write!(out, ",protocol=\"{}\"", protocol.name())?;
-        }
-        if let Some((listener, sockets)) = listener {
-            for label in self.labels.iter() {
-                match label {
-                    Label::Protocol => {}
-                    Label::Address => {
-                        out.write_all(b",address=\"")?;
-                        write_escaped(out, &Address::of(listener, sockets).to_string())?;
-                        out.write_all(b"\"")?;
-                    }
-                    Label::Scope => {
-                        write!(out, ",scope=\"{}\"", Scope::of(listener.address).name())?;
-                    }
-                    Label::User => {
-                        out.write_all(b",user=\"")?;
-                        match sockets.user(listener.uid) {
-                            Some(name) => write_escaped(out, name)?,
-                            None => write!(out, "{}", listener.uid)?,
-                        }
-                        out.write_all(b"\"")?;
-                    }
-                    Label::Process => {
-                        out.write_all(b",process=\"")?;
-                        write_escaped(out, sockets.process(listener.pid).unwrap_or(""))?;
-                        out.write_all(b"\"")?;
-                    }
+        for label in self.labels.iter() {
+            match (label, listener) {
+                (Label::Protocol, _) => {
+                    write!(out, ",protocol=\"{}\"", protocol.name())?;
                 }
+                (Label::Address, Some((listener, sockets))) => {
+                    out.write_all(b",address=\"")?;
+                    write_escaped(out, &Address::of(listener, sockets).to_string())?;
+                    out.write_all(b"\"")?;
+                }
+                (Label::Scope, Some((listener, _))) => {
+                    write!(out, ",scope=\"{}\"", Scope::of(listener.address).name())?;
+                }
+                (Label::User, Some((listener, sockets))) => {
+                    out.write_all(b",user=\"")?;
+                    match sockets.user(listener.uid) {
+                        Some(name) => write_escaped(out, name)?,
+                        None => write!(out, "{}", listener.uid)?,
+                    }
+                    out.write_all(b"\"")?;
+                }
+                (Label::Process, Some((listener, sockets))) => {
+                    out.write_all(b",process=\"")?;
+                    write_escaped(out, sockets.process(listener.pid).unwrap_or(""))?;
+                    out.write_all(b"\"")?;
+                }
+                (Label::Netns, _) => {
+                    out.write_all(b",netns=\"")?;
+                    let name = self.namespaces.get(netns as usize);
+                    write_escaped(out, name.map_or("", String::as_str))?;
+                    out.write_all(b"\"")?;
+                }
+                // A closed port has no address, scope, user or process.
+                (_, None) => {}
             }
         }
         writeln!(out, "}} {value}")
@@ -263,12 +348,17 @@ pub fn write(report: &Report, out: &mut impl Write) -> io::Result<()> {
         };
         writeln!(out, "{OPEN_PORTS}{{port=\"{port}\"}} {value}")?;
     }
-    meta(report, None, out)
+    meta(report, None, None, out)
 }
 
 /// The families about the scan itself; `unattributed` with the process
-/// label.
-fn meta(report: &Report, unattributed: Option<usize>, out: &mut impl Write) -> io::Result<()> {
+/// label, `unscanned` with the netns label.
+fn meta(
+    report: &Report,
+    unattributed: Option<usize>,
+    unscanned: Option<usize>,
+    out: &mut impl Write,
+) -> io::Result<()> {
     write_gauge(
         out,
         "port_exporter_scan_duration_seconds",
@@ -294,6 +384,15 @@ privilege); they are never reported open.",
             "port_exporter_unattributed_listeners",
             "Listeners whose process could not be found (process label empty): held by \
 processes of other users without the privilege to read them, or by no visible process.",
+            count as f64,
+        )?;
+    }
+    if let Some(count) = unscanned {
+        write_gauge(
+            out,
+            "port_exporter_netns_unscanned",
+            "Network namespaces that exist but could not be opened or entered (--netns all): \
+their listeners are missing from this exposition.",
             count as f64,
         )?;
     }
@@ -491,6 +590,122 @@ instance_open_ports{{port=\"65535\"}} 0
             out,
             "# HELP port_exporter_scans_total Scans run.\n\
 # TYPE port_exporter_scans_total counter\nport_exporter_scans_total 7\n"
+        );
+    }
+    /// A scan of three namespaces: host with 22 on two addresses, blue
+    /// with 22 and 8080 (a name that needs escaping in a label), and an
+    /// empty one.
+    fn netns_scan() -> Scan {
+        use crate::scan::{Method, Protocols, Sockets, Unscanned, owner::Processes};
+        let listener = |port, address: &str, netns, pid| Listener {
+            protocol: Protocol::Tcp,
+            address: address.parse().unwrap(),
+            interface: 0,
+            port,
+            uid: 0,
+            inode: u32::from(port) + 1000 * netns,
+            pid,
+            netns,
+        };
+        let listeners = vec![
+            listener(8080, "::", 1, 30),
+            listener(22, "0.0.0.0", 0, 7),
+            listener(22, "::", 0, 7),
+            listener(22, "127.0.0.1", 1, 30),
+        ];
+        let mut open = PortSet::new();
+        open.insert(22);
+        open.insert(8080);
+        Scan {
+            open,
+            open_udp: PortSet::new(),
+            sockets: Some(Sockets {
+                listeners,
+                interfaces: Vec::new(),
+                users: Vec::new(),
+                processes: Some(Processes {
+                    names: vec![(7, "sshd".into()), (30, "nginx".into())],
+                    unattributed: 0,
+                    denied: 0,
+                }),
+                namespaces: vec!["host".into(), "b\"lue".into(), "empty".into()],
+            }),
+            protocols: Protocols::TCP,
+            skipped: PortSet::new(),
+            method: Method::Netlink,
+            started: std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(1764302673.25),
+            duration: std::time::Duration::from_nanos(35_000),
+            fallback: None,
+            unscanned: vec![Unscanned {
+                name: "red".into(),
+                why: "cannot enter it: Operation not permitted".into(),
+            }],
+        }
+    }
+
+    fn netns_exposition(labels: &[Label], closed_of: Option<&PortSet>) -> String {
+        let labels = labels
+            .iter()
+            .copied()
+            .collect::<Labels>()
+            .with(Label::Netns);
+        let mut out = Vec::new();
+        write_scan(&netns_scan(), Shown { labels, closed_of }, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let meta = text.find("# HELP port_exporter_scan_duration").unwrap();
+        assert!(
+            text.ends_with(
+                "# HELP port_exporter_netns_unscanned Network namespaces that exist but could not be opened or entered (--netns all): their listeners are missing from this exposition.
+# TYPE port_exporter_netns_unscanned gauge
+port_exporter_netns_unscanned 1
+# HELP port_exporter_build_info A metric with a constant 1 value, labeled by the version and the scan method used.
+# TYPE port_exporter_build_info gauge
+port_exporter_build_info{method=\"netlink\",version=\"0.1.0\"} 1
+"
+            ),
+            "{text}"
+        );
+        text[..meta].to_string()
+    }
+
+    const NETNS_HEADER: &str = "\
+# HELP instance_open_ports Whether a socket listens on this port (TCP in LISTEN state, UDP bound and not connected) in the network namespace of the netns label, with the labels chosen by --labels: 1 open, 0 closed (closed ports are listed only with --include-closed).
+# TYPE instance_open_ports gauge
+";
+
+    #[test]
+    fn golden_netns_one_sample_per_port_and_namespace() {
+        assert_eq!(
+            netns_exposition(&[], None),
+            format!(
+                "{NETNS_HEADER}\
+instance_open_ports{{port=\"22\",netns=\"b\\\"lue\"}} 1
+instance_open_ports{{port=\"22\",netns=\"host\"}} 1
+instance_open_ports{{port=\"8080\",netns=\"b\\\"lue\"}} 1
+"
+            )
+        );
+    }
+
+    #[test]
+    fn golden_netns_labels_and_closed_ports_per_namespace() {
+        let selected = parse_list("22,80,8080").unwrap();
+        assert_eq!(
+            netns_exposition(&[Label::Address, Label::Process], Some(&selected)),
+            format!(
+                "{NETNS_HEADER}\
+instance_open_ports{{port=\"22\",netns=\"empty\"}} 0
+instance_open_ports{{port=\"22\",address=\"0.0.0.0\",process=\"sshd\",netns=\"host\"}} 1
+instance_open_ports{{port=\"22\",address=\"127.0.0.1\",process=\"nginx\",netns=\"b\\\"lue\"}} 1
+instance_open_ports{{port=\"22\",address=\"::\",process=\"sshd\",netns=\"host\"}} 1
+instance_open_ports{{port=\"80\",netns=\"b\\\"lue\"}} 0
+instance_open_ports{{port=\"80\",netns=\"empty\"}} 0
+instance_open_ports{{port=\"80\",netns=\"host\"}} 0
+instance_open_ports{{port=\"8080\",netns=\"empty\"}} 0
+instance_open_ports{{port=\"8080\",netns=\"host\"}} 0
+instance_open_ports{{port=\"8080\",address=\"::\",process=\"nginx\",netns=\"b\\\"lue\"}} 1
+"
+            )
         );
     }
 }

@@ -4,8 +4,12 @@
 //! and by every scrape of the server.
 
 use std::{
+    collections::BTreeSet,
     io::{self, Write},
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use crate::{
@@ -91,6 +95,7 @@ impl Job {
             fallback: AtomicBool::new(false),
             skipped: AtomicBool::new(false),
             unattributed: AtomicBool::new(false),
+            unscanned: Mutex::new(BTreeSet::new()),
         }
     }
 }
@@ -104,6 +109,8 @@ pub struct Notices {
     fallback: AtomicBool,
     skipped: AtomicBool,
     unattributed: AtomicBool,
+    /// The namespaces already named as not scanned.
+    unscanned: Mutex<BTreeSet<String>>,
 }
 
 impl Notices {
@@ -129,6 +136,21 @@ impl Notices {
             && !self.unattributed.swap(true, Ordering::Relaxed)
         {
             log!("{warning}");
+        }
+        if !scan.unscanned.is_empty() {
+            let mut said = self.unscanned.lock().unwrap_or_else(|e| e.into_inner());
+            let new: Vec<String> = scan
+                .unscanned
+                .iter()
+                .filter(|u| said.insert(u.name.clone()))
+                .map(|u| format!("network namespace {} ({})", u.name, u.why))
+                .collect();
+            if !new.is_empty() {
+                log!(
+                    "warning: not scanned, so their listeners are not reported: {}",
+                    new.join("; ")
+                );
+            }
         }
     }
 }

@@ -14,11 +14,24 @@ pub enum Label {
     Scope,
     User,
     Process,
+    /// The network namespace: never chosen by `--labels`, always there
+    /// with `--netns all`.
+    Netns,
 }
 
 impl Label {
     /// Every label, in the order samples carry them (after `port`).
-    pub const ALL: [Label; 5] = [
+    pub const ALL: [Label; 6] = [
+        Label::Protocol,
+        Label::Address,
+        Label::Scope,
+        Label::User,
+        Label::Process,
+        Label::Netns,
+    ];
+
+    /// The labels `--labels` may choose.
+    pub const CHOSEN: [Label; 5] = [
         Label::Protocol,
         Label::Address,
         Label::Scope,
@@ -34,6 +47,7 @@ impl Label {
             Label::Scope => "scope",
             Label::User => "user",
             Label::Process => "process",
+            Label::Netns => "netns",
         }
     }
 
@@ -95,8 +109,11 @@ impl<'a> Address<'a> {
     pub fn of(listener: &Listener, sockets: &'a Sockets) -> Address<'a> {
         Address {
             address: listener.address,
-            interface: (listener.interface != 0)
-                .then(|| sockets.interface(listener.interface).unwrap_or("?")),
+            interface: (listener.interface != 0).then(|| {
+                sockets
+                    .interface(listener.netns, listener.interface)
+                    .unwrap_or("?")
+            }),
         }
     }
 }
@@ -129,29 +146,38 @@ pub struct Order<'a> {
     users: Vec<(u32, u32)>,
     /// pid → rank of its command name.
     processes: Vec<(u32, u32)>,
-    /// interface index → rank of its name.
-    interfaces: Vec<(u32, u32)>,
+    /// (namespace, interface index) → rank of its name.
+    interfaces: Vec<((u32, u32), u32)>,
+    /// Rank of each namespace's name, by namespace.
+    namespaces: Vec<u32>,
 }
 
 impl<'a> Order<'a> {
     pub fn new(sockets: &'a Sockets) -> Order<'a> {
         let processes = sockets.processes.as_ref().map_or(&[][..], |p| &p.names[..]);
+        let named: Vec<(u32, String)> = (0u32..).zip(sockets.namespaces.iter().cloned()).collect();
         Order {
             sockets,
             users: ranks(&sockets.users),
             processes: ranks(processes),
             interfaces: ranks(&sockets.interfaces),
+            namespaces: ranks(&named).into_iter().map(|(_, rank)| rank).collect(),
         }
+    }
+
+    /// The rank of namespace `netns`'s name (0 when namespaces have none).
+    pub fn namespace_rank(&self, netns: u32) -> u32 {
+        self.namespaces.get(netns as usize).copied().unwrap_or(0)
     }
 
     /// The key of `listener` under `labels`: two listeners with equal keys
     /// make one sample.
     pub fn key(&self, listener: &Listener, labels: Labels) -> Key {
-        let rank = |table: &[(u32, u32)], id: u32| {
+        fn rank<K: Ord + Copy>(table: &[(K, u32)], id: K) -> u32 {
             table
                 .binary_search_by_key(&id, |(k, _)| *k)
                 .map_or(u32::MAX, |i| table[i].1)
-        };
+        }
         let has = |label| labels.has(label);
         Key {
             port: listener.port,
@@ -163,7 +189,7 @@ impl<'a> Order<'a> {
                 };
                 let interface = match listener.interface {
                     0 => 0,
-                    index => 1 + rank(&self.interfaces, index),
+                    index => 1 + rank(&self.interfaces, (listener.netns, index)),
                 };
                 (family, octets, interface)
             }),
@@ -173,6 +199,7 @@ impl<'a> Order<'a> {
                 0 => 0,
                 pid => 1 + rank(&self.processes, pid),
             }),
+            netns: has(Label::Netns).then(|| self.namespace_rank(listener.netns)),
         }
     }
 
@@ -184,8 +211,8 @@ impl<'a> Order<'a> {
 
 /// Ranks of the names in `(id, name)` pairs: `(id, rank)` sorted by id,
 /// where rank orders the names as text.
-fn ranks(pairs: &[(u32, String)]) -> Vec<(u32, u32)> {
-    let mut by_name: Vec<(&str, u32)> = pairs.iter().map(|(id, n)| (n.as_str(), *id)).collect();
+fn ranks<K: Ord + Copy>(pairs: &[(K, String)]) -> Vec<(K, u32)> {
+    let mut by_name: Vec<(&str, K)> = pairs.iter().map(|(id, n)| (n.as_str(), *id)).collect();
     by_name.sort_unstable();
     let mut ranked = Vec::with_capacity(by_name.len());
     let mut rank = 0;
@@ -211,6 +238,8 @@ pub struct Key {
     pub user: Option<u32>,
     /// 0 for no process, else its name's rank + 1.
     pub process: Option<u32>,
+    /// The rank of the namespace's name.
+    pub netns: Option<u32>,
 }
 
 /// Compares two listeners under `labels`.

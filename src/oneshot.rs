@@ -10,6 +10,7 @@ use crate::{job::Job, log::log, textfile};
 /// Scans once and writes the exposition to `output` (atomically), or to
 /// stdout when `output` is `None`.
 pub fn run(job: &Job, output: Option<&Path>) -> anyhow::Result<()> {
+    job.plan.check()?;
     if let Some(path) = output {
         textfile::check_target(path)?;
         if !textfile::collector_reads(path) {
@@ -23,8 +24,14 @@ pub fn run(job: &Job, output: Option<&Path>) -> anyhow::Result<()> {
     let scan = job.plan.run()?;
     job.notices().scanned(&scan);
     if job.verbose {
+        let namespaces = scan
+            .sockets
+            .as_ref()
+            .filter(|s| !s.namespaces.is_empty())
+            .map(|s| format!(" in {} network namespaces", s.namespaces.len()))
+            .unwrap_or_default();
         log!(
-            "method {} found {} open of {} selected ports in {:.3} ms",
+            "method {} found {} open of {} selected ports{namespaces} in {:.3} ms",
             scan.method.name(),
             scan.open.len() + scan.open_udp.len(),
             job.plan.selected.len(),

@@ -15,7 +15,7 @@ fn all_labels() -> Labels {
 }
 
 /// The listeners in row order: port, protocol, address, user, process,
-/// then pid.
+/// namespace, then pid.
 fn rows(sockets: &Sockets) -> Vec<u32> {
     let order = Order::new(sockets);
     let labels = all_labels();
@@ -28,8 +28,9 @@ fn rows(sockets: &Sockets) -> Vec<u32> {
     sorted
 }
 
-/// The text of a row's cells, in column order.
-fn cells(listener: &Listener, sockets: &Sockets) -> [String; 6] {
+/// The text of a row's cells, in column order: the netns column only with
+/// `--netns all`.
+fn cells(listener: &Listener, sockets: &Sockets) -> Vec<String> {
     let user = sockets
         .user(listener.uid)
         .map_or_else(|| listener.uid.to_string(), str::to_string);
@@ -37,25 +38,46 @@ fn cells(listener: &Listener, sockets: &Sockets) -> [String; 6] {
         Some(name) => (name.to_string(), listener.pid.to_string()),
         None => ("-".to_string(), "-".to_string()),
     };
-    [
+    let mut cells = vec![
         listener.protocol.name().to_string(),
         listener.port.to_string(),
         Address::of(listener, sockets).to_string(),
         user,
         process,
         pid,
-    ]
+    ];
+    if let Some(netns) = namespace(listener, sockets) {
+        cells.push(netns.to_string());
+    }
+    cells
 }
 
-/// The column headings of the table.
-const HEADINGS: [&str; 6] = ["PROTOCOL", "PORT", "ADDRESS", "USER", "PROCESS", "PID"];
+/// The label of a listener's namespace, with `--netns all`.
+fn namespace<'a>(listener: &Listener, sockets: &'a Sockets) -> Option<&'a str> {
+    sockets
+        .namespaces
+        .get(listener.netns as usize)
+        .map(String::as_str)
+}
+
+/// The column headings of the table; NETNS only with `--netns all`.
+fn headings(sockets: &Sockets) -> Vec<String> {
+    let mut headings = ["PROTOCOL", "PORT", "ADDRESS", "USER", "PROCESS", "PID"]
+        .map(str::to_string)
+        .to_vec();
+    if !sockets.namespaces.is_empty() {
+        headings.push("NETNS".to_string());
+    }
+    headings
+}
 
 /// Writes an aligned table: a heading row, then one row per listener,
 /// sorted by port. Unknown processes show as `-`; control characters in
 /// names as `?`, so that a name cannot forge rows.
 pub fn write_table(sockets: &Sockets, out: &mut impl Write) -> io::Result<()> {
     let sorted = rows(sockets);
-    let mut widths = HEADINGS.map(str::len);
+    let headings = headings(sockets);
+    let mut widths: Vec<usize> = headings.iter().map(String::len).collect();
     for &i in &sorted {
         for (width, cell) in widths
             .iter_mut()
@@ -64,7 +86,7 @@ pub fn write_table(sockets: &Sockets, out: &mut impl Write) -> io::Result<()> {
             *width = (*width).max(printable(&cell).chars().count());
         }
     }
-    row(out, &HEADINGS.map(str::to_string), &widths)?;
+    row(out, &headings, &widths)?;
     for &i in &sorted {
         row(
             out,
@@ -77,7 +99,7 @@ pub fn write_table(sockets: &Sockets, out: &mut impl Write) -> io::Result<()> {
 
 /// One table row: cells padded to their column's width, two spaces apart,
 /// the port right-aligned, nothing after the last cell.
-fn row(out: &mut impl Write, cells: &[String; 6], widths: &[usize; 6]) -> io::Result<()> {
+fn row(out: &mut impl Write, cells: &[String], widths: &[usize]) -> io::Result<()> {
     let last = cells.len() - 1;
     for (k, (cell, &width)) in cells.iter().zip(widths).enumerate() {
         let cell = printable(cell);
@@ -111,7 +133,7 @@ fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 /// Writes a JSON array of listener objects, one per line, sorted as the
 /// table is, with the keys `protocol`, `port`, `address`, `scope`, `user`,
 /// `uid`, `process` and `pid` (`process` and `pid` are null when no
-/// process was found).
+/// process was found), and `netns` with `--netns all`.
 pub fn write_json(sockets: &Sockets, out: &mut impl Write) -> io::Result<()> {
     let sorted = rows(sockets);
     if sorted.is_empty() {
@@ -140,10 +162,15 @@ pub fn write_json(sockets: &Sockets, out: &mut impl Write) -> io::Result<()> {
         match sockets.process(listener.pid) {
             Some(name) => {
                 json_string(out, name)?;
-                write!(out, ",\"pid\":{}}}", listener.pid)?;
+                write!(out, ",\"pid\":{}", listener.pid)?;
             }
-            None => out.write_all(b"null,\"pid\":null}")?,
+            None => out.write_all(b"null,\"pid\":null")?,
         }
+        if let Some(netns) = namespace(listener, sockets) {
+            out.write_all(b",\"netns\":")?;
+            json_string(out, netns)?;
+        }
+        out.write_all(b"}")?;
         out.write_all(if n + 1 < sorted.len() { b",\n" } else { b"\n" })?;
     }
     out.write_all(b"]\n")
@@ -177,6 +204,7 @@ mod tests {
             uid,
             inode: port as u32,
             pid,
+            netns: 0,
         };
         Sockets {
             listeners: vec![
@@ -185,13 +213,14 @@ mod tests {
                 listener(Protocol::Tcp, "::", 0, 22, 0, 7),
                 listener(Protocol::Tcp, "0.0.0.0", 0, 22, 0, 7),
             ],
-            interfaces: vec![(3, "veth0".into())],
+            interfaces: vec![((0, 3), "veth0".into())],
             users: vec![(0, "root".into()), (65534, "nobody".into())],
             processes: Some(Processes {
                 names: vec![(7, "sshd".into()), (20, "we\"ird\n".into())],
                 unattributed: 1,
                 denied: 0,
             }),
+            namespaces: Vec::new(),
         }
     }
 
@@ -228,5 +257,36 @@ tcp       8080  fe80::1%veth0  nobody  we\"ird?  20
         let mut empty = Vec::new();
         write_json(&Sockets::default(), &mut empty).unwrap();
         assert_eq!(empty, b"[]\n");
+    }
+    #[test]
+    fn golden_netns_column_and_key() {
+        let mut sockets = sockets();
+        sockets.namespaces = vec!["host".into(), "0123456789ab".into()];
+        sockets.listeners[1].netns = 1;
+        sockets.listeners[2].netns = 1;
+        sockets.interfaces = vec![((1, 3), "veth0".into())];
+        let mut out = Vec::new();
+        write_table(&sockets, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\
+PROTOCOL  PORT  ADDRESS        USER    PROCESS  PID  NETNS
+tcp         22  0.0.0.0        root    sshd     7    host
+tcp         22  ::             root    sshd     7    0123456789ab
+udp         53  0.0.0.0        root    -        -    host
+tcp       8080  fe80::1%veth0  nobody  we\"ird?  20   0123456789ab
+"
+        );
+        let mut out = Vec::new();
+        write_json(&sockets, &mut out).unwrap();
+        let json = String::from_utf8(out).unwrap();
+        assert!(
+            json.contains(r#""process":"sshd","pid":7,"netns":"0123456789ab"},"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""process":null,"pid":null,"netns":"host"},"#),
+            "{json}"
+        );
     }
 }

@@ -13,11 +13,15 @@
 //! port sets directly, which keeps the default run as cheap as it was.
 //! Scanning is a function of the current network namespace (netlink) or of
 //! a `/proc/PID/net` directory (procfs); finding the processes
-//! ([`owner`]) and user names ([`users`]) is host-wide.
+//! ([`owner`]) and user names ([`users`]) is host-wide. With `--netns all`
+//! ([`netns`]) the same scan runs in every network namespace of the host,
+//! each listener marked with its namespace.
 
 pub mod bind;
 #[cfg(target_os = "linux")]
 pub mod netlink;
+#[cfg(target_os = "linux")]
+pub mod netns;
 pub mod owner;
 #[cfg(target_os = "linux")]
 pub mod procfs;
@@ -112,6 +116,9 @@ pub struct Listener {
     pub inode: u32,
     /// The lowest pid holding it ([`owner`]), 0 when unknown or not asked.
     pub pid: u32,
+    /// Its network namespace: an index into [`Sockets::namespaces`], 0
+    /// when only the tool's own namespace is scanned.
+    pub netns: u32,
 }
 
 /// Where an address lets a socket be reached from.
@@ -172,6 +179,16 @@ impl Detail {
     }
 }
 
+/// Which network namespaces to scan (`--netns`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Namespaces {
+    /// The one port_exporter runs in.
+    #[default]
+    Own,
+    /// Every namespace of the host that has a process or a name.
+    All,
+}
+
 /// What to scan: the same for one-shot runs and for every scrape.
 #[derive(Debug)]
 pub struct Plan {
@@ -185,6 +202,8 @@ pub struct Plan {
     pub protocols: Protocols,
     /// What to learn about each open port.
     pub detail: Detail,
+    /// `--netns`.
+    pub namespaces: Namespaces,
 }
 
 /// The result of one scan.
@@ -209,29 +228,49 @@ pub struct Scan {
     pub duration: Duration,
     /// Why `auto` did not use its first choice, if it did not.
     pub fallback: Option<String>,
+    /// With `--netns all`: the namespaces that could not be scanned.
+    pub unscanned: Vec<Unscanned>,
+}
+
+/// A network namespace that exists but could not be scanned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unscanned {
+    /// Its `netns` label.
+    pub name: String,
+    /// Why, such as `cannot open /run/netns/blue: Permission denied`.
+    pub why: String,
 }
 
 /// Names by numeric id (interface index, uid, pid), sorted by id.
 pub type Names = Vec<(u32, String)>;
+
+/// An interface of a namespace: (namespace, interface index). Interface
+/// indexes are numbered in each namespace on its own.
+pub type Interface = (u32, u32);
 
 /// The sockets of a scan and what is known about them.
 #[derive(Debug, Default)]
 pub struct Sockets {
     /// The sockets on selected ports, each once.
     pub listeners: Vec<Listener>,
-    /// The name of each interface a listener is bound to, by index, sorted.
-    pub interfaces: Vec<(u32, String)>,
+    /// The name of each interface a listener is bound to, by namespace
+    /// and index, sorted.
+    pub interfaces: Vec<(Interface, String)>,
     /// The name of each owner (or its number when no name resolves), by
     /// uid, sorted; empty unless the plan asked for users.
     pub users: Vec<(u32, String)>,
     /// The processes holding the listeners, when the plan asked for them.
     pub processes: Option<owner::Processes>,
+    /// With `--netns all`: the `netns` label of each namespace scanned, in
+    /// no particular order ([`Listener::netns`] indexes it); empty
+    /// otherwise.
+    pub namespaces: Vec<String>,
 }
 
 impl Sockets {
-    /// The name of interface `index`.
-    pub fn interface(&self, index: u32) -> Option<&str> {
-        lookup(&self.interfaces, index)
+    /// The name of interface `index` of namespace `netns`.
+    pub fn interface(&self, netns: u32, index: u32) -> Option<&str> {
+        lookup(&self.interfaces, (netns, index))
     }
 
     /// The name of user `uid`, if users were resolved.
@@ -246,9 +285,9 @@ impl Sockets {
 }
 
 /// The value of `key` in a list of pairs sorted by key.
-fn lookup(pairs: &[(u32, String)], key: u32) -> Option<&str> {
+fn lookup<K: Ord>(pairs: &[(K, String)], key: K) -> Option<&str> {
     pairs
-        .binary_search_by_key(&key, |(k, _)| *k)
+        .binary_search_by(|(k, _)| k.cmp(&key))
         .ok()
         .map(|i| pairs[i].1.as_str())
 }
@@ -273,49 +312,60 @@ enum Found {
     /// The open ports of TCP and of UDP.
     Ports(PortSet, PortSet),
     /// Every listener, and the names of the interfaces they are bound to.
-    Sockets(Vec<Listener>, Vec<(u32, String)>),
+    Sockets(Vec<Listener>, Vec<(Interface, String)>),
+}
+
+/// The interfaces of the tool's own namespace, as [`Sockets`] keeps them.
+#[cfg(target_os = "linux")]
+fn own_interfaces(names: Names) -> Vec<(Interface, String)> {
+    names
+        .into_iter()
+        .map(|(index, name)| ((0, index), name))
+        .collect()
 }
 
 impl Plan {
+    /// Checks, before anything else is done, that the plan can run at all:
+    /// `--netns all` needs its privilege.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match self.namespaces {
+            Namespaces::Own => Ok(()),
+            #[cfg(target_os = "linux")]
+            Namespaces::All => netns::check_privilege(),
+            #[cfg(not(target_os = "linux"))]
+            Namespaces::All => anyhow::bail!("--netns exists only on Linux"),
+        }
+    }
+
     /// Scans the selected ports with the planned method, and learns what
     /// the plan's detail asks for.
     pub fn run(&self) -> anyhow::Result<Scan> {
         let started = SystemTime::now();
         let clock = Instant::now();
         let mut fallback = None;
-        let (found, skipped, method) = match self.method {
-            Method::Bind => self.bind()?,
+        let mut unscanned = Vec::new();
+        let mut namespaces = Vec::new();
+        let (found, skipped, method) = match (self.namespaces, self.method) {
+            (Namespaces::Own, method) => self.own(method, &mut fallback)?,
             #[cfg(target_os = "linux")]
-            Method::Netlink => (
-                self.netlink().context("netlink sock_diag dump failed")?,
-                PortSet::new(),
-                Method::Netlink,
-            ),
-            #[cfg(target_os = "linux")]
-            Method::Procfs => (self.procfs()?, PortSet::new(), Method::Procfs),
-            #[cfg(target_os = "linux")]
-            Method::Auto => match self.netlink() {
-                Ok(found) => (found, PortSet::new(), Method::Netlink),
-                Err(refused) => {
-                    let why = format!("netlink sock_diag dump failed ({refused})");
-                    let found = self
-                        .procfs()
-                        .with_context(|| format!("{why}, and so did the procfs fallback"))?;
-                    fallback = Some(format!("{why}; used procfs"));
-                    (found, PortSet::new(), Method::Procfs)
-                }
-            },
-            #[cfg(not(target_os = "linux"))]
-            Method::Netlink | Method::Procfs => {
-                anyhow::bail!("--method {} exists only on Linux", self.method.name())
+            (Namespaces::All, _) => {
+                let all = netns::scan(self)?;
+                fallback = all.fallback;
+                unscanned = all.unscanned;
+                namespaces = all.names;
+                (
+                    Found::Sockets(all.listeners, all.interfaces),
+                    PortSet::new(),
+                    all.method,
+                )
             }
             #[cfg(not(target_os = "linux"))]
-            Method::Auto => self.bind()?,
+            (Namespaces::All, _) => anyhow::bail!("--netns exists only on Linux"),
         };
         let (mut open, mut open_udp, sockets) = match found {
             Found::Ports(tcp, udp) => (tcp, udp, None),
             Found::Sockets(listeners, interfaces) => {
-                let sockets = self.learn(listeners, interfaces);
+                let sockets = self.learn(listeners, interfaces, namespaces);
                 let (mut tcp, mut udp) = (PortSet::new(), PortSet::new());
                 for listener in &sockets.listeners {
                     match listener.protocol {
@@ -338,14 +388,60 @@ impl Plan {
             started,
             duration: clock.elapsed(),
             fallback,
+            unscanned,
+        })
+    }
+
+    /// A scan of the tool's own network namespace with `method`: what it
+    /// found, the ports it skipped, and the method that ran.
+    fn own(
+        &self,
+        method: Method,
+        fallback: &mut Option<String>,
+    ) -> anyhow::Result<(Found, PortSet, Method)> {
+        Ok(match method {
+            Method::Bind => self.bind()?,
+            #[cfg(target_os = "linux")]
+            Method::Netlink => (
+                self.netlink().context("netlink sock_diag dump failed")?,
+                PortSet::new(),
+                Method::Netlink,
+            ),
+            #[cfg(target_os = "linux")]
+            Method::Procfs => (self.procfs()?, PortSet::new(), Method::Procfs),
+            #[cfg(target_os = "linux")]
+            Method::Auto => match self.netlink() {
+                Ok(found) => (found, PortSet::new(), Method::Netlink),
+                Err(refused) => {
+                    let why = format!("netlink sock_diag dump failed ({refused})");
+                    let found = self
+                        .procfs()
+                        .with_context(|| format!("{why}, and so did the procfs fallback"))?;
+                    *fallback = Some(format!("{why}; used procfs"));
+                    (found, PortSet::new(), Method::Procfs)
+                }
+            },
+            #[cfg(not(target_os = "linux"))]
+            Method::Netlink | Method::Procfs => {
+                anyhow::bail!("--method {} exists only on Linux", method.name())
+            }
+            #[cfg(not(target_os = "linux"))]
+            Method::Auto => self.bind()?,
         })
     }
 
     /// Keeps the listeners on selected ports, in a stable order, and finds
     /// their processes and user names if the plan asks for them.
-    fn learn(&self, mut listeners: Vec<Listener>, interfaces: Vec<(u32, String)>) -> Sockets {
+    fn learn(
+        &self,
+        mut listeners: Vec<Listener>,
+        interfaces: Vec<(Interface, String)>,
+        namespaces: Vec<String>,
+    ) -> Sockets {
         listeners.retain(|l| self.selected.contains(l.port));
-        listeners.sort_unstable_by_key(|l| (l.port, l.protocol, l.address, l.interface, l.inode));
+        listeners.sort_unstable_by_key(|l| {
+            (l.port, l.protocol, l.address, l.netns, l.interface, l.inode)
+        });
         let processes = self
             .detail
             .processes
@@ -363,6 +459,7 @@ impl Plan {
             interfaces,
             users,
             processes,
+            namespaces,
         }
     }
 
@@ -374,7 +471,7 @@ impl Plan {
             return Ok(Found::Ports(tcp, udp));
         }
         let listeners = netlink::listeners(self.protocols)?;
-        let interfaces = netlink::interface_names(&listeners);
+        let interfaces = own_interfaces(netlink::interface_names(&listeners));
         Ok(Found::Sockets(listeners, interfaces))
     }
 
@@ -389,7 +486,7 @@ impl Plan {
         } else {
             let (listeners, interfaces) =
                 procfs::listeners(net, self.protocols).context(PROCFS_FAILED)?;
-            Found::Sockets(listeners, interfaces)
+            Found::Sockets(listeners, own_interfaces(interfaces))
         };
         Ok(found)
     }

@@ -332,6 +332,7 @@ fn listener_of(protocol: Protocol, msg: &[u8]) -> Listener {
         uid: word(64),
         inode: word(68),
         pid: 0,
+        netns: 0,
     }
 }
 

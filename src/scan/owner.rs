@@ -203,7 +203,7 @@ fn find(wanted: &mut [Wanted], inode: u32) -> Option<&mut Wanted> {
 }
 
 /// The pids of the processes under `proc_root`, ascending.
-fn pids(proc_root: &Path) -> Vec<u32> {
+pub(crate) fn pids(proc_root: &Path) -> Vec<u32> {
     let Ok(entries) = fs::read_dir(proc_root) else {
         return Vec::new();
     };
@@ -314,6 +314,7 @@ mod tests {
             uid,
             inode,
             pid: 0,
+            netns: 0,
         }
     }
 

@@ -175,6 +175,7 @@ impl Row<'_> {
             uid,
             inode,
             pid: 0,
+            netns: 0,
         })
     }
 

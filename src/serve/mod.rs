@@ -110,6 +110,7 @@ const CONTENT_TYPE_METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// SIGINT, secured by the web config file if one is given. The web config
 /// is loaded first: when it is wrong, nothing is bound.
 pub fn serve(addr: Option<&ListenAddr>, web_config: Option<&Path>, job: Job) -> anyhow::Result<()> {
+    job.plan.check()?;
     let web = match web_config {
         Some(path) => Some(Arc::new(live::Live::load(path)?)),
         None => None,

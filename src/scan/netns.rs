@@ -1,0 +1,690 @@
+//! `--netns all`: the listeners of every network namespace of the host,
+//! each scanned from inside it.
+//!
+//! **Finding them.** A namespace exists while a process is in it or a file
+//! is bound to it. So: every distinct `/proc/PID/ns/net` (by device and
+//! inode: one per namespace, however many processes share it), and the
+//! files under `/run/netns` (made by `ip netns add`) and
+//! `/var/run/docker/netns` (Docker's) that are bound to a namespace.
+//!
+//! **Naming them** (the `netns` label), in this order of preference:
+//! - the file name under `/run/netns` (the smallest, when it has several);
+//! - `host`, for the namespace of PID 1;
+//! - a container's short id (12 hex digits), from the cgroup of the
+//!   lowest pid in it that belongs to a container: `docker-<id>.scope`,
+//!   `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`
+//!   or a bare `<id>` component (`/docker/<id>`, the cgroupfs drivers);
+//! - otherwise `net:[INODE]`, as `readlink /proc/PID/ns/net` writes it.
+//!
+//! Each of these stays the same for the namespace's whole life, and
+//! between runs. Two namespaces never get the same label: a clash (a
+//! container with a namespace of its own inside, an `ip netns` name
+//! `host`) leaves the later one with its `net:[INODE]`.
+//!
+//! **Scanning them.** A netlink socket belongs to the namespace it is
+//! created in, so one worker thread enters each namespace in turn
+//! (`setns`) and runs the same scan as for the tool's own namespace there.
+//! Only a thread made for this ever changes namespace, and it ends with
+//! the scan: no other thread (the main one, a server's runtime) is ever
+//! moved. With `--method procfs` a namespace that has a process is read
+//! from `/proc/PID/net` without entering it.
+//!
+//! **What can go wrong.** A namespace whose last process exits, or whose
+//! file is removed, between finding and scanning it no longer exists: it
+//! is skipped, which is what a scan a moment later would see. One that
+//! exists but cannot be opened or entered (a security module says no) is
+//! reported in [`Unscanned`]: counted in a gauge and named on stderr,
+//! never dropped silently.
+//!
+//! **Privilege.** Opening another process's namespace needs
+//! CAP_SYS_PTRACE, entering one CAP_SYS_ADMIN. Without both the scan
+//! refuses to start ([`check_privilege`]): a partial set of namespaces
+//! must never pass for all of them.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs::{self, File},
+    io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    thread,
+};
+
+use anyhow::{Context, bail};
+use nix::sched::{CloneFlags, setns};
+
+use super::{Interface, Listener, Method, Names, Plan, Protocols, Unscanned, netlink, procfs};
+
+/// Where `ip netns add` binds named namespaces (iproute2 writes
+/// `/var/run/netns`, which is `/run/netns` on most systems).
+const NAMED_DIRS: [&str; 2] = ["/run/netns", "/var/run/netns"];
+/// Where Docker binds the namespaces of its containers (named by sandbox,
+/// not by container: these names are not used as labels).
+const DOCKER_DIR: &str = "/var/run/docker/netns";
+
+/// The capabilities `--netns all` needs (linux/capability.h).
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// A namespace's identity: the device and inode of its nsfs file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Id {
+    dev: u64,
+    ino: u64,
+}
+
+impl Id {
+    fn of(meta: &fs::Metadata) -> Id {
+        Id {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+
+    /// The label of a namespace with no better name, as readlink writes it.
+    fn fallback_name(self) -> String {
+        format!("net:[{}]", self.ino)
+    }
+}
+
+/// A file bound to a namespace.
+#[derive(Debug)]
+struct Bound {
+    path: PathBuf,
+    /// Its file name.
+    name: String,
+    /// Made by `ip netns` (its name is a label); else Docker's.
+    named: bool,
+}
+
+/// A network namespace that was found.
+#[derive(Debug)]
+pub struct Space {
+    /// Its `netns` label.
+    pub name: String,
+    id: Id,
+    /// The processes in it, ascending.
+    pids: Vec<u32>,
+    /// The files bound to it.
+    files: Vec<Bound>,
+    /// PID 1 is in it.
+    host: bool,
+}
+
+impl Space {
+    fn new(id: Id) -> Space {
+        Space {
+            name: String::new(),
+            id,
+            pids: Vec::new(),
+            files: Vec::new(),
+            host: false,
+        }
+    }
+}
+
+/// The namespaces of the host, and those that were seen but cannot be
+/// scanned.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    pub spaces: Vec<Space>,
+    pub unscanned: Vec<Unscanned>,
+}
+
+/// What a scan of every namespace found.
+#[derive(Debug)]
+pub struct All {
+    /// Every listener, its `netns` an index into `names`.
+    pub listeners: Vec<Listener>,
+    /// The interfaces the listeners are bound to, by namespace, sorted.
+    pub interfaces: Vec<(Interface, String)>,
+    /// The label of each namespace scanned.
+    pub names: Vec<String>,
+    /// The namespaces that exist but could not be scanned.
+    pub unscanned: Vec<Unscanned>,
+    /// The method that ran (netlink, or procfs).
+    pub method: Method,
+    /// Why `auto` fell back to procfs, if it did.
+    pub fallback: Option<String>,
+}
+
+/// Scans every network namespace of the host with the plan's method and
+/// protocols. The plan's selection and detail are applied by the caller,
+/// to all namespaces at once.
+pub fn scan(plan: &Plan) -> anyhow::Result<All> {
+    if plan.method == Method::Bind {
+        bail!("--method bind cannot scan other network namespaces");
+    }
+    check_privilege()?;
+    let found = discover().context("cannot list the network namespaces")?;
+    let protocols = plan.protocols;
+    let mut how = How {
+        method: plan.method,
+        fallback: None,
+    };
+    // The worker: the only thread that changes namespace. It ends here,
+    // in whichever namespace it was last, and takes that with it.
+    let outcomes = thread::scope(|scope| {
+        let worker = thread::Builder::new()
+            .name("netns".into())
+            .spawn_scoped(scope, || {
+                let outcomes = found
+                    .spaces
+                    .iter()
+                    .map(|space| scan_space(space, &mut how, protocols))
+                    .collect::<anyhow::Result<Vec<Outcome>>>();
+                (outcomes, how)
+            })
+            .context("cannot start the thread that enters the namespaces")?;
+        let (outcomes, how) = worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        outcomes.map(|outcomes| (outcomes, how))
+    });
+    let (outcomes, how) = outcomes?;
+
+    let mut all = All {
+        listeners: Vec::new(),
+        interfaces: Vec::new(),
+        names: Vec::new(),
+        unscanned: found.unscanned,
+        method: match how.method {
+            Method::Auto | Method::Netlink => Method::Netlink,
+            other => other,
+        },
+        fallback: how.fallback,
+    };
+    for (space, outcome) in found.spaces.into_iter().zip(outcomes) {
+        match outcome {
+            Outcome::Found(mut listeners, interfaces) => {
+                let netns = u32::try_from(all.names.len()).expect("fewer than 2^32 namespaces");
+                for listener in &mut listeners {
+                    listener.netns = netns;
+                }
+                all.listeners.append(&mut listeners);
+                all.interfaces.extend(
+                    interfaces
+                        .into_iter()
+                        .map(|(index, name)| ((netns, index), name)),
+                );
+                all.names.push(space.name);
+            }
+            Outcome::Gone => {}
+            Outcome::Unscanned(why) => all.unscanned.push(Unscanned {
+                name: space.name,
+                why,
+            }),
+        }
+    }
+    all.interfaces.sort_unstable();
+    Ok(all)
+}
+
+/// Fails, naming what is missing, unless this thread may open other
+/// processes' namespaces (CAP_SYS_PTRACE) and enter them (CAP_SYS_ADMIN).
+pub fn check_privilege() -> anyhow::Result<()> {
+    let path = "/proc/thread-self/status";
+    let status = fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .with_context(|| format!("cannot read {path}: no CapEff line"))?;
+    let missing: Vec<&str> = [
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+        (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| effective & (1 << bit) == 0)
+    .map(|(_, name)| name)
+    .collect();
+    if !missing.is_empty() {
+        bail!(
+            "--netns all needs root (CAP_SYS_ADMIN to enter network namespaces, CAP_SYS_PTRACE \
+             to open those of other processes): this process lacks {}",
+            missing.join(" and ")
+        );
+    }
+    Ok(())
+}
+
+/// Finds and names the network namespaces of the host.
+pub fn discover() -> io::Result<Discovery> {
+    let proc_root = Path::new("/proc");
+    // Every nsfs file is on one device: a file under /run/netns on another
+    // is not bound to a namespace (left over after a crash).
+    let nsfs = fs::metadata("/proc/thread-self/ns/net")?.dev();
+    let mut found = Discovery::default();
+    let mut index: HashMap<Id, usize> = HashMap::new();
+    let mut place = |spaces: &mut Vec<Space>, id: Id| -> usize {
+        *index.entry(id).or_insert_with(|| {
+            spaces.push(Space::new(id));
+            spaces.len() - 1
+        })
+    };
+
+    let mut unreadable = Vec::new();
+    for pid in super::owner::pids(proc_root) {
+        match fs::metadata(format!("/proc/{pid}/ns/net")) {
+            Ok(meta) => {
+                let i = place(&mut found.spaces, Id::of(&meta));
+                found.spaces[i].pids.push(pid);
+            }
+            Err(err) if is_gone(&err) => {}
+            Err(err) => unreadable.push((pid, err)),
+        }
+    }
+    if let Some(space) = found.spaces.iter_mut().find(|s| s.pids.first() == Some(&1)) {
+        space.host = true;
+    }
+
+    let dirs = NAMED_DIRS
+        .iter()
+        .map(|dir| (*dir, true))
+        .chain([(DOCKER_DIR, false)]);
+    let mut dirs_read: Vec<Id> = Vec::new();
+    for (dir, named) in dirs {
+        // /var/run is /run on most systems: read each directory once.
+        let Ok(meta) = fs::metadata(dir) else {
+            continue;
+        };
+        if dirs_read.contains(&Id::of(&meta)) {
+            continue;
+        }
+        dirs_read.push(Id::of(&meta));
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        let mut names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        for name in names {
+            let path = Path::new(dir).join(&name);
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            if meta.dev() != nsfs || !meta.is_file() {
+                continue;
+            }
+            let i = place(&mut found.spaces, Id::of(&meta));
+            found.spaces[i].files.push(Bound {
+                path,
+                name: name.to_string_lossy().into_owned(),
+                named,
+            });
+        }
+    }
+
+    if !unreadable.is_empty() {
+        place_unreadable(&mut found, unreadable);
+    }
+    name_spaces(&mut found.spaces, container_of_pid);
+    Ok(found)
+}
+
+/// Places the processes whose namespace link could not be read (a
+/// security module may refuse it even to root) by their `/proc/PID/net`
+/// entries, which the kernel makes once per namespace: a process whose
+/// `net/dev` is that of a namespace already found is in it (which tells
+/// which namespace is PID 1's); the others are in namespaces that cannot
+/// be scanned, one per distinct entry.
+fn place_unreadable(found: &mut Discovery, unreadable: Vec<(u32, io::Error)>) {
+    let entry = |pid: u32| fs::metadata(format!("/proc/{pid}/net/dev")).map(|m| m.ino());
+    let mut known: HashMap<u64, usize> = HashMap::new();
+    for (i, space) in found.spaces.iter().enumerate() {
+        if let Some(ino) = space.pids.iter().find_map(|&pid| entry(pid).ok()) {
+            known.insert(ino, i);
+        }
+    }
+    let mut unknown: HashSet<u64> = HashSet::new();
+    for (pid, err) in unreadable {
+        let Ok(ino) = entry(pid) else {
+            // Gone, or nothing at all can be learned of it.
+            continue;
+        };
+        match known.get(&ino) {
+            Some(&i) if pid == 1 => found.spaces[i].host = true,
+            Some(_) => {}
+            None => {
+                if unknown.insert(ino) {
+                    found.unscanned.push(Unscanned {
+                        name: format!("of pid {pid}"),
+                        why: format!("cannot open /proc/{pid}/ns/net: {err}"),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Gives each namespace its label (see the module's documentation);
+/// `container` tells the short container id of a process, if it has one.
+fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<String>) {
+    // (label, preference, the pid that gave it, index)
+    let mut labels: Vec<(String, u8, u32, usize)> = Vec::with_capacity(spaces.len());
+    for (i, space) in spaces.iter().enumerate() {
+        let first = space.pids.first().copied().unwrap_or(u32::MAX);
+        let name = space
+            .files
+            .iter()
+            .filter(|f| f.named)
+            .map(|f| &f.name)
+            .min();
+        let label = if let Some(name) = name {
+            (name.clone(), 0, first)
+        } else if space.host {
+            ("host".to_string(), 1, 1)
+        } else if let Some((pid, id)) = space
+            .pids
+            .iter()
+            .find_map(|&pid| container(pid).map(|id| (pid, id)))
+        {
+            (id, 2, pid)
+        } else {
+            (space.id.fallback_name(), 3, first)
+        };
+        labels.push((label.0, label.1, label.2, i));
+    }
+    // A label taken twice stays with the most preferred claim, then the
+    // lowest pid (a container's own namespace, not one made inside it).
+    labels.sort_unstable();
+    for k in 0..labels.len() {
+        let (label, _, _, i) = &labels[k];
+        spaces[*i].name = if k > 0 && labels[k - 1].0 == *label {
+            spaces[*i].id.fallback_name()
+        } else {
+            label.clone()
+        };
+    }
+}
+
+/// The short container id of process `pid`, from its cgroup.
+fn container_of_pid(pid: u32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    container_id(&text)
+}
+
+/// The short id (12 hex digits) of the container a `/proc/PID/cgroup` file
+/// places its process in: the innermost path component that names one.
+pub fn container_id(cgroup: &str) -> Option<String> {
+    cgroup.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        path.rsplit('/').find_map(container_of_component)
+    })
+}
+
+/// The short id of the container a cgroup path component is, if it is
+/// one: `docker-<id>.scope`, `cri-containerd-<id>.scope`,
+/// `crio-<id>.scope`, `libpod-<id>.scope` (the systemd drivers) or `<id>`
+/// alone (the cgroupfs drivers: `/docker/<id>`, `/kubepods/.../<id>`), where
+/// the id is 64 hex digits. `crio-conmon-<id>.scope` and the like are not.
+fn container_of_component(component: &str) -> Option<String> {
+    let id = ["docker-", "cri-containerd-", "crio-", "libpod-"]
+        .iter()
+        .find_map(|prefix| component.strip_prefix(prefix)?.strip_suffix(".scope"))
+        .unwrap_or(component);
+    let hex = id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    hex.then(|| id[..12].to_string())
+}
+
+/// Whether an error opening or entering a namespace means it is gone.
+fn is_gone(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ENOENT | libc::ESRCH | libc::EINVAL)
+    )
+}
+
+/// How the worker scans, and what it had to change.
+#[derive(Debug)]
+struct How {
+    /// The method; `auto` becomes procfs after netlink is refused once.
+    method: Method,
+    /// Why `auto` fell back to procfs.
+    fallback: Option<String>,
+}
+
+/// What became of one namespace.
+enum Outcome {
+    /// Its listeners and the names of their interfaces.
+    Found(Vec<Listener>, Names),
+    /// It no longer exists.
+    Gone,
+    /// It exists but could not be scanned, because of this.
+    Unscanned(String),
+}
+
+/// Scans one namespace, on the worker thread.
+fn scan_space(space: &Space, how: &mut How, protocols: Protocols) -> anyhow::Result<Outcome> {
+    if how.method == Method::Procfs
+        && let Some((listeners, interfaces)) = read_from_outside(space, protocols)?
+    {
+        return Ok(Outcome::Found(listeners, interfaces));
+    }
+    let file = match open(space) {
+        Ok(file) => file,
+        Err(Some(why)) => return Ok(Outcome::Unscanned(why)),
+        Err(None) => return Ok(Outcome::Gone),
+    };
+    if let Err(errno) = setns(&file, CloneFlags::CLONE_NEWNET) {
+        let err = io::Error::from(errno);
+        return Ok(if is_gone(&err) {
+            Outcome::Gone
+        } else {
+            Outcome::Unscanned(format!("cannot enter it: {err}"))
+        });
+    }
+    // This thread is in the namespace now.
+    let found = match how.method {
+        Method::Procfs => read_inside(protocols)?,
+        Method::Netlink => dump_inside(protocols).with_context(|| {
+            format!(
+                "netlink sock_diag dump failed in network namespace {}",
+                space.name
+            )
+        })?,
+        _ => match dump_inside(protocols) {
+            Ok(found) => found,
+            Err(refused) => {
+                let why = format!(
+                    "netlink sock_diag dump failed in network namespace {} ({refused})",
+                    space.name
+                );
+                let found =
+                    read_inside(protocols).with_context(|| format!("{why}, and so did procfs"))?;
+                how.method = Method::Procfs;
+                how.fallback = Some(format!("{why}; used procfs"));
+                found
+            }
+        },
+    };
+    Ok(Outcome::Found(found.0, found.1))
+}
+
+/// Opens the namespace's file: one bound under /run, or the namespace link
+/// of a process still in it. `Err(None)` when it is gone, `Err(Some(why))`
+/// when it exists but may not be opened.
+fn open(space: &Space) -> Result<File, Option<String>> {
+    let mut refused = None;
+    let links = space
+        .pids
+        .iter()
+        .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")));
+    for path in space.files.iter().map(|f| f.path.clone()).chain(links) {
+        match File::open(&path) {
+            Ok(file) => {
+                // A pid may have been taken by a process of another
+                // namespace, a file replaced: only the same one will do.
+                if file.metadata().is_ok_and(|m| Id::of(&m) == space.id) {
+                    return Ok(file);
+                }
+            }
+            Err(err) if is_gone(&err) => {}
+            Err(err) => {
+                refused.get_or_insert_with(|| format!("cannot open {}: {err}", path.display()));
+            }
+        }
+    }
+    Err(refused)
+}
+
+/// The namespace's tables read from `/proc/PID/net` of a process in it,
+/// without entering it; `None` when no process of it is left.
+fn read_from_outside(
+    space: &Space,
+    protocols: Protocols,
+) -> anyhow::Result<Option<(Vec<Listener>, Names)>> {
+    let inside = |pid: u32| {
+        fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| Id::of(&m) == space.id)
+    };
+    for &pid in &space.pids {
+        if !inside(pid) {
+            continue;
+        }
+        let net = PathBuf::from(format!("/proc/{pid}/net"));
+        let read = procfs::listeners(&net, protocols);
+        // Still there afterwards: the tables were the namespace's.
+        if !inside(pid) {
+            continue;
+        }
+        return read.map(Some).with_context(|| {
+            format!(
+                "reading the /proc listener tables of network namespace {} failed",
+                space.name
+            )
+        });
+    }
+    Ok(None)
+}
+
+/// The tables of the namespace this thread is in, read from procfs.
+fn read_inside(protocols: Protocols) -> anyhow::Result<(Vec<Listener>, Names)> {
+    // thread-self, not self: /proc/self/net is the main thread's namespace.
+    procfs::listeners(Path::new("/proc/thread-self/net"), protocols)
+        .context("reading the /proc listener tables failed")
+}
+
+/// A netlink dump in the namespace this thread is in.
+fn dump_inside(protocols: Protocols) -> io::Result<(Vec<Listener>, Names)> {
+    let listeners = netlink::listeners(protocols)?;
+    let interfaces = netlink::interface_names(&listeners);
+    Ok((listeners, interfaces))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn container_ids_of_every_runtime() {
+        for cgroup in [
+            format!("0::/system.slice/docker-{ID}.scope\n"),
+            format!(
+                "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-containerd-{ID}.scope\n"
+            ),
+            format!("0::/kubepods.slice/kubepods-pod2.slice/crio-{ID}.scope\n"),
+            format!("0::/machine.slice/libpod-{ID}.scope/container\n"),
+            format!("12:pids:/docker/{ID}\n11:memory:/docker/{ID}\n0::/\n"),
+            format!("0::/kubepods/besteffort/pod3/{ID}\n"),
+            format!("0::/system.slice/docker-{ID}.scope/system.slice/nginx.service\n"),
+            // Docker in Docker: the innermost container.
+            format!("0::/docker/{}/docker/{ID}\n", "f".repeat(64)),
+        ] {
+            assert_eq!(
+                container_id(&cgroup).as_deref(),
+                Some("0123456789ab"),
+                "{cgroup}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_container() {
+        for cgroup in [
+            "0::/\n".to_string(),
+            "0::/user.slice/user-0.slice/session-1.scope\n".into(),
+            format!("0::/machine.slice/libpod-conmon-{ID}.scope\n"),
+            format!("0::/system.slice/crio-conmon-{ID}.scope\n"),
+            format!("0::/system.slice/docker-{}.scope\n", &ID[..63]),
+            format!("0::/system.slice/docker-{}.scope\n", ID.to_uppercase()),
+            format!("0::/system.slice/other-{ID}.scope\n"),
+            "garbage".into(),
+        ] {
+            assert_eq!(container_id(&cgroup), None, "{cgroup}");
+        }
+    }
+
+    fn space(ino: u64, pids: &[u32], named: &[&str], host: bool) -> Space {
+        Space {
+            name: String::new(),
+            id: Id { dev: 4, ino },
+            pids: pids.to_vec(),
+            files: named
+                .iter()
+                .map(|n| Bound {
+                    path: PathBuf::from(format!("/run/netns/{n}")),
+                    name: n.to_string(),
+                    named: true,
+                })
+                .collect(),
+            host,
+        }
+    }
+
+    fn names(spaces: &mut [Space], containers: &[(u32, &str)]) -> Vec<String> {
+        name_spaces(spaces, |pid| {
+            containers
+                .iter()
+                .find(|(p, _)| *p == pid)
+                .map(|(_, id)| id.to_string())
+        });
+        spaces.iter().map(|s| s.name.clone()).collect()
+    }
+
+    #[test]
+    fn labels_in_order_of_preference() {
+        let mut spaces = [
+            space(10, &[1, 2, 3], &[], true),
+            space(11, &[], &["blue", "azure"], false),
+            space(12, &[50, 60], &["red"], false),
+            space(13, &[70, 71], &[], false),
+            space(14, &[80], &[], false),
+            space(15, &[], &[], false),
+        ];
+        let containers = [
+            (60, "aaaaaaaaaaaa"),
+            (71, "bbbbbbbbbbbb"),
+            (2, "cccccccccccc"),
+        ];
+        assert_eq!(
+            names(&mut spaces, &containers),
+            [
+                "host",
+                "azure",
+                "red",
+                "bbbbbbbbbbbb",
+                "net:[14]",
+                "net:[15]"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_label_is_never_taken_twice() {
+        // A container with a namespace of its own inside: the container's
+        // lowest pid keeps the id. An `ip netns` name "host" wins over
+        // PID 1's namespace.
+        let mut spaces = [
+            space(10, &[1], &[], true),
+            space(11, &[], &["host"], false),
+            space(12, &[90, 91], &[], false),
+            space(13, &[40], &[], false),
+        ];
+        let containers = [(91, "aaaaaaaaaaaa"), (40, "aaaaaaaaaaaa")];
+        assert_eq!(
+            names(&mut spaces, &containers),
+            ["net:[10]", "host", "net:[12]", "aaaaaaaaaaaa"]
+        );
+    }
+}
