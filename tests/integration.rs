@@ -19,6 +19,8 @@ mod generated;
 mod labels;
 /// Exact listener sets inside fresh network namespaces, for every method.
 mod namespace;
+/// --netns all: every namespace against `ss` run inside it.
+mod netns;
 /// promtool and node_exporter read what we write.
 mod peers;
 /// --serve: HTTP answers, coalescing, abuse, shutdown, a Prometheus server.
@@ -30,7 +32,10 @@ mod textfile;
 mod webconfig;
 
 fn main() -> std::process::ExitCode {
-    // The roles the labels test runs this binary in.
+    // The roles the netns and labels tests run this binary in.
+    if let Some(code) = netns::role() {
+        return code;
+    }
     if let Some(code) = labels::role() {
         return code;
     }
@@ -40,6 +45,7 @@ fn main() -> std::process::ExitCode {
         webconfig::TESTS,
         churn::TESTS,
         labels::TESTS,
+        netns::TESTS,
         namespace::TESTS,
         peers::TESTS,
         textfile::TESTS,

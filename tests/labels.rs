@@ -175,7 +175,7 @@ fn holder() {
 }
 
 /// Sets this process's command name (comm).
-fn set_name(name: &str) {
+pub(crate) fn set_name(name: &str) {
     let name = std::ffi::CString::new(name).unwrap();
     #[allow(unsafe_code)]
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes
@@ -189,7 +189,7 @@ fn set_name(name: &str) {
 /// udp-connected or tcp-connection (a client connected to PORT), and FLAGS
 /// are v6only, dual, reuseport, dev=IFACE, share. Returns the kind, the
 /// socket and its port.
-fn open(item: &str) -> (String, Socket, u16) {
+pub(crate) fn open(item: &str) -> (String, Socket, u16) {
     let words: Vec<&str> = item.split_whitespace().collect();
     let (kind, address, port) = (words[0], words[1], words[2]);
     let flags = &words[3..];

@@ -348,7 +348,7 @@ fn place_unreadable(found: &mut Discovery, unreadable: Vec<(u32, io::Error)>) {
                 if unknown.insert(ino) {
                     found.unscanned.push(Unscanned {
                         name: format!("of pid {pid}"),
-                        why: format!("cannot open /proc/{pid}/ns/net: {err}"),
+                        why: format!("cannot open /proc/{pid}/ns/net: {}", reason(&err)),
                     });
                 }
             }
@@ -434,6 +434,15 @@ fn is_gone(err: &io::Error) -> bool {
     )
 }
 
+/// What went wrong, without the `(os error N)` that io::Error adds.
+fn reason(err: &io::Error) -> String {
+    let text = err.to_string();
+    match text.rsplit_once(" (os error ") {
+        Some((why, _)) => why.to_string(),
+        None => text,
+    }
+}
+
 /// How the worker scans, and what it had to change.
 #[derive(Debug)]
 struct How {
@@ -470,7 +479,7 @@ fn scan_space(space: &Space, how: &mut How, protocols: Protocols) -> anyhow::Res
         return Ok(if is_gone(&err) {
             Outcome::Gone
         } else {
-            Outcome::Unscanned(format!("cannot enter it: {err}"))
+            Outcome::Unscanned(format!("cannot enter it: {}", reason(&err)))
         });
     }
     // This thread is in the namespace now.
@@ -520,7 +529,9 @@ fn open(space: &Space) -> Result<File, Option<String>> {
             }
             Err(err) if is_gone(&err) => {}
             Err(err) => {
-                refused.get_or_insert_with(|| format!("cannot open {}: {err}", path.display()));
+                refused.get_or_insert_with(|| {
+                    format!("cannot open {}: {}", path.display(), reason(&err))
+                });
             }
         }
     }

@@ -1,0 +1,741 @@
+//! `--netns all` against `nsenter --net=... ss -Htulnp`, one namespace at a
+//! time, in mount, network and PID namespaces of the test's own.
+//!
+//! As in `labels.rs`, the test re-runs this binary in roles (see [`role`]):
+//! a *scenario* as PID 1 of fresh mount, network and PID namespaces
+//! (`unshare -m -n -p -f --mount-proc`), so that `/proc` holds only the
+//! processes it starts, PID 1's namespace (`host`) is its own, and a tmpfs
+//! on `/run` makes `ip netns add` and the Docker directory its own too; and
+//! *holders* that name themselves, enter or make a namespace if asked,
+//! open their sockets and wait. The scenario builds every kind of
+//! namespace port_exporter names (ip netns names, two names for one, one
+//! without a process, unnamed ones, one whose process sits in a cgroup
+//! named like a Docker container's, one known only from Docker's
+//! directory), then compares every view with `ss` run inside each
+//! namespace, and checks what happens when a namespace vanishes or cannot
+//! be opened.
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    io::{BufRead, BufReader, Read, Write},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode, Stdio},
+    time::Duration,
+};
+
+use crate::util::{
+    self, Bin, Netns, PROMTOOL, Root, SETPRIV, STRACE, Server, UNSHARE, one_error_line, stdout_of,
+    tests,
+};
+
+tests![
+    (
+        every_namespace_matches_ss_inside_it,
+        Netns,
+        UNSHARE,
+        STRACE,
+        PROMTOOL
+    ),
+    (
+        refuses_without_both_capabilities,
+        Root("running as nobody and without capabilities"),
+        SETPRIV
+    ),
+    bind_cannot_scan_namespaces,
+];
+
+/// The variable that gives this binary a role (shared with `labels.rs`,
+/// whose role values differ).
+const ROLE: &str = "PORT_EXPORTER_TEST_ROLE";
+
+/// A container id, as Docker makes them: 64 hex digits.
+const CONTAINER: &str = "c0ffee0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+
+/// Runs the role this process was started for, if it is one of this
+/// module's.
+pub fn role() -> Option<ExitCode> {
+    match std::env::var(ROLE).ok()?.as_str() {
+        "netns-scenario" => {
+            scenario();
+            Some(ExitCode::SUCCESS)
+        }
+        "netns-holder" => {
+            holder();
+            Some(ExitCode::SUCCESS)
+        }
+        _ => None,
+    }
+}
+
+fn every_namespace_matches_ss_inside_it() {
+    let out = Command::new("unshare")
+        .args(["--mount", "--net", "--pid", "--fork", "--mount-proc"])
+        .arg(std::env::current_exe().unwrap())
+        .env(ROLE, "netns-scenario")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the scenario failed:\n{said}");
+    assert!(said.contains("netns scenario: all views agree"), "{said}");
+}
+
+fn refuses_without_both_capabilities() {
+    // As nobody: nothing at all, and a server that does not start.
+    for serve in [false, true] {
+        let mut bin = Bin::new().nobody().args(["--netns", "all"]);
+        if serve {
+            bin = bin.args(["--serve", "127.0.0.1:0"]);
+        }
+        let out = bin.output();
+        assert_eq!(out.status.code(), Some(1), "serve {serve}");
+        assert!(out.stdout.is_empty(), "serve {serve}");
+        let line = one_error_line(&out);
+        assert!(
+            line.contains("--netns all needs root")
+                && line.ends_with("lacks CAP_SYS_ADMIN and CAP_SYS_PTRACE"),
+            "{line}"
+        );
+    }
+    // Root without one of the two is refused too, naming what it lacks: a
+    // part of the namespaces must never pass for all of them.
+    for (dropped, lacks) in [
+        ("-sys_admin", "lacks CAP_SYS_ADMIN"),
+        ("-sys_ptrace", "lacks CAP_SYS_PTRACE"),
+    ] {
+        let out = Command::new("setpriv")
+            .arg(format!("--bounding-set={dropped}"))
+            .arg(util::bin::path())
+            .args(["--netns", "all", "--format", "json"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{dropped}");
+        assert!(out.stdout.is_empty(), "{dropped}");
+        let line = one_error_line(&out);
+        assert!(line.ends_with(lacks), "{dropped}: {line}");
+    }
+}
+
+fn bind_cannot_scan_namespaces() {
+    let out = util::run(["--netns", "all", "--method", "bind"]);
+    assert_eq!(out.status.code(), Some(2));
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("--netns all") && line.contains("--method bind"),
+        "{line}"
+    );
+    let out = util::run(["--netns", "some"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Runs `cmd ARGS`, which must succeed.
+#[track_caller]
+fn sh(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Where a holder runs.
+enum Place<'a> {
+    /// In the scenario's namespace (`host`).
+    Here,
+    /// In a namespace of its own, unnamed.
+    Own,
+    /// In the namespace `ip netns` named so (through `ip netns exec`).
+    Named(&'a str),
+    /// In the namespace of this process (through `nsenter`).
+    With(u32),
+}
+
+/// A holder: a process of a known name that opened sockets and waits.
+struct Holder {
+    child: Child,
+    pid: u32,
+    /// Its command name.
+    name: String,
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+impl Holder {
+    /// The path of its namespace link.
+    fn ns(&self) -> String {
+        format!("/proc/{}/ns/net", self.pid)
+    }
+
+    /// Ends it now, and waits until it is gone.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Starts a holder named `name` at `place`, opening `spec` (see
+/// `labels::open`; sockets separated by `;`).
+fn start(name: &str, place: Place, spec: &str) -> Holder {
+    let exe = std::env::current_exe().unwrap();
+    let mut command = match place {
+        Place::Here | Place::Own => Command::new(&exe),
+        Place::Named(ns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns]).arg(&exe);
+            command
+        }
+        Place::With(pid) => {
+            let mut command = Command::new("nsenter");
+            command.arg(format!("--net=/proc/{pid}/ns/net")).arg(&exe);
+            command
+        }
+    };
+    if let Place::Own = place {
+        command.env("HOLD_UNSHARE", "1");
+    }
+    let mut child = command
+        .env(ROLE, "netns-holder")
+        .env("HOLD_NAME", name)
+        .env("HOLD_SPEC", spec)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n", "holder {name} did not start");
+    let pid = child.id();
+    Holder {
+        child,
+        pid,
+        name: name.to_string(),
+    }
+}
+
+/// The holder role: name itself, make a namespace of its own if asked,
+/// bring its loopback up, open the sockets of HOLD_SPEC, say so, and wait
+/// for stdin to close.
+fn holder() {
+    crate::labels::set_name(&std::env::var("HOLD_NAME").unwrap());
+    if std::env::var_os("HOLD_UNSHARE").is_some() {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    }
+    sh("ip", &["link", "set", "lo", "up"]);
+    let spec = std::env::var("HOLD_SPEC").unwrap();
+    let kept: Vec<_> = spec
+        .split(';')
+        .filter(|s| !s.is_empty())
+        .map(|item| crate::labels::open(item).1)
+        .collect();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready").unwrap();
+    out.flush().unwrap();
+    drop(out);
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    drop(kept);
+}
+
+/// The inode of the namespace file at `path`.
+fn inode(path: &str) -> u64 {
+    fs::metadata(path).unwrap().ino()
+}
+
+/// A cgroup named like a Docker container's (`docker-<id>.scope`, as
+/// Docker's systemd driver names them), made under this process's own
+/// cgroup in the cgroup v2 hierarchy: the one mounted on the host, or one
+/// mounted here (the scenario's mount namespace is its own). Removed when
+/// dropped, its processes moved back first.
+struct Cgroup {
+    /// The directory made for the test, and the container's inside it.
+    parent: PathBuf,
+    dir: PathBuf,
+    /// Our own cgroup's directory, where processes go back to.
+    home: PathBuf,
+}
+
+impl Cgroup {
+    fn new(pid: u32) -> Cgroup {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = mountinfo.lines().find_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            (fs.split_whitespace().next() == Some("cgroup2"))
+                .then(|| PathBuf::from(mount.split_whitespace().nth(4).unwrap()))
+        });
+        let root = mount.unwrap_or_else(|| {
+            let dir = PathBuf::from("/run/port_exporter-test-cgroup2");
+            fs::create_dir_all(&dir).unwrap();
+            sh("mount", &["-t", "cgroup2", "none", dir.to_str().unwrap()]);
+            dir
+        });
+        let cgroups = fs::read_to_string("/proc/self/cgroup").unwrap();
+        let own = cgroups
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("no cgroup v2 line in /proc/self/cgroup");
+        let home = root.join(own.trim_start_matches('/'));
+        let parent = home.join(format!("port_exporter-test.{}", std::process::id()));
+        let dir = parent.join(format!("docker-{CONTAINER}.scope"));
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot make {}: {e}", dir.display()));
+        let cgroup = Cgroup { parent, dir, home };
+        fs::write(cgroup.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        cgroup
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if let Ok(procs) = fs::read_to_string(self.dir.join("cgroup.procs")) {
+            for pid in procs.lines() {
+                let _ = fs::write(self.home.join("cgroup.procs"), pid);
+            }
+        }
+        let _ = fs::remove_dir(&self.dir);
+        let _ = fs::remove_dir(&self.parent);
+    }
+}
+
+/// One listener: namespace label, protocol, port, address, process.
+type Row = (String, String, u16, String, String);
+
+/// What `ss -Htulnp` lists inside the namespace of the file `path`, each
+/// row labelled `label`; the process is the name of the lowest pid
+/// holding the socket.
+fn oracle(label: &str, path: &str) -> Vec<Row> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={path}"))
+        .args(["ss", "-Htulnp"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "nsenter --net={path} ss failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (address, port) = fields[4].rsplit_once(':').unwrap();
+            let address = match address {
+                "*" => "::".to_string(),
+                a => a.replace(['[', ']'], ""),
+            };
+            let process = line
+                .split("users:((")
+                .nth(1)
+                .map(|users| {
+                    users
+                        .split("),(")
+                        .map(|user| {
+                            let name = user.split('"').nth(1).unwrap().to_string();
+                            let pid: u32 = user
+                                .split("pid=")
+                                .nth(1)
+                                .unwrap()
+                                .split(',')
+                                .next()
+                                .unwrap()
+                                .parse()
+                                .unwrap();
+                            (pid, name)
+                        })
+                        .min()
+                        .unwrap()
+                        .1
+                })
+                .unwrap_or_default();
+            (
+                label.to_string(),
+                fields[0].to_string(),
+                port.parse().unwrap(),
+                address,
+                process,
+            )
+        })
+        .collect()
+}
+
+/// The value of `key` in one line of port_exporter's JSON.
+fn json_field(line: &str, key: &str) -> String {
+    let rest = line
+        .split(&format!("\"{key}\":"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    match rest.strip_prefix('"') {
+        Some(text) => text.split('"').next().unwrap().to_string(),
+        None => rest.split([',', '}']).next().unwrap().to_string(),
+    }
+}
+
+/// The rows of port_exporter's JSON, sorted.
+fn json_rows(json: &str) -> Vec<Row> {
+    let mut rows: Vec<Row> = json
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|line| {
+            let process = json_field(line, "process");
+            (
+                json_field(line, "netns"),
+                json_field(line, "protocol"),
+                json_field(line, "port").parse().unwrap(),
+                json_field(line, "address"),
+                if process == "null" {
+                    String::new()
+                } else {
+                    process
+                },
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The `(netns, port, value)` of each sample of an exposition made with
+/// `--netns all` and no other label, in order.
+fn netns_samples(text: &str) -> Vec<(String, u16, u8)> {
+    util::port_lines(text)
+        .iter()
+        .map(|line| {
+            let rest = line
+                .strip_prefix("instance_open_ports{port=\"")
+                .expect(line);
+            let (port, rest) = rest.split_once("\",netns=\"").expect(line);
+            let (netns, value) = rest.rsplit_once("\"} ").expect(line);
+            (
+                netns.to_string(),
+                port.parse().unwrap(),
+                value.parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `port_exporter ARGS` under strace with `strace_args` (the filter and
+/// the fault to inject), as a command.
+fn traced(strace_args: &[&str], args: &[&str]) -> Command {
+    let mut command = Command::new("strace");
+    command
+        .args(["-f", "-o", "/dev/null"])
+        .args(strace_args)
+        .arg(util::bin::path())
+        .args(args)
+        .stdin(Stdio::null());
+    command
+}
+
+/// The scenario, as PID 1 of fresh mount, network and PID namespaces.
+fn scenario() {
+    sh("mount", &["-t", "tmpfs", "tmpfs", "/run"]);
+    sh("ip", &["link", "set", "lo", "up"]);
+
+    // The host: PID 1's namespace, this one.
+    let here = start(
+        "h-host",
+        Place::Here,
+        "tcp 127.0.0.1 0;tcp :: 0 dual;udp 0.0.0.0 0",
+    );
+    // Named ones: blue has a second name, azure (the smaller wins); empty
+    // has no process at all.
+    for name in ["blue", "green", "empty"] {
+        sh("ip", &["netns", "add", name]);
+    }
+    sh("touch", &["/run/netns/azure"]);
+    sh("mount", &["--bind", "/run/netns/blue", "/run/netns/azure"]);
+    let blue = start(
+        "h-blue",
+        Place::Named("blue"),
+        "tcp 0.0.0.0 0;tcp ::1 0 v6only;udp ::1 0;tcp 127.0.0.1 22",
+    );
+    let green = start("h-green", Place::Named("green"), "tcp 127.0.0.1 22");
+    // Unnamed: one with two processes in it.
+    let loner = start("h-loner", Place::Own, "tcp 127.0.0.1 0;tcp 0.0.0.0 8080");
+    let mate = start("h-mate", Place::With(loner.pid), "tcp :: 9090 v6only");
+    // A container: a process of its own namespace in a cgroup named like
+    // Docker's, the namespace also bound under Docker's directory.
+    let container = start("h-container", Place::Own, "tcp 0.0.0.0 80;udp 0.0.0.0 53");
+    let _cgroup = Cgroup::new(container.pid);
+    fs::create_dir_all("/run/docker/netns").unwrap();
+    sh("touch", &["/run/docker/netns/5a4db0c0ffee"]);
+    sh(
+        "mount",
+        &["--bind", &container.ns(), "/run/docker/netns/5a4db0c0ffee"],
+    );
+    // A namespace known only from Docker's directory, no process in it.
+    sh("touch", &["/run/docker/netns/0123deadbeef"]);
+    sh(
+        "unshare",
+        &[
+            "--net=/run/docker/netns/0123deadbeef",
+            "ip",
+            "link",
+            "set",
+            "lo",
+            "up",
+        ],
+    );
+
+    let short = &CONTAINER[..12];
+    let spaces: Vec<(String, String)> = vec![
+        ("host".into(), "/proc/1/ns/net".into()),
+        ("azure".into(), "/run/netns/blue".into()),
+        ("green".into(), "/run/netns/green".into()),
+        ("empty".into(), "/run/netns/empty".into()),
+        (format!("net:[{}]", inode(&loner.ns())), loner.ns()),
+        (short.to_string(), container.ns()),
+        (
+            format!("net:[{}]", inode("/run/docker/netns/0123deadbeef")),
+            "/run/docker/netns/0123deadbeef".into(),
+        ),
+    ];
+    let labels: BTreeSet<String> = spaces.iter().map(|(l, _)| l.clone()).collect();
+    assert_eq!(labels.len(), spaces.len(), "{spaces:?}");
+    let mut expected: Vec<Row> = spaces.iter().flat_map(|(l, p)| oracle(l, p)).collect();
+    expected.sort();
+    // Every holder's listeners are there, with their names.
+    for (holder, label) in [
+        (&here, "host"),
+        (&blue, "azure"),
+        (&green, "green"),
+        (&loner, spaces[4].0.as_str()),
+        (&mate, spaces[4].0.as_str()),
+        (&container, short),
+    ] {
+        assert!(
+            expected.iter().any(|r| r.0 == label && r.4 == holder.name),
+            "ss sees no listener of {} in {label}: {expected:#?}",
+            holder.name
+        );
+    }
+    let both = ["--netns", "all", "--protocol", "tcp,udp"];
+
+    // JSON: every listener, its namespace and process, for both methods;
+    // table: the same rows with a NETNS column.
+    for method in ["netlink", "procfs"] {
+        let json = stdout_of(
+            &Bin::new()
+                .args(both)
+                .args(["--format", "json", "--method", method])
+                .output(),
+        );
+        assert_eq!(
+            json_rows(&json),
+            expected,
+            "{method}: JSON vs ss in each namespace"
+        );
+    }
+    let table = stdout_of(&Bin::new().args(both).args(["--format", "table"]).output());
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].ends_with("PID  NETNS"), "{table}");
+    assert_eq!(lines.len(), expected.len() + 1, "{table}");
+
+    // The exposition: one sample per port and namespace, the same for
+    // both methods and from one run to the next; promtool is content.
+    let tcp: BTreeSet<(String, u16)> = expected
+        .iter()
+        .filter(|r| r.1 == "tcp")
+        .map(|r| (r.0.clone(), r.2))
+        .collect();
+    let mut runs = Vec::new();
+    for method in ["netlink", "procfs", "netlink"] {
+        let text = stdout_of(
+            &Bin::new()
+                .args(["--netns", "all", "--method", method])
+                .output(),
+        );
+        let samples = netns_samples(&text);
+        let found: BTreeSet<(String, u16)> =
+            samples.iter().map(|(l, p, _)| (l.clone(), *p)).collect();
+        assert_eq!(found, tcp, "{method}: exposition vs ss");
+        assert_eq!(samples.len(), tcp.len(), "{method}: a sample twice\n{text}");
+        assert_eq!(util::value_of(&text, "port_exporter_netns_unscanned"), 0.0);
+        runs.push(util::port_lines(&text).join("\n"));
+    }
+    assert!(runs.iter().all(|r| *r == runs[0]), "runs differ: {runs:#?}");
+    let text = stdout_of(
+        &Bin::new()
+            .args(both)
+            .args(["--labels", "address,scope,user,process"])
+            .output(),
+    );
+    util::assert_promtool_clean(&text, "--netns all with every label");
+
+    // Closed ports per namespace, for every namespace, empty ones too.
+    let mut ports: BTreeSet<u16> = tcp.iter().map(|(_, p)| *p).collect();
+    ports.insert(1);
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let text = stdout_of(
+        &Bin::new()
+            .args([
+                "--netns",
+                "all",
+                "--include-closed",
+                "--ports",
+                &list.join(","),
+            ])
+            .output(),
+    );
+    let samples = netns_samples(&text);
+    assert_eq!(samples.len(), ports.len() * spaces.len(), "{text}");
+    for (label, port, value) in &samples {
+        assert!(labels.contains(label), "{label}");
+        let open = tcp.contains(&(label.clone(), *port));
+        assert_eq!(*value, u8::from(open), "{label} {port}");
+    }
+
+    // Served: the same samples, from the scan thread's worker.
+    let server = Server::start(&["--netns", "all"]);
+    let answer = server.get("/metrics");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // Its own listener aside.
+    let own = format!(
+        "instance_open_ports{{port=\"{}\",netns=\"host\"}} 1",
+        server.port()
+    );
+    let served: Vec<&str> = util::port_lines(&answer.body)
+        .into_iter()
+        .filter(|l| *l != own)
+        .collect();
+    assert_eq!(served.join("\n"), runs[0]);
+    drop(server);
+
+    cannot_be_opened(&spaces);
+    vanishes_while_scanned(&spaces);
+
+    drop((here, blue, green, mate, loner, container));
+    util::bin::remove_shared_bin();
+    eprintln!(
+        "netns scenario: all views agree ({} namespaces, {} listeners)",
+        spaces.len(),
+        expected.len()
+    );
+}
+
+/// A namespace that cannot be opened (EACCES injected on opening the file
+/// of `empty`, which has no process to fall back on) is counted and named
+/// once, in a one-shot run and in a server's life; the others are
+/// reported as ever.
+fn cannot_be_opened(spaces: &[(String, String)]) {
+    let strace = [
+        "-P",
+        "/run/netns/empty",
+        "-e",
+        "trace=openat",
+        "-e",
+        "inject=openat:error=EACCES",
+    ];
+    let out = traced(
+        &strace,
+        &["--netns", "all", "--ports", "1", "--include-closed"],
+    )
+    .output()
+    .unwrap();
+    let text = stdout_of(&out);
+    let stderr = util::stderr_of(&out);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr
+            .contains("network namespace empty (cannot open /run/netns/empty: Permission denied)"),
+        "{stderr}"
+    );
+    assert_eq!(util::value_of(&text, "port_exporter_netns_unscanned"), 1.0);
+    let found: BTreeSet<String> = netns_samples(&text).into_iter().map(|s| s.0).collect();
+    let others: BTreeSet<String> = spaces
+        .iter()
+        .map(|(l, _)| l.clone())
+        .filter(|l| l != "empty")
+        .collect();
+    assert_eq!(found, others);
+
+    let mut args = vec!["--serve", "127.0.0.1:0", "--netns", "all"];
+    args.extend(["--ports", "1", "--include-closed"]);
+    let server = Server::spawn(traced(&strace, &args));
+    for _ in 0..3 {
+        assert_eq!(server.metric("port_exporter_netns_unscanned"), 1.0);
+    }
+    let log = server.log();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("network namespace empty"))
+            .count(),
+        1,
+        "named once per server life:\n{log}"
+    );
+}
+
+/// A namespace whose last process exits while the scan runs is skipped,
+/// without a word: the worker is held in its first setns (the host's
+/// namespace, PID 1's, comes first) while the victim is killed and
+/// reaped, and checked to be still held afterwards.
+fn vanishes_while_scanned(spaces: &[(String, String)]) {
+    let mut victim = start("h-victim", Place::Own, "tcp 127.0.0.1 7777");
+    let label = format!("net:[{}]", inode(&victim.ns()));
+    let strace = [
+        "-e",
+        "trace=setns",
+        "-e",
+        "inject=setns:delay_enter=5000000:when=1",
+    ];
+    let run = traced(
+        &strace,
+        &["--netns", "all", "--ports", "1,7777", "--include-closed"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let in_setns = |thread: &Path| {
+        fs::read_to_string(thread.join("syscall"))
+            .is_ok_and(|s| s.starts_with(&format!("{} ", libc::SYS_setns)))
+    };
+    let worker = util::wait_until(
+        "the worker to wait in its first setns",
+        Duration::from_secs(30),
+        || {
+            fs::read_dir("/proc")
+                .ok()?
+                .flatten()
+                .filter_map(|p| fs::read_dir(p.path().join("task")).ok())
+                .flatten()
+                .flatten()
+                .map(|t| t.path())
+                .find(|t| {
+                    fs::read_to_string(t.join("comm")).is_ok_and(|c| c == "netns\n") && in_setns(t)
+                })
+        },
+    );
+    victim.kill();
+    assert!(
+        in_setns(&worker),
+        "the worker left its first setns before the victim was gone: the test cannot tell"
+    );
+    let out = run.wait_with_output().unwrap();
+    let text = stdout_of(&out);
+    assert_eq!(
+        util::stderr_of(&out),
+        "",
+        "a vanished namespace is no warning"
+    );
+    let found: BTreeSet<String> = netns_samples(&text).into_iter().map(|s| s.0).collect();
+    let before: BTreeSet<String> = spaces.iter().map(|(l, _)| l.clone()).collect();
+    assert!(!found.contains(&label), "{text}");
+    assert_eq!(found, before, "{text}");
+    assert_eq!(util::value_of(&text, "port_exporter_netns_unscanned"), 0.0);
+}
