@@ -15,6 +15,7 @@
 //! | `process` | `--labels process`, 1,000 processes × 100 fds, vs `ss -Htlnp` | ≤ 0.5 × ss |
 //! | `rss60k`  | peak RSS with 60,000 listeners, no labels / every label | ≤ 5 / ≤ 8 MiB |
 //! | `churn`   | netlink scan (second dump when split) vs one dump | context only |
+//! | `netns`   | `--netns all` over 103 namespaces vs a loop of `nsenter --net=X ss -Htln`; peak RSS | ≤ 0.1 × the loop; ≤ 8 MiB |
 //!
 //! `cargo bench --bench scan -- oneshot` runs one section alone (any
 //! argument that is a part of a section name selects it; arguments starting
@@ -44,6 +45,7 @@
 
 mod holders;
 mod listeners;
+mod netns;
 mod oneshot;
 mod stats;
 #[path = "../util/mod.rs"]
@@ -65,8 +67,8 @@ use holders::{HOLDER_ENV, Holders};
 use stats::{Report, Samples, kib, ratio, secs, time_calls};
 
 /// The sections, in the order their idle figures are taken.
-const SECTIONS: [&str; 8] = [
-    "netlink", "procfs", "oneshot", "rss", "bind", "process", "rss60k", "churn",
+const SECTIONS: [&str; 9] = [
+    "netlink", "procfs", "oneshot", "rss", "bind", "process", "rss60k", "churn", "netns",
 ];
 
 /// Established loopback connections for the loaded figures.
@@ -100,6 +102,9 @@ const RSS_TARGET_KIB: f64 = 5.0 * 1024.0;
 
 /// Dispatches between the holder role and the benchmark itself.
 fn main() {
+    if netns::helper() {
+        return;
+    }
     if listeners::helper() {
         return;
     }
@@ -133,7 +138,10 @@ fn main() {
 
 /// Takes the idle figures of every wanted section, then the loaded ones.
 fn run(wants: &dyn Fn(&str) -> bool) {
-    let binary = (wants("oneshot") || wants("rss") || wants("process")).then(util::bin::path);
+    let binary = ["oneshot", "rss", "process", "rss60k", "netns"]
+        .iter()
+        .any(|s| wants(s))
+        .then(util::bin::path);
     print_environment(binary.as_deref());
     let mut report = Report::default();
     report.header();
@@ -162,6 +170,9 @@ fn run(wants: &dyn Fn(&str) -> bool) {
     }
     if wants("churn") {
         listeners::churn(&mut report);
+    }
+    if let (true, Some(binary)) = (wants("netns"), &binary) {
+        netns::run(&mut report, binary);
     }
 
     if wants("netlink") || wants("procfs") || wants("oneshot") || wants("bind") {
