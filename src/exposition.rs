@@ -117,9 +117,7 @@ pub fn write_scan(scan: &Scan, shown: Shown, out: &mut impl Write) -> io::Result
     let mut samples = Samples {
         out,
         labels,
-        closed: closed_samples(scan, shown, order.as_ref())
-            .into_iter()
-            .peekable(),
+        closed: closed_samples(scan, shown, order.as_ref()).peekable(),
         namespaces: scan.sockets.as_ref().map_or(&[], |s| &s.namespaces[..]),
     };
     let help = if labels.has(Label::Netns) {
@@ -157,6 +155,7 @@ pub fn write_scan(scan: &Scan, shown: Shown, out: &mut impl Write) -> io::Result
         }
     }
     samples.closed_before(None)?;
+    drop(samples);
     let unattributed = labels.has(Label::Process).then(|| {
         scan.sockets
             .as_ref()
@@ -182,58 +181,101 @@ fn closed_key(port: u16, protocol: Protocol, labels: Labels, netns: Option<u32>)
     }
 }
 
-/// The closed samples of a labelled exposition, in sample order: each
-/// selected port that is neither open nor skipped, per protocol, and with
-/// `--netns all` per namespace scanned. Each with its protocol and
-/// namespace.
-fn closed_samples(scan: &Scan, shown: Shown, order: Option<&Order>) -> Vec<(Key, Protocol, u32)> {
-    let Some(selected) = shown.closed_of else {
-        return Vec::new();
-    };
+/// The closed samples of a labelled exposition: each selected port that
+/// is neither open nor skipped, per protocol, and with `--netns all` per
+/// namespace scanned; each with its protocol and namespace. Made one at a
+/// time, in sample order (port, protocol, namespace), never all at once:
+/// an explicit `--ports 1-65535` makes hundreds of thousands.
+fn closed_samples<'a>(scan: &'a Scan, shown: Shown<'a>, order: Option<&Order>) -> Closed<'a> {
     let labels = shown.labels;
-    let mut closed = Vec::new();
-    match (scan.sockets.as_ref(), order) {
-        (Some(sockets), Some(order)) if labels.has(Label::Netns) => {
-            // What is open in each namespace, to look up.
-            let mut open: Vec<(u32, Protocol, u16)> = sockets
-                .listeners
-                .iter()
-                .map(|l| (l.netns, l.protocol, l.port))
-                .collect();
-            open.sort_unstable();
-            open.dedup();
-            for netns in 0..sockets.namespaces.len() as u32 {
-                let rank = order.namespace_rank(netns);
-                for protocol in scan.protocols.iter() {
-                    for port in selected.iter() {
-                        if !scan.skipped.contains(port)
-                            && open.binary_search(&(netns, protocol, port)).is_err()
-                        {
-                            let key = closed_key(port, protocol, labels, Some(rank));
-                            closed.push((key, protocol, netns));
-                        }
-                    }
-                }
-            }
+    let mut closed = Closed {
+        ports: Box::new(std::iter::empty()),
+        port: None,
+        slot: 0,
+        protocols: scan.protocols.iter().collect(),
+        namespaces: vec![(0, 0)],
+        open: Open::Sets(&scan.open, &scan.open_udp),
+        labels,
+    };
+    let Some(selected) = shown.closed_of else {
+        return closed;
+    };
+    closed.ports = Box::new(selected.iter().filter(|p| !scan.skipped.contains(*p)));
+    if let (Some(sockets), Some(order), true) = (&scan.sockets, order, labels.has(Label::Netns)) {
+        let mut open: Vec<(u32, Protocol, u16)> = sockets
+            .listeners
+            .iter()
+            .map(|l| (l.netns, l.protocol, l.port))
+            .collect();
+        open.sort_unstable();
+        open.dedup();
+        closed.open = Open::PerNamespace(open);
+        closed.namespaces = (0..sockets.namespaces.len() as u32)
+            .map(|netns| (order.namespace_rank(netns), netns))
+            .collect();
+        closed.namespaces.sort_unstable();
+    }
+    closed
+}
+
+/// What is open, to find the closed ports.
+enum Open<'a> {
+    /// The open TCP and UDP ports of the one namespace scanned.
+    Sets(&'a PortSet, &'a PortSet),
+    /// (namespace, protocol, port) of every listener, sorted.
+    PerNamespace(Vec<(u32, Protocol, u16)>),
+}
+
+impl Open<'_> {
+    fn contains(&self, netns: u32, protocol: Protocol, port: u16) -> bool {
+        match self {
+            Open::Sets(tcp, udp) => match protocol {
+                Protocol::Tcp => tcp.contains(port),
+                Protocol::Udp => udp.contains(port),
+            },
+            Open::PerNamespace(open) => open.binary_search(&(netns, protocol, port)).is_ok(),
         }
-        _ => {
-            for protocol in scan.protocols.iter() {
-                let open = match protocol {
-                    Protocol::Tcp => &scan.open,
-                    Protocol::Udp => &scan.open_udp,
-                };
-                let mut set = selected.clone();
-                set.subtract(open);
-                set.subtract(&scan.skipped);
-                closed.extend(
-                    set.iter()
-                        .map(|port| (closed_key(port, protocol, labels, None), protocol, 0)),
-                );
+    }
+}
+
+/// The closed samples, in sample order (see [`closed_samples`]).
+struct Closed<'a> {
+    /// The selected ports that were not skipped, ascending.
+    ports: Box<dyn Iterator<Item = u16> + 'a>,
+    /// The port being gone through, and where in protocols × namespaces.
+    port: Option<u16>,
+    slot: usize,
+    protocols: Vec<Protocol>,
+    /// (rank of its name, index) of each namespace, by rank; one without
+    /// `--netns all`.
+    namespaces: Vec<(u32, u32)>,
+    open: Open<'a>,
+    labels: Labels,
+}
+
+impl Iterator for Closed<'_> {
+    type Item = (Key, Protocol, u32);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let per_protocol = self.namespaces.len();
+        loop {
+            let port = match self.port {
+                Some(port) if self.slot < self.protocols.len() * per_protocol => port,
+                _ => {
+                    self.port = Some(self.ports.next()?);
+                    self.slot = 0;
+                    continue;
+                }
+            };
+            let protocol = self.protocols[self.slot / per_protocol];
+            let (rank, netns) = self.namespaces[self.slot % per_protocol];
+            self.slot += 1;
+            if !self.open.contains(netns, protocol, port) {
+                let key = closed_key(port, protocol, self.labels, Some(rank));
+                return Some((key, protocol, netns));
             }
         }
     }
-    closed.sort_unstable_by_key(|(key, _, _)| *key);
-    closed
 }
 
 /// The samples of a labelled exposition, open ones given in order and
@@ -241,7 +283,7 @@ fn closed_samples(scan: &Scan, shown: Shown, order: Option<&Order>) -> Vec<(Key,
 struct Samples<'a, W: Write> {
     out: &'a mut W,
     labels: Labels,
-    closed: std::iter::Peekable<std::vec::IntoIter<(Key, Protocol, u32)>>,
+    closed: std::iter::Peekable<Closed<'a>>,
     /// The label of each namespace, by index.
     namespaces: &'a [String],
 }
@@ -707,5 +749,45 @@ instance_open_ports{{port=\"8080\",address=\"::\",process=\"nginx\",netns=\"b\\\
 "
             )
         );
+    }
+    #[test]
+    fn golden_protocol_label_with_closed_ports() {
+        use crate::scan::{Method, Protocols};
+        let scan = Scan {
+            open: parse_list("22").unwrap(),
+            open_udp: parse_list("53").unwrap(),
+            sockets: None,
+            protocols: Protocols {
+                tcp: true,
+                udp: true,
+            },
+            skipped: PortSet::new(),
+            method: Method::Netlink,
+            started: std::time::UNIX_EPOCH,
+            duration: std::time::Duration::ZERO,
+            fallback: None,
+            unscanned: Vec::new(),
+        };
+        let selected = parse_list("22,53,80").unwrap();
+        let shown = Shown {
+            labels: Labels::NONE.with(Label::Protocol),
+            closed_of: Some(&selected),
+        };
+        let mut out = Vec::new();
+        write_scan(&scan, shown, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let samples: Vec<&str> = text.lines().filter(|l| l.starts_with(OPEN_PORTS)).collect();
+        assert_eq!(
+            samples,
+            [
+                "instance_open_ports{port=\"22\",protocol=\"tcp\"} 1",
+                "instance_open_ports{port=\"22\",protocol=\"udp\"} 0",
+                "instance_open_ports{port=\"53\",protocol=\"tcp\"} 0",
+                "instance_open_ports{port=\"53\",protocol=\"udp\"} 1",
+                "instance_open_ports{port=\"80\",protocol=\"tcp\"} 0",
+                "instance_open_ports{port=\"80\",protocol=\"udp\"} 0",
+            ]
+        );
+        assert!(!text.contains("netns"));
     }
 }
