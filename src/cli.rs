@@ -187,7 +187,8 @@ pub struct Args {
     /// other users' processes; a listener it cannot attribute gets
     /// process="", is counted in port_exporter_unattributed_listeners, and
     /// one line on stderr says why. Closed ports (--include-closed) carry
-    /// port and protocol only. --method bind knows protocol only.
+    /// port and protocol only (and netns). --method bind knows protocol
+    /// only.
     #[arg(long, value_enum, value_name = "LIST", value_delimiter = ',')]
     pub labels: Vec<Label>,
 
@@ -209,7 +210,8 @@ pub struct Args {
     /// Print as prometheus, table or json
     ///
     /// table and json list every listener with all it can find (protocol,
-    /// port, address, scope, user, process, pid), whatever --labels says,
+    /// port, address, scope, user, process, pid; netns with --netns all),
+    /// whatever --labels says,
     /// on stdout only: --output is for node_exporter, and --serve answers
     /// Prometheus.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Prometheus)]

@@ -46,6 +46,8 @@ const IDLE: usize = 300;
 /// Paired rounds, and peak-RSS runs.
 const ROUNDS: usize = 20;
 const RSS_RUNS: usize = 5;
+/// Runs of `--method procfs` (about a second each), for context.
+const PROCFS_RUNS: usize = 5;
 
 /// The targets (issue 9): a tenth of the loop, 8 MiB.
 const RATIO_TARGET: f64 = 0.1;
@@ -107,6 +109,7 @@ pub fn run(report: &mut Report, binary: &Path) {
     let ours = Samples::new(values("ours"));
     let each = Samples::new(values("loop"));
     let per_round = Samples::new(values("per_round"));
+    let procfs = Samples::new(values("procfs"));
     let rss = values("rss");
     report.info(
         &format!("--netns all, {NAMESPACES} namespaces"),
@@ -124,6 +127,11 @@ pub fn run(report: &mut Report, binary: &Path) {
         (r, ratio(r)),
         (RATIO_TARGET, "≤ 0.10×"),
         format!("per-round {}", ratio(per_round.median())),
+    );
+    report.info(
+        &format!("--netns all --method procfs, {NAMESPACES} ns"),
+        secs(procfs.median()),
+        procfs.spread(secs),
     );
     if rss.is_empty() {
         report.info(
@@ -285,6 +293,9 @@ fn scenario() {
         }
     }
     let per_round: Vec<f64> = ours.iter().zip(&each).map(|(a, b)| a / b).collect();
+    let procfs: Vec<f64> = (0..PROCFS_RUNS)
+        .map(|_| oneshot::time_run(binary, &["--netns", "all", "--method", "procfs"]))
+        .collect();
     let rss: Vec<f64> = if oneshot::can_measure_rss() {
         (0..RSS_RUNS)
             .map(|_| oneshot::peak_rss_kib(binary, &["--netns", "all"]))
@@ -299,6 +310,7 @@ fn scenario() {
     line("ours", &ours);
     line("loop", &each);
     line("per_round", &per_round);
+    line("procfs", &procfs);
     line("rss", &rss);
     drop((idle, held, named));
 }
