@@ -349,7 +349,7 @@ impl Plan {
             (Namespaces::Own, method) => self.own(method, &mut fallback)?,
             #[cfg(target_os = "linux")]
             (Namespaces::All, _) => {
-                let all = netns::scan(self)?;
+                let all = self.all()?;
                 fallback = all.fallback;
                 unscanned = all.unscanned;
                 namespaces = all.names;
@@ -390,6 +390,16 @@ impl Plan {
             fallback,
             unscanned,
         })
+    }
+
+    /// A scan of every network namespace ([`netns`]). Cold and never
+    /// inlined: its code stays out of the way of the default run's, which
+    /// is mostly process start-up.
+    #[cfg(target_os = "linux")]
+    #[cold]
+    #[inline(never)]
+    fn all(&self) -> anyhow::Result<netns::All> {
+        netns::scan(self)
     }
 
     /// A scan of the tool's own network namespace with `method`: what it
