@@ -617,6 +617,7 @@ fn scenario() {
     drop(server);
 
     cannot_be_opened(&spaces);
+    links_that_cannot_be_read(&spaces);
     vanishes_while_scanned(&spaces);
 
     drop((here, blue, green, mate, loner, container));
@@ -678,6 +679,59 @@ fn cannot_be_opened(spaces: &[(String, String)]) {
         1,
         "named once per server life:\n{log}"
     );
+}
+
+/// Processes whose namespace link cannot be read (a security module may
+/// refuse even root; strace refuses here): one in a namespace known from
+/// another process is placed there by its `/proc/PID/net` entries, which
+/// is how PID 1's namespace stays `host`; one alone in its namespace makes
+/// that namespace unscanned, counted and named.
+fn links_that_cannot_be_read(spaces: &[(String, String)]) {
+    let labels =
+        |text: &str| -> BTreeSet<String> { netns_samples(text).into_iter().map(|s| s.0).collect() };
+    let all: BTreeSet<String> = spaces.iter().map(|(l, _)| l.clone()).collect();
+    let args = ["--netns", "all", "--ports", "1", "--include-closed"];
+    let refuse = |paths: &[&str]| {
+        let mut strace: Vec<&str> = Vec::new();
+        for path in paths {
+            strace.extend(["-P", path]);
+        }
+        strace.extend(["-e", "trace=statx", "-e", "inject=statx:error=EACCES"]);
+        traced(&strace, &args).output().unwrap()
+    };
+
+    // PID 1's link: still host, by its net/dev.
+    let out = refuse(&["/proc/1/ns/net"]);
+    let text = stdout_of(&out);
+    assert_eq!(util::stderr_of(&out), "");
+    assert_eq!(labels(&text), all);
+    assert_eq!(util::value_of(&text, "port_exporter_netns_unscanned"), 0.0);
+    // ...which the refusal did reach: without net/dev either, PID 1's
+    // namespace is scanned through its other processes, but is no longer
+    // known as PID 1's.
+    let out = refuse(&["/proc/1/ns/net", "/proc/1/net/dev"]);
+    let text = stdout_of(&out);
+    let mut expected = all.clone();
+    expected.remove("host");
+    expected.insert(format!("net:[{}]", inode("/proc/1/ns/net")));
+    assert_eq!(labels(&text), expected);
+
+    // A process alone in its namespace.
+    let loner = start("h-unreadable", Place::Own, "tcp 127.0.0.1 0");
+    let link = loner.ns();
+    let out = refuse(&[&link]);
+    let text = stdout_of(&out);
+    let stderr = util::stderr_of(&out);
+    assert!(
+        stderr.contains(&format!(
+            "network namespace of pid {} (cannot open {link}: Permission denied)",
+            loner.pid
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(labels(&text), all);
+    assert_eq!(util::value_of(&text, "port_exporter_netns_unscanned"), 1.0);
 }
 
 /// A namespace whose last process exits while the scan runs is skipped,
