@@ -34,7 +34,8 @@
 //! is skipped, which is what a scan a moment later would see. One that
 //! exists but cannot be opened or entered (a security module says no) is
 //! reported in [`Unscanned`]: counted in a gauge and named on stderr,
-//! never dropped silently.
+//! never dropped silently. A process whose namespace link cannot be read
+//! is placed by its `/proc/PID/net` entries ([`place_unreadable`]).
 //!
 //! **Privilege.** Opening another process's namespace needs
 //! CAP_SYS_PTRACE, entering one CAP_SYS_ADMIN. Without both the scan
