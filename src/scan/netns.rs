@@ -35,7 +35,7 @@
 //! exists but cannot be opened or entered (a security module says no) is
 //! reported in [`Unscanned`]: counted in a gauge and named on stderr,
 //! never dropped silently. A process whose namespace link cannot be read
-//! is placed by its `/proc/PID/net` entries ([`place_unreadable`]).
+//! is placed by its `/proc/PID/net` entries (`place_unreadable`).
 //!
 //! **Privilege.** Opening another process's namespace needs
 //! CAP_SYS_PTRACE, entering one CAP_SYS_ADMIN. Without both the scan
