@@ -269,29 +269,7 @@ fn oracle() -> Vec<Row> {
                 .iter()
                 .find_map(|f| f.strip_prefix("uid:"))
                 .map_or(0, |u| u.parse().unwrap());
-            let process = fields
-                .iter()
-                .find_map(|f| f.strip_prefix("users:(("))
-                .map(|users| {
-                    users
-                        .split("),(")
-                        .map(|user| {
-                            let name = user.split('"').nth(1).unwrap().to_string();
-                            let pid: u32 = user
-                                .split("pid=")
-                                .nth(1)
-                                .unwrap()
-                                .split(',')
-                                .next()
-                                .unwrap()
-                                .parse()
-                                .unwrap();
-                            (pid, name)
-                        })
-                        .min()
-                        .unwrap()
-                        .1
-                });
+            let process = util::ss_lowest_process(line);
             Row {
                 protocol: fields[0].to_string(),
                 port: port.parse().unwrap(),

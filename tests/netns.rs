@@ -337,30 +337,7 @@ fn oracle(label: &str, path: &str) -> Vec<Row> {
                 "*" => "::".to_string(),
                 a => a.replace(['[', ']'], ""),
             };
-            let process = line
-                .split("users:((")
-                .nth(1)
-                .map(|users| {
-                    users
-                        .split("),(")
-                        .map(|user| {
-                            let name = user.split('"').nth(1).unwrap().to_string();
-                            let pid: u32 = user
-                                .split("pid=")
-                                .nth(1)
-                                .unwrap()
-                                .split(',')
-                                .next()
-                                .unwrap()
-                                .parse()
-                                .unwrap();
-                            (pid, name)
-                        })
-                        .min()
-                        .unwrap()
-                        .1
-                })
-                .unwrap_or_default();
+            let process = util::ss_lowest_process(line).unwrap_or_default();
             (
                 label.to_string(),
                 fields[0].to_string(),

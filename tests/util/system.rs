@@ -106,6 +106,27 @@ pub fn ss_listeners() -> BTreeSet<u16> {
         .collect()
 }
 
+/// The command name of the process with the lowest pid among those `ss -p`
+/// lists for one socket (`users:(("name",pid=N,fd=M),...)`), as the
+/// `process` label names it; `None` when the line lists none.
+pub fn ss_lowest_process(line: &str) -> Option<String> {
+    let users = line.split("users:((").nth(1)?;
+    users
+        .split("),(")
+        .map(|user| {
+            let name = user.split('"').nth(1).expect(line).to_string();
+            let pid: u32 = user
+                .split("pid=")
+                .nth(1)
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|pid| pid.parse().ok())
+                .expect(line);
+            (pid, name)
+        })
+        .min()
+        .map(|(_, name)| name)
+}
+
 /// Whether the server side of the TCP connection from local port `client`
 /// to `server` has read everything the client sent (its Recv-Q is 0): how a
 /// test knows that a request reached the server, without sleeping.
