@@ -28,12 +28,9 @@ tests![(
     PROMTOOL
 )];
 
-/// The variable that gives this binary a role other than running tests.
-const ROLE: &str = "PORT_EXPORTER_TEST_ROLE";
-
 /// Runs the role this process was started for, if any.
 pub fn role() -> Option<ExitCode> {
-    match std::env::var(ROLE).ok()?.as_str() {
+    match std::env::var(util::ROLE).ok()?.as_str() {
         "scenario" => {
             scenario();
             Some(ExitCode::SUCCESS)
@@ -47,20 +44,11 @@ pub fn role() -> Option<ExitCode> {
 }
 
 fn every_view_matches_ss_for_both_users_and_methods() {
-    let out = Command::new("unshare")
-        .args(["--net", "--pid", "--fork", "--mount-proc"])
-        .arg(std::env::current_exe().unwrap())
-        .env(ROLE, "scenario")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    util::run_role(
+        &["--net", "--pid", "--fork", "--mount-proc"],
+        "scenario",
+        "scenario: all views agree",
     );
-    assert!(out.status.success(), "the scenario failed:\n{said}");
-    assert!(said.contains("scenario: all views agree"), "{said}");
 }
 
 /// Runs `cmd ARGS`, which must succeed.
@@ -113,7 +101,7 @@ fn start_holder(name: &str, nobody: bool, spec: &str) -> Holder {
         Command::new(std::env::current_exe().unwrap())
     };
     let mut child = command
-        .env(ROLE, "holder")
+        .env(util::ROLE, "holder")
         .env("HOLD_NAME", name)
         .env("HOLD_SPEC", spec)
         .stdin(Stdio::piped())
@@ -150,7 +138,7 @@ fn holder() {
             socket.set_cloexec(false).unwrap();
             worker = Some(
                 Command::new(std::env::current_exe().unwrap())
-                    .env(ROLE, "holder")
+                    .env(util::ROLE, "holder")
                     .env("HOLD_NAME", format!("{name}-w"))
                     .env("HOLD_SPEC", "")
                     .stdin(Stdio::piped())

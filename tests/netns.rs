@@ -46,17 +46,13 @@ tests![
     bind_cannot_scan_namespaces,
 ];
 
-/// The variable that gives this binary a role (shared with `labels.rs`,
-/// whose role values differ).
-const ROLE: &str = "PORT_EXPORTER_TEST_ROLE";
-
 /// A container id, as Docker makes them: 64 hex digits.
 const CONTAINER: &str = "c0ffee0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
 
 /// Runs the role this process was started for, if it is one of this
 /// module's.
 pub fn role() -> Option<ExitCode> {
-    match std::env::var(ROLE).ok()?.as_str() {
+    match std::env::var(util::ROLE).ok()?.as_str() {
         "netns-scenario" => {
             scenario();
             Some(ExitCode::SUCCESS)
@@ -70,20 +66,11 @@ pub fn role() -> Option<ExitCode> {
 }
 
 fn every_namespace_matches_ss_inside_it() {
-    let out = Command::new("unshare")
-        .args(["--mount", "--net", "--pid", "--fork", "--mount-proc"])
-        .arg(std::env::current_exe().unwrap())
-        .env(ROLE, "netns-scenario")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    util::run_role(
+        &["--mount", "--net", "--pid", "--fork", "--mount-proc"],
+        "netns-scenario",
+        "netns scenario: all views agree",
     );
-    assert!(out.status.success(), "the scenario failed:\n{said}");
-    assert!(said.contains("netns scenario: all views agree"), "{said}");
 }
 
 fn refuses_without_both_capabilities() {
@@ -211,7 +198,7 @@ fn start(name: &str, place: Place, spec: &str) -> Holder {
         command.env("HOLD_UNSHARE", "1");
     }
     let mut child = command
-        .env(ROLE, "netns-holder")
+        .env(util::ROLE, "netns-holder")
         .env("HOLD_NAME", name)
         .env("HOLD_SPEC", spec)
         .stdin(Stdio::piped())

@@ -14,6 +14,32 @@ use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 use super::system::{find_program, is_root};
 
+/// The variable that gives this test binary a role other than running
+/// tests: a scenario run as PID 1 of namespaces of its own, or a helper
+/// process such a scenario starts (see `labels.rs` and `netns.rs`).
+pub const ROLE: &str = "PORT_EXPORTER_TEST_ROLE";
+
+/// Runs this test binary again in `role` under `unshare ARGS` (as PID 1 of
+/// a PID namespace of its own when ARGS ask for one), and checks that it
+/// succeeded and said `done`.
+#[track_caller]
+pub fn run_role(unshare: &[&str], role: &str, done: &str) {
+    let out = std::process::Command::new("unshare")
+        .args(unshare)
+        .arg(std::env::current_exe().unwrap())
+        .env(ROLE, role)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{role} failed:\n{said}");
+    assert!(said.contains(done), "{role} did not say {done:?}:\n{said}");
+}
+
 /// Something a test needs from the machine.
 #[derive(Clone, Copy, Debug)]
 pub enum Need {
