@@ -100,24 +100,19 @@ fn start_holder(name: &str, nobody: bool, spec: &str) -> Holder {
     } else {
         Command::new(std::env::current_exe().unwrap())
     };
-    let mut child = command
-        .env(util::ROLE, "holder")
-        .env("HOLD_NAME", name)
-        .env("HOLD_SPEC", spec)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut opened = Vec::new();
-    loop {
-        let line = lines.next().expect("the holder said nothing").unwrap();
-        if line == "ready" {
-            break;
-        }
-        let (kind, port) = line.split_once(' ').unwrap();
-        opened.push((kind.to_string(), port.parse().unwrap()));
-    }
+    let (child, said) = util::start_helper(
+        command
+            .env(util::ROLE, "holder")
+            .env("HOLD_NAME", name)
+            .env("HOLD_SPEC", spec),
+    );
+    let opened = said
+        .iter()
+        .map(|line| {
+            let (kind, port) = line.split_once(' ').unwrap();
+            (kind.to_string(), port.parse().unwrap())
+        })
+        .collect();
     Holder { child, opened }
 }
 

@@ -18,7 +18,7 @@
 use std::{
     collections::BTreeSet,
     fs,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::{Child, Command, ExitCode, Stdio},
@@ -197,19 +197,13 @@ fn start(name: &str, place: Place, spec: &str) -> Holder {
     if let Place::Own = place {
         command.env("HOLD_UNSHARE", "1");
     }
-    let mut child = command
-        .env(util::ROLE, "netns-holder")
-        .env("HOLD_NAME", name)
-        .env("HOLD_SPEC", spec)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n", "holder {name} did not start");
+    let (child, said) = util::start_helper(
+        command
+            .env(util::ROLE, "netns-holder")
+            .env("HOLD_NAME", name)
+            .env("HOLD_SPEC", spec),
+    );
+    assert!(said.is_empty(), "holder {name} said {said:?}");
     let pid = child.id();
     Holder {
         child,

@@ -17,7 +17,7 @@
 use std::{
     env,
     fs::File,
-    io::{self, BufRead, BufReader, Read, Write},
+    io::{self, Read, Write},
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
     path::Path,
     process::{Child, Command, Stdio},
@@ -211,17 +211,8 @@ fn scenario() {
     let exe = env::current_exe().unwrap();
     let mut held = Children(Vec::new());
     for _ in 0..HELD {
-        let mut child = Command::new(&exe)
-            .env(ROLE_ENV, "hold")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line, "ready\n");
+        let (child, said) = crate::util::start_helper(Command::new(&exe).env(ROLE_ENV, "hold"));
+        assert!(said.is_empty(), "a holder said {said:?}");
         held.0.push(child);
     }
     let idle = Children(

@@ -140,6 +140,28 @@ pub fn request_was_read(server: u16, client: u16) -> bool {
     })
 }
 
+/// Starts a helper process (this binary in a role) that says what it has
+/// done, one line at a time, then `ready`, and lives until its stdin closes.
+/// Returns it and the lines it said before `ready`.
+#[track_caller]
+pub fn start_helper(command: &mut Command) -> (std::process::Child, Vec<String>) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot start a helper");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut said = Vec::new();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line == "ready" => return (child, said),
+            Some(Ok(line)) => said.push(line),
+            _ => panic!("a helper ended before it was ready, having said {said:?}"),
+        }
+    }
+}
+
 /// A child process killed and reaped when the guard drops, even when the
 /// test panics.
 pub struct ChildGuard(pub std::process::Child);
