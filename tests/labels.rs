@@ -243,11 +243,7 @@ fn oracle() -> Vec<Row> {
         .iter()
         .map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (address, port) = fields[4].rsplit_once(':').unwrap();
-            let address = match address {
-                "*" => "::".to_string(),
-                a => a.replace(['[', ']'], ""),
-            };
+            let (address, port) = util::ss_local(fields[4]);
             let uid = fields
                 .iter()
                 .find_map(|f| f.strip_prefix("uid:"))
@@ -255,7 +251,7 @@ fn oracle() -> Vec<Row> {
             let process = util::ss_lowest_process(line);
             Row {
                 protocol: fields[0].to_string(),
-                port: port.parse().unwrap(),
+                port,
                 address,
                 uid,
                 process,

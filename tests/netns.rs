@@ -313,16 +313,12 @@ fn oracle(label: &str, path: &str) -> Vec<Row> {
         .lines()
         .map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (address, port) = fields[4].rsplit_once(':').unwrap();
-            let address = match address {
-                "*" => "::".to_string(),
-                a => a.replace(['[', ']'], ""),
-            };
+            let (address, port) = util::ss_local(fields[4]);
             let process = util::ss_lowest_process(line).unwrap_or_default();
             (
                 label.to_string(),
                 fields[0].to_string(),
-                port.parse().unwrap(),
+                port,
                 address,
                 process,
             )

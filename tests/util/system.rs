@@ -106,6 +106,18 @@ pub fn ss_listeners() -> BTreeSet<u16> {
         .collect()
 }
 
+/// A local address column of `ss` (`127.0.0.1:22`, `[::1]:22`, `*:53`,
+/// `[fe80::1]%veth0:22`) as the `address` label writes it, and the port.
+#[track_caller]
+pub fn ss_local(column: &str) -> (String, u16) {
+    let (address, port) = column.rsplit_once(':').expect(column);
+    let address = match address {
+        "*" => "::".to_string(),
+        a => a.replace(['[', ']'], ""),
+    };
+    (address, port.parse().expect(column))
+}
+
 /// The command name of the process with the lowest pid among those `ss -p`
 /// lists for one socket (`users:(("name",pid=N,fd=M),...)`), as the
 /// `process` label names it; `None` when the line lists none.
