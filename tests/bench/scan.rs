@@ -272,9 +272,26 @@ fn print_environment(binary: Option<&Path>) {
             binary.display(),
             size as f64 / 1048576.0
         );
+        println!("loads:   {}", needed_libraries(binary));
     }
     println!("sockets: {}", tcp_sockstat());
     println!();
+}
+
+/// The shared libraries `binary` names (its NEEDED entries, from binutils'
+/// readelf), or "?". Each one loaded costs every one-shot run: libgcc_s
+/// alone, which `main.rs` keeps out, cost ~0.1 ms here.
+fn needed_libraries(binary: &Path) -> String {
+    let Ok(out) = Command::new("readelf").arg("-dW").arg(binary).output() else {
+        return "? (no readelf)".into();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let libraries: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split_once('[')?.1.split_once(']').map(|(name, _)| name))
+        .collect();
+    libraries.join(", ")
 }
 
 /// The TCP line of /proc/net/sockstat (sockets in use, TIME_WAIT, ...).
