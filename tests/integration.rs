@@ -13,6 +13,8 @@ mod alerts;
 mod churn;
 /// Usage errors, --help, --version, exit codes.
 mod cli;
+/// --netns all with real containers of a Docker engine of the test's own.
+mod docker;
 /// man/ and completions/ are exactly what --generate prints.
 mod generated;
 /// Who listens and where: labels, table and JSON against `ss -Htulnpe`.
@@ -36,6 +38,10 @@ fn main() -> std::process::ExitCode {
     if let Some(code) = netns::role() {
         return code;
     }
+    if let Some(code) = docker::role() {
+        return code;
+    }
+    // Last: it takes any other role for a mistake.
     if let Some(code) = labels::role() {
         return code;
     }
@@ -46,6 +52,7 @@ fn main() -> std::process::ExitCode {
         churn::TESTS,
         labels::TESTS,
         netns::TESTS,
+        docker::TESTS,
         namespace::TESTS,
         peers::TESTS,
         textfile::TESTS,

@@ -124,7 +124,7 @@ fn bind_cannot_scan_namespaces() {
 
 /// Runs `cmd ARGS`, which must succeed.
 #[track_caller]
-fn sh(cmd: &str, args: &[&str]) {
+pub(crate) fn sh(cmd: &str, args: &[&str]) {
     let out = Command::new(cmd)
         .args(args)
         .stdin(Stdio::null())
@@ -138,7 +138,7 @@ fn sh(cmd: &str, args: &[&str]) {
 }
 
 /// Where a holder runs.
-enum Place<'a> {
+pub(crate) enum Place<'a> {
     /// In the scenario's namespace (`host`).
     Here,
     /// In a namespace of its own, unnamed.
@@ -150,11 +150,11 @@ enum Place<'a> {
 }
 
 /// A holder: a process of a known name that opened sockets and waits.
-struct Holder {
+pub(crate) struct Holder {
     child: Child,
     pid: u32,
     /// Its command name.
-    name: String,
+    pub(crate) name: String,
 }
 
 impl Drop for Holder {
@@ -179,7 +179,7 @@ impl Holder {
 
 /// Starts a holder named `name` at `place`, opening `spec` (see
 /// `labels::open`; sockets separated by `;`).
-fn start(name: &str, place: Place, spec: &str) -> Holder {
+pub(crate) fn start(name: &str, place: Place, spec: &str) -> Holder {
     let exe = std::env::current_exe().unwrap();
     let mut command = match place {
         Place::Here | Place::Own => Command::new(&exe),
@@ -213,14 +213,18 @@ fn start(name: &str, place: Place, spec: &str) -> Holder {
 }
 
 /// The holder role: name itself, make a namespace of its own if asked,
-/// bring its loopback up, open the sockets of HOLD_SPEC, say so, and wait
+/// bring its loopback up (unless in a container), open the sockets of HOLD_SPEC, say so, and wait
 /// for stdin to close.
 fn holder() {
     crate::labels::set_name(&std::env::var("HOLD_NAME").unwrap());
     if std::env::var_os("HOLD_UNSHARE").is_some() {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
     }
-    sh("ip", &["link", "set", "lo", "up"]);
+    // In a Docker container the loopback is up already, and there is no
+    // `ip` to run.
+    if std::env::var_os("HOLD_IN_CONTAINER").is_none() {
+        sh("ip", &["link", "set", "lo", "up"]);
+    }
     let spec = std::env::var("HOLD_SPEC").unwrap();
     let kept: Vec<_> = spec
         .split(';')
@@ -296,12 +300,12 @@ impl Drop for Cgroup {
 }
 
 /// One listener: namespace label, protocol, port, address, process.
-type Row = (String, String, u16, String, String);
+pub(crate) type Row = (String, String, u16, String, String);
 
 /// What `ss -Htulnp` lists inside the namespace of the file `path`, each
 /// row labelled `label`; the process is the name of the lowest pid
 /// holding the socket.
-fn oracle(label: &str, path: &str) -> Vec<Row> {
+pub(crate) fn oracle(label: &str, path: &str) -> Vec<Row> {
     let out = Command::new("nsenter")
         .arg(format!("--net={path}"))
         .args(["ss", "-Htulnp"])
@@ -339,7 +343,7 @@ fn json_field(line: &str, key: &str) -> String {
 }
 
 /// The rows of port_exporter's JSON, sorted.
-fn json_rows(json: &str) -> Vec<Row> {
+pub(crate) fn json_rows(json: &str) -> Vec<Row> {
     let mut rows: Vec<Row> = json
         .lines()
         .filter(|l| l.starts_with('{'))

@@ -59,6 +59,7 @@ pub const NODE_EXPORTER: Need =
 pub const STRACE: Need = Need::Program("strace", "strace");
 pub const SETPRIV: Need = Need::Program("setpriv", "util-linux");
 pub const UNSHARE: Need = Need::Program("unshare", "util-linux");
+pub const DOCKERD: Need = Need::Program("dockerd", "docker.io");
 
 impl Need {
     /// Why the test cannot run here, or `None` when the need is met.
