@@ -145,15 +145,20 @@ impl Engine {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Imports [`IMAGE`]: this test binary as `/holder`, and the libraries
-    /// it loads at their own paths.
+    /// Imports [`IMAGE`]: this test binary as `/holder`, port_exporter as
+    /// `/port_exporter`, and the libraries they load at their own paths.
     fn import_image(&self) {
         let root = Path::new(DIR).join("image");
-        let exe = std::env::current_exe().unwrap();
-        let mut files = vec![(exe.clone(), root.join("holder"))];
-        for library in libraries(&exe) {
-            let to = root.join(library.strip_prefix("/").unwrap());
-            files.push((library, to));
+        let mut files = Vec::new();
+        for (exe, name) in [
+            (std::env::current_exe().unwrap(), "holder"),
+            (util::bin::path(), "port_exporter"),
+        ] {
+            for library in libraries(&exe) {
+                let to = root.join(library.strip_prefix("/").unwrap());
+                files.push((library, to));
+            }
+            files.push((exe, root.join(name)));
         }
         for (from, to) in files {
             fs::create_dir_all(to.parent().unwrap()).unwrap();
@@ -382,6 +387,24 @@ fn scenario() {
             "{sample} not in:\n{text}"
         );
     }
+
+    // port_exporter itself in a container, deployed as the README says:
+    // the host's PID and network namespaces, the two capabilities, and
+    // Docker's default seccomp profile. It sees what it sees outside.
+    let inside = engine.output(&[
+        "run",
+        "--rm",
+        "--pid=host",
+        "--network=host",
+        "--cap-add=SYS_ADMIN",
+        "--cap-add=SYS_PTRACE",
+        IMAGE,
+        "/port_exporter",
+        "--netns=all",
+        "--protocol=tcp,udp",
+        "--format=json",
+    ]);
+    assert_eq!(netns::json_rows(&inside), all, "from inside a container");
 
     // Paused (its processes frozen): reported as ever.
     engine.output(&["pause", "web"]);
