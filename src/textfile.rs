@@ -6,14 +6,24 @@
 //! - the temp file lives in the target's own directory, since rename(2) is
 //!   atomic only within one filesystem, and its name ends in `.tmp`, since
 //!   the collector reads every name ending in `.prom`, dot-files included;
-//! - it is created with O_EXCL under a random name, so overlapping runs never
-//!   share one, kept within NAME_MAX however long FILE's name is, and
-//!   removed on every error path;
-//! - it is locked (flock) while it is written, so that a later run can tell
-//!   the temp file of a run that was killed (its lock is free) from that of
-//!   a run still writing, and remove only the former;
-//! - it is chmod 0644 through its descriptor: tempfile creates 0600, rename
-//!   keeps the mode, and node_exporter runs as another user;
+//! - it is created unnamed (O_TMPFILE) and locked (flock) before it gets a
+//!   name, a random one that no other file has (linkat fails rather than
+//!   reuse one), kept within NAME_MAX however long FILE's name is;
+//! - the lock lasts until the run ends, so that a later run can tell the
+//!   temp file of a run that was killed (its lock is free) from that of a
+//!   run still writing, and remove only the former. A run only ever sees a
+//!   temp file of a live run locked: with no name before its lock, there is
+//!   no moment in which another run could take it for abandoned;
+//! - it is named only once it is written, chmod 0644 (through its
+//!   descriptor: it is created 0600, rename keeps the mode, and
+//!   node_exporter runs as another user) and fsynced, just before the
+//!   rename: a run that fails or is killed before that leaves nothing
+//!   behind, and one killed in between leaves a temp file the next run
+//!   removes;
+//! - where O_TMPFILE is missing (a filesystem without it, such as NFS), the
+//!   temp file is created named, with O_EXCL, and locked right after; a run
+//!   cleaning up may remove it in that moment, which its owner notices and
+//!   then makes another;
 //! - data and directory are fsynced, so a crash cannot leave an empty file;
 //! - the body is streamed into the temp file (so a large exposition is
 //!   never held in memory whole), and FILE is replaced only after all of it
@@ -29,23 +39,37 @@ use std::{
     ffi::{OsStr, OsString},
     fs::{self, File, Permissions, TryLockError},
     io::{self, BufWriter, Write},
-    os::unix::{
-        ffi::{OsStrExt, OsStringExt},
-        fs::{FileTypeExt, MetadataExt, PermissionsExt},
+    os::{
+        fd::AsRawFd,
+        unix::{
+            ffi::{OsStrExt, OsStringExt},
+            fs::{FileTypeExt, MetadataExt, PermissionsExt},
+        },
     },
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, bail};
-use tempfile::NamedTempFile;
+use nix::{
+    errno::Errno,
+    fcntl::{AT_FDCWD, OFlag},
+    sys::stat::Mode,
+};
+use ring::rand::{SecureRandom, SystemRandom};
 
 /// The longest file name Linux and the BSDs allow.
 const NAME_MAX: usize = 255;
 /// Random characters in a temp file's name.
 const RANDOM: usize = 8;
-/// How many temp files a run makes at most before it gives up because other
-/// runs keep removing them (see [`locked_temp_file`]).
+/// How many named temp files a run makes at most, where there is no
+/// O_TMPFILE, before it gives up because other runs keep removing them
+/// (see [`Temp::named`]).
 const CREATE_ATTEMPTS: usize = 64;
+/// How many random names a run tries for one temp file before it gives up
+/// because each is taken.
+const NAME_ATTEMPTS: usize = 100;
+/// The characters of the random part of a temp file's name.
+const ALPHANUMERIC: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 /// What a temp file's name adds to the part taken from FILE's name: the
 /// leading dot, the dot before the random part, the random part, `.tmp`.
 const ADDED: usize = 1 + 1 + RANDOM + 4;
@@ -153,16 +177,14 @@ fn replace(
     target: &Path,
     body: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<io::Result<()>> {
-    let mut temp = locked_temp_file(dir, prefix)?;
-    // Through the File itself: tempfile's own Write wraps errors with the
-    // random temp path, which is gone by the time the user reads it.
-    let mut buffered = BufWriter::with_capacity(64 * 1024, temp.as_file_mut());
+    let mut temp = Temp::create(dir, prefix)?;
+    let mut buffered = BufWriter::with_capacity(64 * 1024, &mut temp.file);
     body(&mut buffered)?;
     buffered.flush()?;
     drop(buffered);
-    temp.as_file()
-        .set_permissions(Permissions::from_mode(0o644))?;
-    temp.as_file().sync_all()?;
+    temp.file.set_permissions(Permissions::from_mode(0o644))?;
+    temp.file.sync_all()?;
+    let path = temp.name(dir, prefix)?;
     // A device or FIFO may have appeared at FILE while we scanned.
     if let Ok(meta) = fs::metadata(target)
         && !meta.is_file()
@@ -172,46 +194,210 @@ fn replace(
             kind_of(&meta.file_type())
         )));
     }
-    // On failure the returned error owns the temp file, and dropping it
-    // removes it.
-    let file = temp.persist(target).map_err(|err| err.error)?;
+    fs::rename(&path, target)?;
+    // Renamed: the name is FILE's now, not ours to remove. The lock is
+    // held until the directory is synced.
+    temp.path = None;
     let synced = File::open(dir).and_then(|dir| dir.sync_all());
-    drop(file);
+    drop(temp);
     Ok(synced)
 }
 
-/// A new temp file in `dir`, named `PREFIX` + 8 random characters + `.tmp`,
-/// holding an exclusive flock for as long as it is open.
-///
-/// Another run that cleans up ([`remove_abandoned`]) may lock and remove
-/// the file in the moment between its creation and our lock; then another
-/// is made. Each retry needs that to happen again, so [`CREATE_ATTEMPTS`]
-/// bounds a loop that in practice runs once or twice, even with many runs
-/// writing one FILE at once on a loaded machine.
-fn locked_temp_file(dir: &Path, prefix: &OsStr) -> io::Result<NamedTempFile> {
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let temp = tempfile::Builder::new()
-            .prefix(prefix)
-            .suffix(".tmp")
-            .rand_bytes(RANDOM)
-            .tempfile_in(dir)
-            .map_err(|err| strip_path(err, "cannot create a temporary file in the directory"))?;
-        let locked = match temp.as_file().try_lock() {
-            Ok(()) => temp.as_file().metadata()?.nlink() > 0,
-            Err(TryLockError::WouldBlock) => false,
-            Err(TryLockError::Error(err)) => return Err(err),
-        };
-        if locked {
-            return Ok(temp);
-        }
-        if attempts == CREATE_ATTEMPTS {
-            return Err(io::Error::other(
-                "another run kept removing the temporary file",
-            ));
+/// A temp file of this run in FILE's directory, holding an exclusive flock
+/// from before it had a name for as long as it is open (except where
+/// O_TMPFILE is missing: see [`Temp::named`]). Its name, if it has one, is
+/// removed when it is dropped.
+struct Temp {
+    file: File,
+    /// Its path, once it has a name.
+    path: Option<PathBuf>,
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if let Some(path) = &self.path {
+            let _ = fs::remove_file(path);
         }
     }
+}
+
+impl Temp {
+    /// A new locked temp file in `dir`: unnamed where the system allows,
+    /// named (`PREFIX` + 8 random characters + `.tmp`) otherwise.
+    fn create(dir: &Path, prefix: &OsStr) -> io::Result<Temp> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Some(temp) = Temp::unnamed(dir, prefix)? {
+            return Ok(temp);
+        }
+        Temp::named(dir, prefix)
+    }
+
+    /// A temp file made with O_TMPFILE and locked before it has a name, so
+    /// that no other run can ever see it unlocked. It stays unnamed until
+    /// [`Temp::name`] links it through /proc/self/fd; without /proc it is
+    /// named at once with linkat's AT_EMPTY_PATH (which unprivileged users
+    /// may use since Linux 6.10). `None` when the filesystem has no
+    /// O_TMPFILE or neither way of naming is allowed.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn unnamed(dir: &Path, prefix: &OsStr) -> io::Result<Option<Temp>> {
+        let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+        let fd = match nix::fcntl::openat(AT_FDCWD, dir, flags, Mode::from_bits_truncate(0o600)) {
+            Ok(fd) => fd,
+            // What open(2) returns where a kernel or a filesystem lacks
+            // O_TMPFILE.
+            Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL | Errno::ENOENT) => {
+                return Ok(None);
+            }
+            Err(err) => return Err(creating(err.into())),
+        };
+        let file = File::from(fd);
+        // Nobody else knows of this file yet: the lock is ours at once.
+        file.lock()?;
+        let mut temp = Temp { file, path: None };
+        if temp.proc_path().is_some() {
+            return Ok(Some(temp));
+        }
+        let linked = with_new_name(dir, prefix, |path| {
+            nix::unistd::linkat(
+                &temp.file,
+                "",
+                AT_FDCWD,
+                path,
+                nix::fcntl::AtFlags::AT_EMPTY_PATH,
+            )
+        });
+        match linked {
+            Ok((path, ())) => {
+                temp.path = Some(path);
+                Ok(Some(temp))
+            }
+            // AT_EMPTY_PATH refused to an unprivileged user by older
+            // kernels (ENOENT), or by a security module.
+            Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::EPERM)) => Ok(None),
+            Err(err) => Err(naming(err)),
+        }
+    }
+
+    /// /proc/self/fd/N for this file, when /proc is there to resolve it.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn proc_path(&self) -> Option<String> {
+        let path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        let (held, found) = (self.file.metadata().ok()?, fs::metadata(&path).ok()?);
+        (held.dev() == found.dev() && held.ino() == found.ino()).then_some(path)
+    }
+
+    /// Its path, after naming it in `dir` if it has no name yet.
+    fn name(&mut self, dir: &Path, prefix: &OsStr) -> io::Result<PathBuf> {
+        if let Some(path) = &self.path {
+            return Ok(path.clone());
+        }
+        let path = self.link(dir, prefix).map_err(naming)?;
+        self.path = Some(path.clone());
+        Ok(path)
+    }
+
+    /// Gives the unnamed file a new name in `dir` through /proc/self/fd,
+    /// which [`Temp::unnamed`] found working.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn link(&self, dir: &Path, prefix: &OsStr) -> io::Result<PathBuf> {
+        let proc = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        let (path, ()) = with_new_name(dir, prefix, |path| {
+            nix::unistd::linkat(
+                AT_FDCWD,
+                proc.as_str(),
+                AT_FDCWD,
+                path,
+                nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+            )
+        })?;
+        Ok(path)
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn link(&self, _: &Path, _: &OsStr) -> io::Result<PathBuf> {
+        unreachable!("only O_TMPFILE makes a temp file without a name")
+    }
+
+    /// A temp file created with its name, with O_EXCL, and locked right
+    /// after.
+    ///
+    /// Another run that cleans up ([`remove_abandoned`]) may lock and
+    /// remove the file in the moment between its creation and our lock;
+    /// then another is made. Each retry needs that to happen again, so
+    /// [`CREATE_ATTEMPTS`] bounds a loop that mostly runs once: it is the
+    /// way only where O_TMPFILE is missing.
+    fn named(dir: &Path, prefix: &OsStr) -> io::Result<Temp> {
+        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+        for _ in 0..CREATE_ATTEMPTS {
+            let (path, fd) = with_new_name(dir, prefix, |path| {
+                nix::fcntl::openat(AT_FDCWD, path, flags, Mode::from_bits_truncate(0o600))
+            })
+            .map_err(creating)?;
+            let temp = Temp {
+                file: File::from(fd),
+                path: Some(path),
+            };
+            let locked = match temp.file.try_lock() {
+                Ok(()) => temp.file.metadata()?.nlink() > 0,
+                Err(TryLockError::WouldBlock) => false,
+                Err(TryLockError::Error(err)) => return Err(err),
+            };
+            if locked {
+                return Ok(temp);
+            }
+        }
+        Err(io::Error::other(
+            "another run kept removing the temporary file",
+        ))
+    }
+}
+
+/// Calls `make` with `dir`/`PREFIX` + 8 random characters + `.tmp`, and
+/// again with another name for as long as the name is taken (EEXIST).
+fn with_new_name<T>(
+    dir: &Path,
+    prefix: &OsStr,
+    mut make: impl FnMut(&Path) -> nix::Result<T>,
+) -> io::Result<(PathBuf, T)> {
+    let random = SystemRandom::new();
+    for _ in 0..NAME_ATTEMPTS {
+        let mut bytes = [0; RANDOM];
+        random
+            .fill(&mut bytes)
+            .map_err(|_| io::Error::other("no random numbers for a temporary name"))?;
+        let mut name = prefix.as_bytes().to_vec();
+        name.extend(
+            bytes
+                .iter()
+                .map(|b| ALPHANUMERIC[usize::from(*b) % ALPHANUMERIC.len()]),
+        );
+        name.extend_from_slice(b".tmp");
+        let path = dir.join(OsString::from_vec(name));
+        match make(&path) {
+            Err(Errno::EEXIST) => continue,
+            made => return Ok((path, made?)),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "every temporary name tried was taken",
+    ))
+}
+
+/// An error of creating the temp file, said as such.
+fn creating(err: io::Error) -> io::Error {
+    io::Error::new(
+        err.kind(),
+        format!("cannot create a temporary file in the directory: {err}"),
+    )
+}
+
+/// An error of naming the temp file, said as such.
+fn naming(err: io::Error) -> io::Error {
+    io::Error::new(
+        err.kind(),
+        format!("cannot name the temporary file in the directory: {err}"),
+    )
 }
 
 /// The start of the temp file names for a FILE called `name`: `.NAME.`,
@@ -226,7 +412,7 @@ fn temp_prefix(name: &OsStr) -> OsString {
     OsString::from_vec(prefix)
 }
 
-/// Whether `name` is a temp file name that [`locked_temp_file`] makes with
+/// Whether `name` is a temp file name that [`with_new_name`] makes with
 /// `prefix`.
 fn is_temp_name(name: &OsStr, prefix: &OsStr) -> bool {
     let (name, prefix) = (name.as_bytes(), prefix.as_bytes());
@@ -277,19 +463,6 @@ fn parent(target: &Path) -> PathBuf {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     }
-}
-
-/// tempfile's errors repeat the (random) temp path; say what failed instead.
-fn strip_path(err: io::Error, what: &str) -> io::Error {
-    let kind = err.kind();
-    let cause = err.into_inner().map_or_else(
-        || "unknown error".to_string(),
-        |inner| match inner.downcast::<io::Error>() {
-            Ok(io) => io.to_string(),
-            Err(other) => other.to_string(),
-        },
-    );
-    io::Error::new(kind, format!("{what}: {cause}"))
 }
 
 #[cfg(test)]
