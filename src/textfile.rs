@@ -6,24 +6,25 @@
 //! - the temp file lives in the target's own directory, since rename(2) is
 //!   atomic only within one filesystem, and its name ends in `.tmp`, since
 //!   the collector reads every name ending in `.prom`, dot-files included;
-//! - it is created unnamed (O_TMPFILE) and locked (flock) before it gets a
-//!   name, a random one that no other file has (linkat fails rather than
-//!   reuse one), kept within NAME_MAX however long FILE's name is;
-//! - the lock lasts until the run ends, so that a later run can tell the
-//!   temp file of a run that was killed (its lock is free) from that of a
-//!   run still writing, and remove only the former. A run only ever sees a
-//!   temp file of a live run locked: with no name before its lock, there is
-//!   no moment in which another run could take it for abandoned;
-//! - it is named only once it is written, chmod 0644 (through its
-//!   descriptor: it is created 0600, rename keeps the mode, and
-//!   node_exporter runs as another user) and fsynced, just before the
-//!   rename: a run that fails or is killed before that leaves nothing
-//!   behind, and one killed in between leaves a temp file the next run
-//!   removes;
-//! - where O_TMPFILE is missing (a filesystem without it, such as NFS), the
-//!   temp file is created named, with O_EXCL, and locked right after; a run
-//!   cleaning up may remove it in that moment, which its owner notices and
-//!   then makes another;
+//! - it is created unnamed (O_TMPFILE) and locked (flock) at once, before
+//!   it has a name. The lock lasts until the run ends, so that a later run
+//!   can tell the temp file of a run that was killed (its lock is free)
+//!   from that of a run still writing, and remove only the former; with no
+//!   name before its lock, the temp file of a live run is never seen
+//!   unlocked, so never taken for abandoned;
+//! - it is written, chmod 0644 (through its descriptor: it is created 0600,
+//!   rename keeps the mode, and node_exporter runs as another user) and
+//!   fsynced while unnamed; then linkat names it through /proc/self/fd,
+//!   with a random name no file had (linkat never replaces one) that fits
+//!   in NAME_MAX however long FILE's name is, and it is renamed over FILE.
+//!   A run that fails or is killed before the link leaves nothing behind;
+//!   one killed between link and rename leaves a temp file that the next
+//!   run removes;
+//! - without /proc, it is named right after its lock (linkat with
+//!   AT_EMPTY_PATH). Where that is refused too, or the filesystem has no
+//!   O_TMPFILE (NFS, for one), it is created named, with O_EXCL, and locked
+//!   right after: a run cleaning up may remove it in that moment, which its
+//!   owner notices, and then makes another;
 //! - data and directory are fsynced, so a crash cannot leave an empty file;
 //! - the body is streamed into the temp file (so a large exposition is
 //!   never held in memory whole), and FILE is replaced only after all of it
@@ -68,7 +69,10 @@ const CREATE_ATTEMPTS: usize = 64;
 /// How many random names a run tries for one temp file before it gives up
 /// because each is taken.
 const NAME_ATTEMPTS: usize = 100;
-/// The characters of the random part of a temp file's name.
+/// The characters of the random part of a temp file's name. (Taking a
+/// random byte modulo 62 favours a few of them slightly, which is no harm:
+/// names need to differ, not to be unguessable, since neither O_EXCL nor
+/// linkat ever opens or replaces a file that has the name already.)
 const ALPHANUMERIC: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 /// What a temp file's name adds to the part taken from FILE's name: the
 /// leading dot, the dot before the random part, the random part, `.tmp`.
@@ -540,6 +544,47 @@ mod tests {
         ] {
             assert!(!is_temp_name(OsStr::new(other), &prefix), "{other}");
         }
+    }
+
+    #[test]
+    fn new_names_are_temp_names_and_taken_ones_are_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = temp_prefix(OsStr::new("open_ports.prom"));
+        let mut tried = Vec::new();
+        let (path, ()) = with_new_name(dir.path(), &prefix, |path| {
+            tried.push(path.to_path_buf());
+            if tried.len() < 3 {
+                Err(Errno::EEXIST)
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+        assert_eq!(tried.len(), 3);
+        assert_eq!(tried[2], path);
+        assert!(tried[0] != tried[1] && tried[1] != tried[2]);
+        for path in &tried {
+            assert_eq!(path.parent(), Some(dir.path()));
+            assert!(is_temp_name(path.file_name().unwrap(), &prefix), "{path:?}");
+        }
+        let err = with_new_name(dir.path(), &prefix, |_| Err::<(), _>(Errno::EACCES)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+        let err = with_new_name(dir.path(), &prefix, |_| Err::<(), _>(Errno::EEXIST)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+    }
+
+    #[test]
+    fn a_named_temp_file_is_locked_and_removed_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = temp_prefix(OsStr::new("open_ports.prom"));
+        let temp = Temp::named(dir.path(), &prefix).unwrap();
+        let path = temp.path.clone().unwrap();
+        assert!(is_temp_name(path.file_name().unwrap(), &prefix));
+        let other = File::open(&path).unwrap();
+        assert!(matches!(other.try_lock(), Err(TryLockError::WouldBlock)));
+        drop(temp);
+        assert!(!path.exists());
+        assert!(fs::read_dir(dir.path()).unwrap().next().is_none());
     }
 
     #[test]
