@@ -3,9 +3,10 @@
 
 use std::{
     fs,
-    os::unix::fs::{FileTypeExt, MetadataExt},
+    io::Read,
+    os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt},
     path::Path,
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     thread,
     time::Duration,
@@ -46,6 +47,19 @@ tests![
     devices_fifos_and_directories_are_never_replaced,
     names_up_to_255_bytes_work,
     (killed_runs_leave_nothing_behind_after_the_next_run, STRACE),
+    (
+        a_run_held_before_locking_its_temp_file_loses_nothing_to_cleanup,
+        STRACE
+    ),
+    (a_run_killed_while_writing_leaves_nothing_at_all, STRACE),
+    (without_o_tmpfile_the_temp_file_is_made_named, STRACE),
+    (
+        without_proc_the_temp_file_is_still_named,
+        Root("mounts"),
+        UNSHARE,
+        SETPRIV,
+        STRACE
+    ),
 ];
 
 /// `target` holds a complete exposition of `ports` samples, and nothing
@@ -194,7 +208,7 @@ fn twenty_writers_never_show_a_reader_a_partial_file() {
             for writer in writers {
                 let output = writer.wait_with_output().unwrap();
                 if !output.status.success() {
-                    failed.push(stderr_of(&output));
+                    failed.push(format!("{}: {}", output.status, stderr_of(&output)));
                 }
             }
         }
@@ -447,4 +461,219 @@ fn killed_runs_leave_nothing_behind_after_the_next_run() {
     busy.release();
     assert!(write_to(&target, &["--ports", "1-10"]).status.success());
     assert_eq!(dir_names(dir.path()), ["open_ports.prom"]);
+}
+
+/// What `/proc/PID/syscall` says `pid` is in: the syscall number and its
+/// first argument, or `None` while it runs (or is gone).
+fn syscall_of(pid: &str) -> Option<(i64, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    let mut fields = text.split_whitespace();
+    let number = fields.next()?.parse().ok()?;
+    let first = fields.next()?.trim_start_matches("0x");
+    Some((number, u64::from_str_radix(first, 16).ok()?))
+}
+
+fn a_run_held_before_locking_its_temp_file_loses_nothing_to_cleanup() {
+    // A run that strace holds as it enters its first flock(2): the lock of
+    // its new temp file. Meanwhile another run writes FILE and removes the
+    // temp files whose lock is free. The held run's file must survive
+    // that, unseen or locked, and be the one that becomes FILE: a temp
+    // file that had a name before its lock would be removed as abandoned,
+    // and its owner would have to start over with another.
+    let dir = util::open_tempdir();
+    let target = dir.path().join("open_ports.prom");
+    // Where O_TMPFILE is missing, runs take the named way, which cannot
+    // pass this test.
+    let unnamed = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir.path());
+    assert!(
+        unnamed.is_ok(),
+        "{} has no O_TMPFILE: {unnamed:?}",
+        dir.path().display()
+    );
+    let mut strace = ChildGuard(
+        Bin::new()
+            .inject("flock:delay_enter=60000000:when=1")
+            .args(["--ports", "1-77", "--include-closed", "-o"])
+            .arg(&target)
+            .command()
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let tracer = strace.0.id();
+    // strace's child that runs the binary (strace forks others to probe
+    // the kernel first).
+    let run = wait_until("strace to start the run", Duration::from_secs(30), || {
+        let children = fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children")).ok()?;
+        children
+            .split_whitespace()
+            .find(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm == "port_exporter\n")
+            })
+            .map(str::to_string)
+    });
+    let held = |fd: u64| syscall_of(&run) == Some((libc::SYS_flock, fd));
+    let fd = wait_until("the run to reach its lock", Duration::from_secs(30), || {
+        syscall_of(&run)
+            .filter(|&(number, _)| number == libc::SYS_flock)
+            .map(|(_, fd)| fd)
+    });
+    // Held open here too, so that its inode number cannot go to another
+    // file while this test compares them.
+    let file = fs::File::open(format!("/proc/{run}/fd/{fd}")).unwrap();
+    let inode = file.metadata().unwrap().ino();
+    let cleaner = write_to(&target, &["--ports", "1-10", "--include-closed"]);
+    assert!(cleaner.status.success(), "{}", stderr_of(&cleaner));
+    assert!(held(fd), "the run was not held until the other run ended");
+    // Killing strace lets the run go on.
+    strace.0.kill().unwrap();
+    strace.0.wait().unwrap();
+    let mut stderr = String::new();
+    // Until the run ends, which closes the last end of the pipe.
+    strace
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(stderr, "", "the held run failed");
+    assert_eq!(
+        fs::metadata(&target).unwrap().ino(),
+        inode,
+        "the held run had to make another temp file: the other run removed its first"
+    );
+    drop(file);
+    assert_alone(&target, 77);
+}
+
+fn a_run_killed_while_writing_leaves_nothing_at_all() {
+    // Killed at the fsync of its data, before its temp file has a name: no
+    // temp file is left, not even one for the next run to remove.
+    let dir = util::open_tempdir();
+    let target = dir.path().join("open_ports.prom");
+    assert!(
+        write_to(&target, &["--ports", "1-10", "--include-closed"])
+            .status
+            .success()
+    );
+    for signal in ["SIGTERM", "SIGKILL"] {
+        let output = Bin::new()
+            .inject(&format!("fsync:error=EINTR:signal={signal}:when=1"))
+            .args(["--ports", "1-20", "--include-closed", "-o"])
+            .arg(&target)
+            .output();
+        assert!(!output.status.success(), "the run was not killed");
+        assert_alone(&target, 10);
+    }
+}
+
+/// Runs the binary under umask 077, writing 20 samples to `target`, with
+/// its first openat(2) of `target`'s directory (the creation of its temp
+/// file) failing with `errno`.
+fn write_failing_first_open_of_dir(target: &Path, errno: &str) -> Output {
+    Command::new("sh")
+        .args([
+            "-c",
+            "umask 077 && exec strace -f -o /dev/null -P \"$1\" -e trace=openat \
+             -e inject=openat:error=$2:when=1 \"$0\" --ports 1-20 --include-closed -o \"$3\"",
+        ])
+        .arg(util::bin::path())
+        .arg(target.parent().unwrap())
+        .arg(errno)
+        .arg(target)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn without_o_tmpfile_the_temp_file_is_made_named() {
+    // What open(2) says where the kernel or the filesystem has no
+    // O_TMPFILE: the run makes a named temp file instead.
+    let dir = util::open_tempdir();
+    let target = dir.path().join("open_ports.prom");
+    for errno in ["EOPNOTSUPP", "EISDIR", "EINVAL", "ENOENT"] {
+        fs::write(&target, "previous contents\n").unwrap();
+        let output = write_failing_first_open_of_dir(&target, errno);
+        assert!(output.status.success(), "{errno}: {}", stderr_of(&output));
+        assert_eq!(fs::metadata(&target).unwrap().mode() & 0o777, 0o644);
+        assert_alone(&target, 20);
+    }
+    // Any other error is the run's failure, and leaves the previous file.
+    fs::write(&target, "previous contents\n").unwrap();
+    let output = write_failing_first_open_of_dir(&target, "EACCES");
+    assert_eq!(output.status.code(), Some(1));
+    let line = one_error_line(&output);
+    assert!(
+        line.starts_with(&format!(
+            "port_exporter: cannot write {}: ",
+            target.display()
+        )) && line.contains("Permission denied"),
+        "{line}"
+    );
+    assert_eq!(fs::read_to_string(&target).unwrap(), "previous contents\n");
+    assert_eq!(dir_names(dir.path()), ["open_ports.prom"]);
+}
+
+fn without_proc_the_temp_file_is_still_named() {
+    // With an empty tmpfs over /proc, in a mount namespace of its own, the
+    // run cannot name its temp file through /proc/self/fd. It names it
+    // with linkat's AT_EMPTY_PATH (allowed to root, and to others since
+    // Linux 6.10) or, where that is refused, makes a named temp file.
+    let dir = util::open_tempdir();
+    let target = dir.path().join("open_ports.prom");
+    give_to_nobody(dir.path(), 0o755);
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    let refused = [
+        "strace",
+        "-f",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=linkat",
+        "-e",
+        "inject=linkat:error=ENOENT",
+    ];
+    for (how, wrapper, bin) in [
+        ("as root", &[][..], util::bin::path()),
+        ("as nobody", &nobody[..], util::bin::shared_bin()),
+        (
+            "with AT_EMPTY_PATH refused",
+            &refused[..],
+            util::bin::path(),
+        ),
+    ] {
+        fs::write(&target, "previous contents\n").unwrap();
+        let output = Command::new("unshare")
+            .args([
+                "-m",
+                "sh",
+                "-c",
+                "mount -t tmpfs none /proc && exec \"$@\"",
+                "sh",
+            ])
+            .args(wrapper)
+            .arg(bin)
+            .args(["--ports", "1-20", "--include-closed", "-o"])
+            .arg(&target)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{how}: {}", stderr_of(&output));
+        assert_eq!(
+            fs::metadata(&target).unwrap().mode() & 0o777,
+            0o644,
+            "{how}"
+        );
+        assert_alone(&target, 20);
+    }
 }
