@@ -56,7 +56,6 @@ use nix::{
     fcntl::{AT_FDCWD, OFlag},
     sys::stat::Mode,
 };
-use ring::rand::{SecureRandom, SystemRandom};
 
 /// The longest file name Linux and the BSDs allow.
 const NAME_MAX: usize = 255;
@@ -66,14 +65,6 @@ const RANDOM: usize = 8;
 /// O_TMPFILE, before it gives up because other runs keep removing them
 /// (see [`Temp::named`]).
 const CREATE_ATTEMPTS: usize = 64;
-/// How many random names a run tries for one temp file before it gives up
-/// because each is taken.
-const NAME_ATTEMPTS: usize = 100;
-/// The characters of the random part of a temp file's name. (Taking a
-/// random byte modulo 62 favours a few of them slightly, which is no harm:
-/// names need to differ, not to be unguessable, since neither O_EXCL nor
-/// linkat ever opens or replaces a file that has the name already.)
-const ALPHANUMERIC: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 /// What a temp file's name adds to the part taken from FILE's name: the
 /// leading dot, the dot before the random part, the random part, `.tmp`.
 const ADDED: usize = 1 + 1 + RANDOM + 4;
@@ -358,34 +349,20 @@ impl Temp {
 
 /// Calls `make` with `dir`/`PREFIX` + 8 random characters + `.tmp`, and
 /// again with another name for as long as the name is taken (EEXIST).
+/// tempfile makes the names and retries.
 fn with_new_name<T>(
     dir: &Path,
     prefix: &OsStr,
     mut make: impl FnMut(&Path) -> nix::Result<T>,
 ) -> io::Result<(PathBuf, T)> {
-    let random = SystemRandom::new();
-    for _ in 0..NAME_ATTEMPTS {
-        let mut bytes = [0; RANDOM];
-        random
-            .fill(&mut bytes)
-            .map_err(|_| io::Error::other("no random numbers for a temporary name"))?;
-        let mut name = prefix.as_bytes().to_vec();
-        name.extend(
-            bytes
-                .iter()
-                .map(|b| ALPHANUMERIC[usize::from(*b) % ALPHANUMERIC.len()]),
-        );
-        name.extend_from_slice(b".tmp");
-        let path = dir.join(OsString::from_vec(name));
-        match make(&path) {
-            Err(Errno::EEXIST) => continue,
-            made => return Ok((path, made?)),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "every temporary name tried was taken",
-    ))
+    let made = tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(".tmp")
+        .rand_bytes(RANDOM)
+        .make_in(dir, |path| make(path).map_err(io::Error::from))?;
+    let (value, path) = made.into_parts();
+    // Ours to remove from here on (see `Temp`), not tempfile's.
+    Ok((path.keep()?, value))
 }
 
 /// An error of creating the temp file, said as such.
