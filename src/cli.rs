@@ -88,6 +88,9 @@ Exit status:
     max_term_width = 100,
     help_expected = true
 )]
+// The field docs are --help text, where `[IPV6]:PORT` and `net:[INODE]` are
+// literal, not links.
+#[allow(rustdoc::broken_intra_doc_links)]
 pub struct Args {
     /// Write the metrics atomically to FILE instead of stdout
     ///

@@ -14,7 +14,7 @@ use crate::cli::{Args, GenerateKind};
 const RULES: &str = include_str!("rules.yml");
 
 /// Writes the artifact `kind` to `out`. The program name is fixed, not taken
-/// from argv[0], so the output does not depend on how we were invoked.
+/// from `argv[0]`, so the output does not depend on how we were invoked.
 pub fn generate(kind: GenerateKind, out: &mut dyn Write) -> io::Result<()> {
     let shell = match kind {
         GenerateKind::Rules => return rules(out),

@@ -123,7 +123,7 @@ pub fn collector_reads(target: &Path) -> bool {
         .is_some_and(|name| name.as_encoded_bytes().ends_with(b".prom"))
 }
 
-/// What a successful [`write`] has to say.
+/// What a successful [`write_with`] has to say.
 #[derive(Debug, Default)]
 pub struct Written {
     /// Why the new contents may not survive a crash yet (the directory

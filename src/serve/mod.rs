@@ -2,7 +2,7 @@
 //!
 //! Built on hyper's HTTP/1 server and a single-threaded tokio runtime; scans
 //! run on a thread of their own. What keeps it up under load and abuse:
-//! - scrapes share scans ([`scrape`]): 200 simultaneous requests cause one
+//! - scrapes share scans (`scrape.rs`): 200 simultaneous requests cause one
 //!   or two scans, not 200, and each answer comes from a scan that started
 //!   after its request arrived; clients that go away leave no scans behind;
 //! - at most [`MAX_CONNECTIONS`] connections; beyond that new ones are
