@@ -62,6 +62,17 @@ tests![
     ),
 ];
 
+/// The one line of a run that failed (exit 1) to write `target`, which
+/// it names.
+#[track_caller]
+fn write_failure(output: &Output, target: &Path) -> String {
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(output));
+    let line = one_error_line(output);
+    let start = format!("port_exporter: cannot write {}: ", target.display());
+    assert!(line.starts_with(&start), "{line}");
+    line
+}
+
 /// `target` holds a complete exposition of `ports` samples, and nothing
 /// else is in its directory (no temp file left).
 #[track_caller]
@@ -278,15 +289,7 @@ fn a_failed_directory_sync_after_the_rename_is_a_warning() {
         .args(["--ports", "1-20", "--include-closed", "-o"])
         .arg(&target)
         .output();
-    assert_eq!(output.status.code(), Some(1));
-    let line = one_error_line(&output);
-    assert!(
-        line.starts_with(&format!(
-            "port_exporter: cannot write {}: ",
-            target.display()
-        )),
-        "{line}"
-    );
+    let line = write_failure(&output, &target);
     assert!(
         !line.contains(".tmp"),
         "the error names the temp file: {line}"
@@ -606,15 +609,8 @@ fn without_o_tmpfile_the_temp_file_is_made_named() {
     // Any other error is the run's failure, and leaves the previous file.
     fs::write(&target, "previous contents\n").unwrap();
     let output = write_failing_first_open_of_dir(&target, "EACCES");
-    assert_eq!(output.status.code(), Some(1));
-    let line = one_error_line(&output);
-    assert!(
-        line.starts_with(&format!(
-            "port_exporter: cannot write {}: ",
-            target.display()
-        )) && line.contains("Permission denied"),
-        "{line}"
-    );
+    let line = write_failure(&output, &target);
+    assert!(line.contains("Permission denied"), "{line}");
     assert_eq!(fs::read_to_string(&target).unwrap(), "previous contents\n");
     assert_eq!(dir_names(dir.path()), ["open_ports.prom"]);
 }
