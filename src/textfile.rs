@@ -249,7 +249,7 @@ impl Temp {
         // Nobody else knows of this file yet: the lock is ours at once.
         file.lock()?;
         let mut temp = Temp { file, path: None };
-        if temp.proc_path().is_some() {
+        if temp.proc_resolves() {
             return Ok(Some(temp));
         }
         let linked = with_new_name(dir, prefix, |path| {
@@ -273,12 +273,19 @@ impl Temp {
         }
     }
 
-    /// /proc/self/fd/N for this file, when /proc is there to resolve it.
+    /// /proc/self/fd/N for this file.
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn proc_path(&self) -> Option<String> {
-        let path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
-        let (held, found) = (self.file.metadata().ok()?, fs::metadata(&path).ok()?);
-        (held.dev() == found.dev() && held.ino() == found.ino()).then_some(path)
+    fn fd_path(&self) -> String {
+        format!("/proc/self/fd/{}", self.file.as_raw_fd())
+    }
+
+    /// Whether /proc is there to resolve [`Temp::fd_path`] to this file.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn proc_resolves(&self) -> bool {
+        match (self.file.metadata(), fs::metadata(self.fd_path())) {
+            (Ok(held), Ok(found)) => held.dev() == found.dev() && held.ino() == found.ino(),
+            _ => false,
+        }
     }
 
     /// Its path, after naming it in `dir` if it has no name yet.
@@ -295,7 +302,7 @@ impl Temp {
     /// which [`Temp::unnamed`] found working.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn link(&self, dir: &Path, prefix: &OsStr) -> io::Result<PathBuf> {
-        let proc = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        let proc = self.fd_path();
         let (path, ()) = with_new_name(dir, prefix, |path| {
             nix::unistd::linkat(
                 AT_FDCWD,

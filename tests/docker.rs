@@ -160,6 +160,9 @@ impl Engine {
             }
             files.push((exe, root.join(name)));
         }
+        // Both load libc: copy it once.
+        files.sort();
+        files.dedup();
         for (from, to) in files {
             fs::create_dir_all(to.parent().unwrap()).unwrap();
             fs::copy(&from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
