@@ -189,7 +189,7 @@ pub struct Args {
     /// process needs root (or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH) for
     /// other users' processes; a listener it cannot attribute gets
     /// process="", is counted in port_exporter_unattributed_listeners, and
-    /// one line on stderr says why. Closed ports (--include-closed) carry
+    /// --verbose says why (a scheduled run stays silent). Closed ports (--include-closed) carry
     /// port and protocol only (and netns). --method bind knows protocol
     /// only.
     #[arg(long, value_enum, value_name = "LIST", value_delimiter = ',')]

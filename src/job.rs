@@ -16,7 +16,7 @@ use crate::{
     exposition::{self, Shown},
     labels::Labels,
     log::log,
-    scan::{Plan, Scan},
+    scan::{Plan, Scan, owner::Processes},
     views,
 };
 
@@ -92,6 +92,7 @@ impl Job {
     pub fn notices(&self) -> Notices {
         Notices {
             verbose: self.verbose,
+            format: self.format,
             fallback: AtomicBool::new(false),
             skipped: AtomicBool::new(false),
             unattributed: AtomicBool::new(false),
@@ -103,9 +104,17 @@ impl Job {
 /// What a scan has to tell the user on stderr, each said at most once in
 /// the life of a `Notices`: once per one-shot run, once per server. The
 /// answer stays exact either way, and the metrics keep showing the state.
+///
+/// A warning is for what the operator must act on: ports missing from the
+/// answer (skipped by bind, namespaces not scanned). A state that is the
+/// same on every run and loses no port, such as listeners without a
+/// process, is in the metrics and said only with `--verbose`: a scheduled
+/// run that works is silent, so cron mails and the journal stay empty.
 #[derive(Debug)]
 pub struct Notices {
     verbose: bool,
+    /// How the listeners are shown, which the wording follows.
+    format: Format,
     fallback: AtomicBool,
     skipped: AtomicBool,
     unattributed: AtomicBool,
@@ -128,14 +137,15 @@ impl Notices {
         {
             log!("{warning}");
         }
-        if let Some(warning) = scan
-            .sockets
-            .as_ref()
-            .and_then(|s| s.processes.as_ref())
-            .and_then(|p| p.warning())
+        if self.verbose
+            && let Some(note) = scan
+                .sockets
+                .as_ref()
+                .and_then(|s| s.processes.as_ref())
+                .and_then(|p| unattributed(p, self.format))
             && !self.unattributed.swap(true, Ordering::Relaxed)
         {
-            log!("{warning}");
+            log!("{note}");
         }
         if !scan.unscanned.is_empty() {
             let mut said = self.unscanned.lock().unwrap_or_else(|e| e.into_inner());
@@ -152,5 +162,74 @@ impl Notices {
                 );
             }
         }
+    }
+}
+
+/// Why some listeners have no process and what would find it, in the words
+/// of the view that shows them (`process=""`, `-` in the table, `null` in
+/// JSON); `None` when every listener has its process.
+fn unattributed(processes: &Processes, format: Format) -> Option<String> {
+    let n = processes.unattributed;
+    if n == 0 {
+        return None;
+    }
+    let one = n == 1;
+    let shown = match format {
+        Format::Prometheus => "process=\"\"",
+        Format::Table => "no process (PROCESS -)",
+        Format::Json => "\"process\":null",
+    };
+    let what = if one {
+        format!("1 listener has {shown}")
+    } else {
+        format!("{n} listeners have {shown}")
+    };
+    let why = match processes.denied {
+        0 => format!(
+            "no process visible here holds {} (a socket of the kernel, of a process in \
+             another PID namespace or hidden by /proc's hidepid, or of one that just exited)",
+            if one { "it" } else { "them" }
+        ),
+        1 => "the descriptors of 1 process of another user could not be read; run as root \
+              (or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH) to attribute it"
+            .to_string(),
+        denied => format!(
+            "the descriptors of {denied} processes of other users could not be read; run as \
+             root (or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH) to attribute {}",
+            if one { "it" } else { "them" }
+        ),
+    };
+    Some(format!("{what}: {why}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(unattributed: usize, denied: usize, format: Format) -> String {
+        let processes = Processes {
+            names: Vec::new(),
+            unattributed,
+            denied,
+        };
+        super::unattributed(&processes, format).unwrap()
+    }
+
+    #[test]
+    fn the_unattributed_note_speaks_each_view_and_counts_right() {
+        assert!(super::unattributed(&Processes::default(), Format::Prometheus).is_none());
+        assert_eq!(
+            note(1, 0, Format::Prometheus),
+            "1 listener has process=\"\": no process visible here holds it (a socket of the \
+             kernel, of a process in another PID namespace or hidden by /proc's hidepid, or of \
+             one that just exited)"
+        );
+        assert!(note(2, 0, Format::Table).starts_with("2 listeners have no process (PROCESS -): "));
+        assert!(note(2, 0, Format::Table).contains(" holds them ("));
+        assert!(note(1, 1, Format::Json).starts_with("1 listener has \"process\":null: "));
+        assert!(note(1, 1, Format::Json).contains("of 1 process of another user could not"));
+        assert!(note(1, 1, Format::Json).ends_with("to attribute it"));
+        assert!(note(3, 7, Format::Prometheus).contains("of 7 processes of other users could not"));
+        assert!(note(3, 7, Format::Prometheus).ends_with("to attribute them"));
     }
 }

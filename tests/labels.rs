@@ -20,13 +20,21 @@ use socket2::{Domain, Socket, Type};
 
 use crate::util::{self, Bin, Netns, PROMTOOL, SETPRIV, UNSHARE, stdout_of, tests};
 
-tests![(
-    every_view_matches_ss_for_both_users_and_methods,
-    Netns,
-    UNSHARE,
-    SETPRIV,
-    PROMTOOL
-)];
+tests![
+    (
+        every_view_matches_ss_for_both_users_and_methods,
+        Netns,
+        UNSHARE,
+        SETPRIV,
+        PROMTOOL
+    ),
+    (
+        a_scheduled_run_with_unattributed_listeners_is_silent,
+        Netns,
+        UNSHARE,
+        SETPRIV
+    ),
+];
 
 /// Runs the role this process was started for, if any.
 pub fn role() -> Option<ExitCode> {
@@ -39,6 +47,10 @@ pub fn role() -> Option<ExitCode> {
             holder();
             Some(ExitCode::SUCCESS)
         }
+        "quiet" => {
+            quiet();
+            Some(ExitCode::SUCCESS)
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -49,6 +61,120 @@ fn every_view_matches_ss_for_both_users_and_methods() {
         "scenario",
         "scenario: all views agree",
     );
+}
+
+fn a_scheduled_run_with_unattributed_listeners_is_silent() {
+    util::run_role(
+        &["--net", "--pid", "--fork", "--mount-proc"],
+        "quiet",
+        "quiet: silent, counted, explained with --verbose",
+    );
+}
+
+/// The cron job of the README with `--labels scope,process`, as PID 1 of
+/// fresh network and PID namespaces, with one listener held by root that
+/// the run cannot attribute: as nobody (root's descriptors are closed to
+/// it), and as root in a PID namespace below this one (the holder is not
+/// in its /proc, as a socket of the kernel or of another container is
+/// not). Each run exits 0, says nothing, and counts the listener in
+/// port_exporter_unattributed_listeners; `--verbose` says why, once, in
+/// the words of the view.
+fn quiet() {
+    use std::os::unix::fs::PermissionsExt;
+    sh("ip", &["link", "set", "lo", "up"]);
+    let holder = start_holder("root-daemon", false, "tcp 0.0.0.0 0");
+    let port = holder.opened[0].1;
+    let dir = util::open_tempdir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let file = dir.path().join("open_ports.prom");
+    let cron = ["--labels", "scope,process", "-o", file.to_str().unwrap()];
+    // As root, in a PID namespace of its own below this one.
+    let below = |args: &[&str]| {
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc"])
+            .arg(util::bin::path())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for how in ["as nobody", "in another PID namespace"] {
+        let out = match how {
+            "as nobody" => Bin::new().nobody().args(cron).output(),
+            _ => below(&cron),
+        };
+        let stderr = util::stderr_of(&out);
+        assert!(out.status.success(), "{how}: {stderr}");
+        assert_eq!(stderr, "", "{how}: a working scheduled run said something");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(
+            util::value_of(&text, "port_exporter_unattributed_listeners"),
+            1.0,
+            "{how}: {text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "instance_open_ports{{port=\"{port}\",scope=\"any\",process=\"\"}} 1"
+            )),
+            "{how}: {text}"
+        );
+        std::fs::remove_file(&file).unwrap();
+    }
+
+    // --verbose says it once, in the words of each view.
+    let one_line = |out: &std::process::Output, starts: &str| {
+        assert!(out.status.success(), "{}", util::stderr_of(out));
+        let stderr = util::stderr_of(out);
+        let said: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("1 listener has"))
+            .collect();
+        assert_eq!(said.len(), 1, "{stderr}");
+        assert!(
+            said[0].starts_with(&format!("port_exporter: 1 listener has {starts}: ")),
+            "{stderr}"
+        );
+        said[0].to_string()
+    };
+    let denied = one_line(
+        &Bin::new()
+            .nobody()
+            .args(["--labels", "process", "--verbose"])
+            .output(),
+        "process=\"\"",
+    );
+    assert!(
+        denied.contains("processes of other users could not be read; run as root")
+            && denied.ends_with("to attribute it"),
+        "{denied}"
+    );
+    let out = below(&["--format", "table", "--verbose"]);
+    let invisible = one_line(&out, "no process (PROCESS -)");
+    assert!(
+        invisible.contains("no process visible here holds it (a socket of the kernel"),
+        "{invisible}"
+    );
+    let row = stdout_of(&out)
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(&port.to_string()))
+        .map(str::to_string)
+        .unwrap();
+    assert_eq!(
+        row.split_whitespace().rev().take(2).collect::<Vec<_>>(),
+        ["-", "-"],
+        "{row}"
+    );
+    let out = below(&["--format", "json", "--verbose"]);
+    one_line(&out, "\"process\":null");
+    assert!(
+        stdout_of(&out).contains("\"process\":null"),
+        "{}",
+        stdout_of(&out)
+    );
+
+    drop(holder);
+    util::bin::remove_shared_bin();
+    eprintln!("quiet: silent, counted, explained with --verbose");
 }
 
 /// Runs `cmd ARGS`, which must succeed.
@@ -488,10 +614,17 @@ fn scenario() {
         })
         .collect();
     assert_eq!(rows, wanted, "as nobody: JSON vs ss");
-    let out = Bin::new().nobody().args(["--labels", "process"]).output();
+    let out = Bin::new()
+        .nobody()
+        .args(["--labels", "process", "--verbose"])
+        .output();
     let text = stdout_of(&out);
     let stderr = util::stderr_of(&out);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("process=")).count(),
+        1,
+        "{stderr}"
+    );
     assert!(
         stderr.contains("process=\"\"") && stderr.contains("run as root"),
         "{stderr}"

@@ -41,36 +41,6 @@ pub struct Processes {
     pub denied: usize,
 }
 
-impl Processes {
-    /// Why some listeners have `process=""` and how to fix it, or `None`
-    /// when every listener was attributed.
-    pub fn warning(&self) -> Option<String> {
-        let n = self.unattributed;
-        if n == 0 {
-            return None;
-        }
-        let what = if n == 1 {
-            "1 listener has".to_string()
-        } else {
-            format!("{n} listeners have")
-        };
-        Some(if self.denied > 0 {
-            format!(
-                "warning: {what} process=\"\": the descriptors of {} processes of other users \
-                 could not be read; run as root (or grant CAP_SYS_PTRACE and \
-                 CAP_DAC_READ_SEARCH) to attribute them",
-                self.denied
-            )
-        } else {
-            format!(
-                "warning: {what} process=\"\": no process visible here holds them (a socket of \
-                 the kernel, of a process in another PID namespace or hidden by /proc's hidepid, \
-                 or of one that just exited)"
-            )
-        })
-    }
-}
-
 /// A socket to find, and what the walk learned about it.
 struct Wanted {
     inode: u32,
@@ -360,7 +330,6 @@ mod tests {
             [(20, "master".to_string()), (300, "worker".to_string())]
         );
         assert_eq!(processes.unattributed, 1);
-        assert!(processes.warning().unwrap().contains("1 listener has"));
     }
 
     #[test]
@@ -373,7 +342,6 @@ mod tests {
         let processes = attribute(&mut listeners, root.path());
         assert_eq!(listeners.map(|l| l.pid), [40, 40]);
         assert_eq!(processes.unattributed, 0);
-        assert!(processes.warning().is_none());
     }
 
     #[test]
