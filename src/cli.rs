@@ -1,12 +1,15 @@
 //! The command line, declared once: `--help`, the man page and the shell
 //! completions are all rendered from this definition.
 
-use std::{ffi::OsStr, path::PathBuf};
+use std::{
+    ffi::{OsStr, OsString},
+    path::PathBuf,
+};
 
 use clap::{
     Arg, Command, CommandFactory, Parser,
     builder::{PossibleValue, TypedValueParser},
-    error::ErrorKind,
+    error::{ContextKind, ContextValue, ErrorKind},
 };
 
 use crate::{
@@ -525,7 +528,12 @@ impl Args {
 
 /// Parses the command line, including the checks that clap cannot express.
 pub fn parse() -> Result<Args, clap::Error> {
-    let args = Args::try_parse()?;
+    parse_from(std::env::args_os().collect())
+}
+
+/// Parses `argv` (the program name first) as [`parse`] does.
+pub fn parse_from(argv: Vec<OsString>) -> Result<Args, clap::Error> {
+    let args = Args::try_parse_from(&argv).map_err(|err| with_hint(err, &argv))?;
     if args.include_closed && args.ports.is_none() {
         return Err(Args::command().error(
             ErrorKind::ArgumentConflict,
@@ -544,6 +552,175 @@ pub fn parse() -> Result<Args, clap::Error> {
         ));
     }
     Ok(args)
+}
+
+/// The options whose value is a comma-separated list: long name, short.
+const LISTS: [(&str, Option<char>); 4] = [
+    ("--ports", Some('p')),
+    ("--exclude", Some('x')),
+    ("--labels", None),
+    ("--protocol", None),
+];
+
+/// One list option on the command line: where it is, its long name, its
+/// value, and the index of the word after the value.
+struct ListUse<'a> {
+    option: &'static str,
+    value: &'a str,
+    next: usize,
+}
+
+/// Every use of a list option in `words`, in the forms `--ports V`,
+/// `--ports=V`, `-p V` and `-pV`.
+fn list_uses(words: &[String]) -> Vec<ListUse<'_>> {
+    let mut uses = Vec::new();
+    let mut i = 1;
+    while i < words.len() {
+        let word = words[i].as_str();
+        if word == "--" {
+            break;
+        }
+        for (long, short) in LISTS {
+            let short = short.map(|c| format!("-{c}"));
+            let inline = word
+                .strip_prefix(long)
+                .and_then(|rest| rest.strip_prefix('='))
+                .or_else(|| {
+                    let short = short.as_deref()?;
+                    word.strip_prefix(short).filter(|rest| !rest.is_empty())
+                });
+            if let Some(value) = inline {
+                uses.push(ListUse {
+                    option: long,
+                    value,
+                    next: i + 1,
+                });
+            } else if (word == long || short.as_deref() == Some(word)) && i + 1 < words.len() {
+                uses.push(ListUse {
+                    option: long,
+                    value: &words[i + 1],
+                    next: i + 2,
+                });
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    uses
+}
+
+/// The words after a list that look like more of it (`--ports 22 80`,
+/// `--ports 22, 80`): not options.
+fn strays(words: &[String], from: usize) -> &[String] {
+    let end = words[from.min(words.len())..]
+        .iter()
+        .position(|w| w.starts_with('-'))
+        .map_or(words.len(), |n| from + n);
+    &words[from.min(end)..end]
+}
+
+/// A list and the stray words after it, written as the one argument they
+/// were meant to be.
+fn joined(list: &ListUse, strays: &[String]) -> String {
+    let items: Vec<&str> = std::iter::once(list.value)
+        .chain(strays.iter().map(String::as_str))
+        .flat_map(|w| w.split(','))
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .collect();
+    format!("{} {}", list.option, items.join(","))
+}
+
+/// `err`, with what to type instead where the mistake is a common one:
+/// node_exporter's flags, a list split by spaces, a stray comma.
+fn with_hint(err: clap::Error, argv: &[OsString]) -> clap::Error {
+    let words: Vec<String> = argv
+        .iter()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    let invalid = match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.clone(),
+        _ => return err,
+    };
+    let hint = match err.kind() {
+        ErrorKind::UnknownArgument => unknown_hint(&invalid, &words),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
+            list_uses(&words).into_iter().find_map(|list| {
+                let named =
+                    invalid == list.option || invalid.starts_with(&format!("{} ", list.option));
+                let why = ports::list_items(list.value).err().filter(|_| named)?;
+                let strays = strays(&words, list.next);
+                let instead = if strays.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; a list is one argument, without spaces: {}",
+                        joined(&list, strays)
+                    )
+                };
+                Some((
+                    ErrorKind::ValueValidation,
+                    format!(
+                        "invalid value {} for '{invalid}': {why}{instead}",
+                        ports::quoted(list.value)
+                    ),
+                ))
+            })
+        }
+        _ => None,
+    };
+    match hint {
+        Some((kind, message)) => Args::command().error(kind, message),
+        None => err,
+    }
+}
+
+/// What to type instead of the unknown argument `arg`.
+fn unknown_hint(arg: &str, words: &[String]) -> Option<(ErrorKind, String)> {
+    let kind = ErrorKind::UnknownArgument;
+    let flag = arg.split('=').next().unwrap_or(arg);
+    // node_exporter's flags, as its users type them.
+    let instead = match flag {
+        "--web.listen-address" => {
+            let given = words
+                .iter()
+                .position(|w| w.starts_with(flag))
+                .and_then(|i| match words[i].split_once('=') {
+                    Some((_, value)) => Some(value.to_string()),
+                    None => words.get(i + 1).filter(|w| !w.starts_with('-')).cloned(),
+                });
+            Some(format!(
+                "port_exporter takes the address to listen on as --serve ADDR: --serve {}",
+                given.as_deref().unwrap_or(":9100")
+            ))
+        }
+        "--web.telemetry-path" => {
+            Some("port_exporter answers scrapes at both / and /metrics; drop the option".into())
+        }
+        "--collector.textfile.directory" => Some(
+            "that is node_exporter's option; port_exporter writes the file in it: \
+             --output DIR/open_ports.prom"
+                .into(),
+        ),
+        _ => None,
+    };
+    if let Some(instead) = instead {
+        return Some((kind, format!("unexpected argument '{flag}': {instead}")));
+    }
+    // Words that continue a list after a space: `--ports 22 80`.
+    list_uses(words).into_iter().find_map(|list| {
+        let strays = strays(words, list.next);
+        strays.iter().any(|w| w == arg).then(|| {
+            (
+                kind,
+                format!(
+                    "unexpected argument '{arg}': a list is one argument, comma-separated \
+                     without spaces: {}",
+                    joined(&list, strays)
+                ),
+            )
+        })
+    })
 }
 
 /// A clap error as the one line this tool prints for usage errors, such as

@@ -158,22 +158,39 @@ impl fmt::Debug for PortSet {
     }
 }
 
+/// The items of a comma-separated list (`--ports`, `--exclude`, `--labels`,
+/// `--protocol`), blanks around them trimmed.
+///
+/// Every list follows one rule: an empty item is an error, wherever it is
+/// (`22,`, `,22`, `22,,80`, `scope,process,`). A stray comma is most often
+/// a shell variable that expanded to nothing (`--ports 22,$EXTRA`), or a
+/// list split by a space (`--ports 22, 80`): taking it silently would hide
+/// that mistake, and the error says what to fix.
+pub fn list_items(list: &str) -> Result<Vec<&str>, String> {
+    if list.trim().is_empty() {
+        return Err("the list is empty".to_string());
+    }
+    let items: Vec<&str> = list.split(',').map(str::trim).collect();
+    let last = items.len() - 1;
+    match items.iter().position(|item| item.is_empty()) {
+        None => Ok(items),
+        Some(0) => Err("the list starts with a comma; remove it (is a variable empty?)".into()),
+        Some(i) if i == last => {
+            Err("the list ends with a comma; remove it (is a variable empty?)".into())
+        }
+        Some(_) => Err("two commas with nothing between them; remove one".into()),
+    }
+}
+
 /// Parses a port list such as `22,80,443,8000-9000`.
 ///
 /// Items are single ports or inclusive `LOW-HIGH` ranges, separated by
-/// commas; blanks around items are allowed. Ports run from 1 to 65535. The
-/// error names the offending item, so that clap can say which value of which
-/// flag was wrong.
+/// commas ([`list_items`]); blanks around items are allowed. Ports run from
+/// 1 to 65535. The error names the offending item, so that clap can say
+/// which value of which flag was wrong.
 pub fn parse_list(list: &str) -> Result<PortSet, String> {
-    if list.trim().is_empty() {
-        return Err("the port list is empty".to_string());
-    }
     let mut set = PortSet::new();
-    for item in list.split(',') {
-        let item = item.trim();
-        if item.is_empty() {
-            return Err("empty item between commas".to_string());
-        }
+    for item in list_items(list)? {
         match item.split_once('-') {
             None => set.insert(parse_port(item)?),
             Some((low, high)) => {
@@ -264,10 +281,12 @@ mod tests {
             ("99999999999", "port 99999999999 is out of range"),
             ("10-5", "range '10-5' runs backwards"),
             ("abc", "'abc' is not a port number"),
-            ("", "empty"),
-            ("  ", "empty"),
-            ("1,,2", "empty item"),
-            ("1,", "empty item"),
+            ("", "the list is empty"),
+            ("  ", "the list is empty"),
+            ("1,,2", "two commas with nothing between them"),
+            ("1, ,2", "two commas with nothing between them"),
+            ("1,", "the list ends with a comma"),
+            (",1", "the list starts with a comma"),
             ("-5", "'-5' is not a port"),
             ("5-", "'' is not a port number"),
             ("1-2-3", "'2-3' is not a port number"),

@@ -82,6 +82,13 @@ pub fn check_target(target: &Path) -> anyhow::Result<()> {
             target.display(),
             dir.display()
         ),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => bail!(
+            "cannot write {}: the directory {} does not exist; create it, or write into \
+             node_exporter's textfile directory (--collector.textfile.directory; \
+             /var/lib/prometheus/node-exporter on Debian)",
+            target.display(),
+            dir.display()
+        ),
         Err(err) => bail!(
             "cannot write {}: directory {}: {err}",
             target.display(),
@@ -151,6 +158,7 @@ pub fn write_with(
         .with_context(|| format!("cannot write {}: the path names no file", target.display()))?;
     let prefix = temp_prefix(name);
     let written = replace(&dir, &prefix, target, body)
+        .map_err(|err| needs_write_access(err, &dir))
         .with_context(|| format!("cannot write {}", target.display()));
     remove_abandoned(&dir, &prefix);
     let not_durable = written?.err().map(|err| {
@@ -372,6 +380,24 @@ fn with_new_name<T>(
     Ok((path.keep()?, value))
 }
 
+/// `err`, and when it is a refusal, which access is missing: the file is
+/// made and renamed in its directory, so that is what must be writable,
+/// whatever the mode of FILE itself.
+fn needs_write_access(err: io::Error, dir: &Path) -> io::Error {
+    if err.kind() != io::ErrorKind::PermissionDenied {
+        return err;
+    }
+    io::Error::new(
+        err.kind(),
+        format!(
+            "{err}; the user running port_exporter needs write access to the directory {} \
+             (FILE is replaced by a rename there), not just to FILE: see \"Permission \
+             denied\" under Troubleshooting in the README",
+            dir.display()
+        ),
+    )
+}
+
 /// An error of creating the temp file, said as such.
 fn creating(err: io::Error) -> io::Error {
     io::Error::new(
@@ -483,7 +509,7 @@ mod tests {
         );
         let missing = dir.path().join("missing/x.prom");
         let err = check_target(&missing).unwrap_err().to_string();
-        assert!(err.contains("No such file or directory"), "{err}");
+        assert!(err.contains("missing does not exist; create it"), "{err}");
         check_target(&dir.path().join("x.prom")).unwrap();
         let err = check_target(Path::new("/dev/null"))
             .unwrap_err()

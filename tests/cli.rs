@@ -17,6 +17,8 @@ tests![
     meta_metrics_are_in_seconds,
     odd_values_give_one_short_line_naming_the_option,
     a_closed_stdout_is_an_error,
+    common_mistakes_say_what_to_type_instead,
+    every_list_refuses_a_stray_comma_alike,
 ];
 
 fn bad_input_exits_2_with_one_line_naming_it_and_writes_nothing() {
@@ -29,6 +31,8 @@ fn bad_input_exits_2_with_one_line_naming_it_and_writes_nothing() {
         (&["--ports", "abc"], "'abc'"),
         (&["--ports", ""], "''"),
         (&["--ports", "1,,2"], "'1,,2'"),
+        (&["--ports", "22,"], "'22,'"),
+        (&["--labels", "scope,process,"], "'scope,process,'"),
         (&["--ports", "-5"], "'-5'"),
         (&["--exclude", "70000"], "'70000'"),
         (&["--method", "foo"], "'foo'"),
@@ -87,6 +91,15 @@ fn bad_output_paths_exit_1_naming_the_path() {
         assert!(line.contains(&target.display().to_string()), "{line}");
         assert!(output.stdout.is_empty());
     }
+    // A missing directory: said so, with what to do.
+    let line = one_error_line(&run(["--output".as_ref(), missing.as_os_str()]));
+    assert!(
+        line.contains(&format!(
+            "the directory {} does not exist; create it",
+            missing.parent().unwrap().display()
+        )) && line.contains("/var/lib/prometheus/node-exporter on Debian"),
+        "{line}"
+    );
     assert!(
         util::dir_names(dir.path()).is_empty(),
         "something was written"
@@ -263,4 +276,78 @@ fn a_closed_stdout_is_an_error() {
         .unwrap();
     assert!(output.status.success(), "{}", stderr_of(&output));
     assert!(target.is_file());
+}
+
+fn common_mistakes_say_what_to_type_instead() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--serve", "8000"], "--serve :8000 (every interface)"),
+        (
+            &["--web.listen-address", ":9100"],
+            "unexpected argument '--web.listen-address': port_exporter takes the address to \
+             listen on as --serve ADDR: --serve :9100",
+        ),
+        (
+            &["--web.listen-address=127.0.0.1:9100"],
+            "--serve 127.0.0.1:9100",
+        ),
+        (&["--web.telemetry-path", "/m"], "at both / and /metrics"),
+        (
+            &["--ports", "22", "80"],
+            "unexpected argument '80': a list is one argument, comma-separated without \
+             spaces: --ports 22,80",
+        ),
+        (&["-p22", "80", "443", "-v"], "--ports 22,80,443"),
+        (&["--ports", "22,", "80"], "--ports 22,80"),
+        (&["--exclude", "1-10", "20"], "--exclude 1-10,20"),
+        (&["--labels", "scope", "process"], "--labels scope,process"),
+        (&["--protocol", "tcp", "udp"], "--protocol tcp,udp"),
+    ];
+    for (args, needle) in cases {
+        let output = run(*args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let line = one_error_line(&output);
+        assert!(line.contains(needle), "{args:?}: {line:?} lacks {needle:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}
+
+fn every_list_refuses_a_stray_comma_alike() {
+    // One rule for every list: an empty item is an error, said the same way.
+    for (option, list) in [
+        ("--ports", "22,80"),
+        ("--exclude", "22,80"),
+        ("--labels", "scope,process"),
+        ("--protocol", "tcp,udp"),
+    ] {
+        for (value, why) in [
+            (format!("{list},"), "the list ends with a comma; remove it"),
+            (
+                format!(",{list}"),
+                "the list starts with a comma; remove it",
+            ),
+            (
+                list.replace(',', ",,"),
+                "two commas with nothing between them",
+            ),
+        ] {
+            let output = run([option, &value]);
+            assert_eq!(output.status.code(), Some(2), "{option} {value}");
+            let line = one_error_line(&output);
+            assert_eq!(
+                line,
+                format!("port_exporter: invalid value '{value}' for '{option} <LIST>': {why}")
+                    + if why.ends_with("remove it") {
+                        " (is a variable empty?)"
+                    } else {
+                        "; remove one"
+                    },
+                "{option} {value}"
+            );
+        }
+        assert_eq!(
+            run([option, list]).status.code(),
+            Some(0),
+            "{option} {list}"
+        );
+    }
 }

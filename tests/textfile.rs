@@ -116,6 +116,14 @@ fn unwritable_directory_keeps_the_previous_file() {
         stderr.contains(&target.display().to_string()) && stderr.contains("Permission denied"),
         "{stderr}"
     );
+    // Which access is missing, and where the README solves it.
+    assert!(
+        stderr.contains(&format!(
+            "needs write access to the directory {} (FILE is replaced by a rename there)",
+            dir.path().display()
+        )) && stderr.contains("Troubleshooting in the README"),
+        "{stderr}"
+    );
     assert_eq!(fs::read_to_string(&target).unwrap(), "previous contents\n");
     assert_eq!(dir_names(dir.path()), ["open_ports.prom"]);
 }

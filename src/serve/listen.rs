@@ -37,6 +37,12 @@ impl ListenAddr {
             return Ok(ListenAddr::Socket(addr));
         }
         let Some((host, port)) = text.rsplit_once(':') else {
+            if let Ok(port) = text.parse::<u16>() {
+                return Err(format!(
+                    "a port needs a colon before it: --serve :{port} (every interface) or \
+                     --serve 127.0.0.1:{port} (local clients only)"
+                ));
+            }
             return Err(format!("no port; {FORMS}"));
         };
         let port: u16 = port
@@ -188,7 +194,6 @@ mod tests {
     #[test]
     fn bad_forms_say_what_is_expected() {
         for (text, needle) in [
-            ("8000", "no port"),
             ("localhost", "no port"),
             (":", "'' is not a port"),
             (":65536", "'65536' is not a port"),
@@ -204,6 +209,13 @@ mod tests {
                 "{text:?}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_bare_port_is_shown_with_its_colon() {
+        let err = ListenAddr::parse("8000").unwrap_err();
+        assert!(err.contains("--serve :8000"), "{err}");
+        assert!(err.contains("--serve 127.0.0.1:8000"), "{err}");
     }
 
     #[test]
