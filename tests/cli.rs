@@ -3,7 +3,9 @@
 
 use std::process::Stdio;
 
-use crate::util::{self, Bin, Netns, one_error_line, run, stderr_of, stdout_of, tests};
+use crate::util::{
+    self, Bin, Netns, SETPRIV, UNSHARE, one_error_line, run, stderr_of, stdout_of, tests,
+};
 
 tests![
     bad_input_exits_2_with_one_line_naming_it_and_writes_nothing,
@@ -19,6 +21,7 @@ tests![
     a_closed_stdout_is_an_error,
     common_mistakes_say_what_to_type_instead,
     every_list_refuses_a_stray_comma_alike,
+    (a_port_in_use_names_who_holds_it, Netns, UNSHARE, SETPRIV),
 ];
 
 fn bad_input_exits_2_with_one_line_naming_it_and_writes_nothing() {
@@ -350,4 +353,72 @@ fn every_list_refuses_a_stray_comma_alike() {
             "{option} {list}"
         );
     }
+}
+
+fn a_port_in_use_names_who_holds_it() {
+    // In network and PID namespaces of the test's own: a server holds a
+    // port, and a second one asked for it says who has it, as root (the
+    // process) and as nobody (the owner, and how to learn more).
+    let script = r#"
+        ip link set lo up || exit 9
+        "$0" --serve 127.0.0.1:0 2>log &
+        until port=$(sed -n 's/^port_exporter: listening on 127.0.0.1:\([0-9]*\) .*/\1/p' log) \
+            && [ -n "$port" ]; do
+            kill -0 $! || exit 8
+            sleep 0.01
+        done
+        echo "holder $!"
+        "$0" --serve ":$port"; echo "exit $?"
+        setpriv --reuid=65534 --regid=65534 --clear-groups "$1" --serve "127.0.0.1:$port"
+        echo "exit $?"
+        kill $!
+        echo "port $port"
+    "#;
+    let dir = util::open_tempdir();
+    let output = std::process::Command::new("unshare")
+        .args([
+            "--net",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "sh",
+            "-c",
+            script,
+        ])
+        .arg(util::bin::path())
+        .arg(util::bin::shared_bin())
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (out, err) = (stdout_of(&output), stderr_of(&output));
+    let field = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key}: {out}{err}"))
+            .to_string()
+    };
+    let (pid, port) = (field("holder "), field("port "));
+    assert_eq!(
+        out.lines().filter(|l| *l == "exit 1").count(),
+        2,
+        "{out}{err}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "port_exporter: cannot listen on :{port}: Address already in use (os error 98): \
+             port_exporter (pid {pid}, user root) listens on 127.0.0.1:{port}"
+        )
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "port_exporter: cannot listen on 127.0.0.1:{port}: Address already in use (os error \
+             98): a socket of user root listens on 127.0.0.1:{port} (its process is not visible \
+             here; `ss -Htlnp sport = :{port}` as root may name it)"
+        )
+    );
 }

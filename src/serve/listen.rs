@@ -15,6 +15,11 @@ use std::{
 use anyhow::Context;
 use socket2::{Domain, Socket, Type};
 
+use crate::{
+    labels::Address,
+    scan::{Detail, Method, Namespaces, Plan, Protocols},
+};
+
 /// Where to listen, as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListenAddr {
@@ -102,7 +107,8 @@ impl ListenAddr {
                     match bind_all(&addrs) {
                         Err((err, _)) if *port == 0 && attempts < 5 && in_use(&err) => continue,
                         Err((err, addr)) => {
-                            return Err(err).with_context(|| format!("cannot listen on {addr}"));
+                            return Err(naming_holder(err, addr.port()))
+                                .with_context(|| format!("cannot listen on {addr}"));
                         }
                         Ok(listeners) => return Ok(listeners),
                     }
@@ -132,7 +138,7 @@ fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, (io::Error, Socket
         if let Some(first) = listeners.first() {
             addr.set_port(first.local_addr().map_err(|err| (err, addr))?.port());
         }
-        listeners.push(listen(addr).map_err(|err| (err, addr))?);
+        listeners.push(bind_listen(addr).map_err(|err| (err, addr))?);
     }
     Ok(listeners)
 }
@@ -142,11 +148,67 @@ fn in_use(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::AddrInUse
 }
 
+/// Who listens on `port` already, as a scan of this namespace sees it
+/// (`node_exporter (pid 733, user prometheus) listens on 0.0.0.0:9100`),
+/// or `None` when the scan cannot tell.
+fn holder(port: u16) -> Option<String> {
+    let plan = Plan {
+        method: Method::Auto,
+        selected: [port].into_iter().collect(),
+        threads: None,
+        protocols: Protocols::TCP,
+        detail: Detail {
+            sockets: true,
+            users: true,
+            processes: true,
+        },
+        namespaces: Namespaces::Own,
+    };
+    let scan = plan.run().ok()?;
+    let sockets = scan.sockets.as_ref()?;
+    // The one with a known process first: it names who to stop.
+    let listener = sockets
+        .listeners
+        .iter()
+        .filter(|l| l.port == port)
+        .min_by_key(|l| sockets.process(l.pid).is_none())?;
+    let at = match Address::of(listener, sockets).to_string() {
+        v6 if v6.contains(':') => format!("[{v6}]:{port}"),
+        v4 => format!("{v4}:{port}"),
+    };
+    let user = sockets
+        .user(listener.uid)
+        .map_or_else(|| listener.uid.to_string(), str::to_string);
+    Some(match sockets.process(listener.pid) {
+        Some(name) => format!("{name} (pid {}, user {user}) listens on {at}", listener.pid),
+        None => format!(
+            "a socket of user {user} listens on {at} (its process is not visible here; \
+             `ss -Htlnp sport = :{port}` as root may name it)"
+        ),
+    })
+}
+
+/// `err` with who holds the port, when it says the address is in use.
+fn naming_holder(err: io::Error, port: u16) -> io::Error {
+    if !in_use(&err) {
+        return err;
+    }
+    match holder(port) {
+        Some(who) => io::Error::new(err.kind(), format!("{err}: {who}")),
+        None => err,
+    }
+}
+
 /// A listening socket on `addr`. The IPv6 wildcard also accepts IPv4
 /// (IPV6_V6ONLY off), whatever net.ipv6.bindv6only says, as Go's
 /// net.Listen does; SO_REUSEADDR lets a restart bind despite old
 /// connections in TIME_WAIT.
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    bind_listen(addr).map_err(|err| naming_holder(err, addr.port()))
+}
+
+/// [`listen`] without the naming of a holder.
+fn bind_listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     if let SocketAddr::V6(v6) = addr {
         socket.set_only_v6(!v6.ip().is_unspecified())?;
