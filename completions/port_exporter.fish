@@ -14,7 +14,7 @@ complete -c port_exporter -l netns -d 'Scan every network namespace of the host:
 complete -c port_exporter -l format -d 'Print as prometheus, table or json' -r -f -a "prometheus\t'The Prometheus text format, for node_exporter or a scrape'
 table\t'An aligned table of every listener, for people'
 json\t'A JSON array of every listener, for scripts (jq)'"
-complete -c port_exporter -s m -l method -d 'How to find the open ports' -r -f -a "auto\t'netlink, falling back to procfs if netlink is refused; bind where neither exists'
+complete -c port_exporter -s m -l method -d 'How to find the open ports' -r -f -a "auto\t'On Linux netlink, falling back to procfs if netlink is refused (--verbose says so); bind on other systems'
 netlink\t'The kernel\'s listener table over NETLINK_SOCK_DIAG, as ss asks for it: exact, the fastest, no privilege'
 procfs\t'/proc/net/tcp and tcp6: exact, but slower the more connections the host has'
 bind\t'Try to bind each port, in parallel (--threads): portable but slow; counts ports that are only bound (outgoing connections, TIME_WAIT) as open, holds each free port for a moment, and checks ports below 1024 only as root or with CAP_NET_BIND_SERVICE'"

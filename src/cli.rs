@@ -56,11 +56,18 @@ Examples:
   What listens in every container and ip netns namespace (as root):
       port_exporter --netns all --format table
 
-  Watch some ports, writing 0 for those that are closed:
-      port_exporter --ports 22,80,443,8000-9000 --include-closed
+  Ports that must stay open, with 0 when one is closed (one series each):
+      port_exporter --ports 22,443 --include-closed
 
-  Every minute from cron (/etc/cron.d/port_exporter):
-      * * * * * root port_exporter -o /var/lib/prometheus/node-exporter/open_ports.prom
+  Leave out the ephemeral range (sysctl net.ipv4.ip_local_port_range), where
+  short-lived listeners such as dev servers come and go, on hosts that have
+  them; every port is reported by default, so nothing new hides there unseen:
+      port_exporter --exclude 32768-60999
+
+  Every minute from cron (/etc/cron.d/port_exporter). cron's PATH is
+  /usr/bin:/bin, so give the full path: /usr/bin/port_exporter from the
+  Debian package, /usr/local/bin/port_exporter from the source install:
+      * * * * * root /usr/bin/port_exporter -o /var/lib/prometheus/node-exporter/open_ports.prom
 
   node_exporter then exports the file with:
       node_exporter --collector.textfile.directory=/var/lib/prometheus/node-exporter
@@ -154,7 +161,8 @@ pub struct Args {
     ///
     /// Applied after --ports. Excluding the ephemeral range
     /// (net.ipv4.ip_local_port_range) hides listeners that come and go,
-    /// which keeps the number of series stable.
+    /// which keeps the number of series stable, and also any service that
+    /// listens there for good: every port is reported by default.
     #[arg(short = 'x', long, value_name = "LIST", value_parser = PortList, allow_hyphen_values = true)]
     pub exclude: Option<PortSet>,
 
@@ -381,7 +389,8 @@ impl clap::ValueEnum for Method {
     fn to_possible_value(&self) -> Option<PossibleValue> {
         let help = match self {
             Method::Auto => {
-                "netlink, falling back to procfs if netlink is refused; bind where neither exists"
+                "On Linux netlink, falling back to procfs if netlink is refused (--verbose \
+                 says so); bind on other systems"
             }
             Method::Netlink => {
                 "The kernel's listener table over NETLINK_SOCK_DIAG, as ss asks for it: exact, \

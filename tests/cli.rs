@@ -129,7 +129,10 @@ fn help_teaches() {
         "bind",
         "outgoing connections",
         "CAP_NET_BIND_SERVICE",
-        "* * * * * root port_exporter -o",
+        "* * * * * root /usr/bin/port_exporter -o",
+        "/usr/local/bin/port_exporter from the source install",
+        "--exclude 32768-60999",
+        "--ports 22,443 --include-closed",
         "--collector.textfile.directory",
         "Exit status:",
         "--include-closed",
@@ -137,6 +140,9 @@ fn help_teaches() {
     ] {
         assert!(help.contains(needle), "--help lacks {needle:?}");
     }
+    // Examples are what one would run in production: no example makes
+    // more than a few series with --include-closed.
+    assert!(!help.contains("8000-9000 --include-closed"), "{help}");
     let short = stdout_of(&run(["-h"]));
     assert!(
         short.lines().all(|l| l.chars().count() <= 100),
