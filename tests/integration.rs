@@ -17,6 +17,8 @@ mod cli;
 mod docker;
 /// man/ and completions/ are exactly what --generate prints.
 mod generated;
+/// The README's install lines on a fresh root.
+mod install;
 /// Who listens and where: labels, table and JSON against `ss -Htulnpe`.
 mod labels;
 /// Exact listener sets inside fresh network namespaces, for every method.
@@ -58,6 +60,7 @@ fn main() -> std::process::ExitCode {
         textfile::TESTS,
         cli::TESTS,
         generated::TESTS,
+        install::TESTS,
         alerts::TESTS,
     ])
 }
