@@ -27,6 +27,6 @@ elvish\t'Elvish completion (completions/port_exporter.elv)'
 powershell\t'PowerShell completion (completions/_port_exporter.ps1)'
 rules\t'Prometheus alerting rules (src/rules.yml)'"
 complete -c port_exporter -l include-closed -d 'Also write 0 for each selected port that is closed (needs --ports)'
-complete -c port_exporter -s v -l verbose -d 'Say on stderr which method ran, how long it took, and what it found'
+complete -c port_exporter -s v -l verbose -d 'Say on stderr which method ran, how long it took, what it found, and why a listener has no process'
 complete -c port_exporter -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c port_exporter -s V -l version -d 'Print version'

@@ -239,7 +239,7 @@ pub struct Args {
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 
-    /// Say on stderr which method ran, how long it took, and what it found
+    /// Say on stderr which method ran, how long it took, what it found, and why a listener has no process
     #[arg(short, long)]
     pub verbose: bool,
 
