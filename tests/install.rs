@@ -7,11 +7,14 @@ use std::{path::Path, process::Command};
 
 use crate::util::{self, Root, UNSHARE, stderr_of, stdout_of, tests};
 
-tests![(
-    the_readme_install_lines_work_on_a_fresh_root,
-    Root("mounts"),
-    UNSHARE
-)];
+tests![
+    (
+        the_readme_install_lines_work_on_a_fresh_root,
+        Root("mounts"),
+        UNSHARE
+    ),
+    cron_lines_name_the_binary_by_the_path_the_install_gives_it,
+];
 
 /// The sentence that introduces the install block in the README.
 const INTRO: &str = "Install the binary, the man page and the completion scripts";
@@ -117,4 +120,32 @@ fn the_readme_install_lines_work_on_a_fresh_root() {
         there_before,
         "the test changed the host's {HOST_BIN}"
     );
+}
+
+fn cron_lines_name_the_binary_by_the_path_the_install_gives_it() {
+    // cron runs jobs with PATH=/usr/bin:/bin: a bare command name fails
+    // with 127 unless the package put it in /usr/bin.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let help = stdout_of(&util::run(["--help"]));
+    let man = std::fs::read_to_string(root.join("man/port_exporter.1")).unwrap();
+    for (whence, text, path) in [
+        ("README", readme.as_str(), "/usr/local/bin/port_exporter"),
+        ("--help", help.as_str(), "/usr/bin/port_exporter"),
+        ("man page", man.as_str(), "/usr/bin/port_exporter"),
+    ] {
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("* * * * *"))
+            .collect();
+        assert!(!lines.is_empty(), "{whence} has no cron line");
+        for line in lines {
+            assert_eq!(
+                line.split_whitespace().nth(6),
+                Some(path),
+                "{whence}: {line}"
+            );
+        }
+    }
 }
