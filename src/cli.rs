@@ -584,48 +584,44 @@ struct ListUse<'a> {
 fn list_uses(words: &[String]) -> Vec<ListUse<'_>> {
     let mut uses = Vec::new();
     let mut i = 1;
-    while i < words.len() {
+    while i < words.len() && words[i] != "--" {
         let word = words[i].as_str();
-        if word == "--" {
-            break;
-        }
-        for (long, short) in LISTS {
+        let found = LISTS.into_iter().find_map(|(long, short)| {
             let short = short.map(|c| format!("-{c}"));
-            let inline = word
-                .strip_prefix(long)
-                .and_then(|rest| rest.strip_prefix('='))
-                .or_else(|| {
-                    let short = short.as_deref()?;
-                    word.strip_prefix(short).filter(|rest| !rest.is_empty())
-                });
-            if let Some(value) = inline {
-                uses.push(ListUse {
-                    option: long,
-                    value,
-                    next: i + 1,
-                });
-            } else if (word == long || short.as_deref() == Some(word)) && i + 1 < words.len() {
-                uses.push(ListUse {
-                    option: long,
-                    value: &words[i + 1],
-                    next: i + 2,
-                });
-                i += 1;
+            if let Some(value) = word.strip_prefix(long).and_then(|r| r.strip_prefix('=')) {
+                return Some((long, value, i + 1));
             }
+            if let Some(value) = short
+                .as_deref()
+                .and_then(|short| word.strip_prefix(short))
+                .filter(|value| !value.is_empty() && !word.starts_with("--"))
+            {
+                return Some((long, value, i + 1));
+            }
+            let alone = word == long || short.as_deref() == Some(word);
+            (alone && i + 1 < words.len()).then(|| (long, words[i + 1].as_str(), i + 2))
+        });
+        match found {
+            Some((option, value, next)) => {
+                uses.push(ListUse {
+                    option,
+                    value,
+                    next,
+                });
+                i = next;
+            }
+            None => i += 1,
         }
-        i += 1;
     }
     uses
 }
 
-/// The words after a list that look like more of it (`--ports 22 80`,
-/// `--ports 22, 80`): not options.
+/// The words from `from` on that look like more of a list (`--ports 22
+/// 80`, `--ports 22, 80`): up to the next option.
 fn strays(words: &[String], from: usize) -> &[String] {
-    let end = words[from.min(words.len())..]
-        .iter()
-        .position(|w| w.starts_with('-'))
-        .map_or(words.len(), |n| from + n);
-    &words[from.min(end)..end]
+    let rest = words.get(from..).unwrap_or_default();
+    let n = rest.iter().take_while(|w| !w.starts_with('-')).count();
+    &rest[..n]
 }
 
 /// A list and the stray words after it, written as the one argument they
@@ -698,10 +694,14 @@ fn unknown_hint(arg: &str, words: &[String]) -> Option<(ErrorKind, String)> {
                     Some((_, value)) => Some(value.to_string()),
                     None => words.get(i + 1).filter(|w| !w.starts_with('-')).cloned(),
                 });
-            Some(format!(
-                "port_exporter takes the address to listen on as --serve ADDR: --serve {}",
-                given.as_deref().unwrap_or(":9100")
-            ))
+            Some(match given {
+                Some(addr) => format!(
+                    "port_exporter takes the address to listen on as --serve ADDR: --serve {addr}"
+                ),
+                None => "port_exporter takes the address to listen on as --serve ADDR, such as \
+                         --serve :8000"
+                    .into(),
+            })
         }
         "--web.telemetry-path" => {
             Some("port_exporter answers scrapes at both / and /metrics; drop the option".into())
@@ -785,6 +785,52 @@ mod tests {
             let err = Args::try_parse_from(["port_exporter", flag, "w.yml"]).unwrap_err();
             assert!(one_line(&err).contains("--serve"), "{}", one_line(&err));
         }
+    }
+
+    #[test]
+    fn list_uses_find_every_form_and_the_words_after() {
+        let words: Vec<String> = [
+            "port_exporter",
+            "-p22",
+            "80",
+            "--exclude=1-5",
+            "--labels",
+            "scope",
+            "process",
+            "-v",
+            "--protocol",
+            "tcp",
+            "--",
+            "--ports",
+            "9",
+        ]
+        .map(String::from)
+        .to_vec();
+        let uses = list_uses(&words);
+        let found: Vec<(&str, &str, Vec<String>)> = uses
+            .iter()
+            .map(|u| (u.option, u.value, strays(&words, u.next).to_vec()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("--ports", "22", vec!["80".to_string()]),
+                ("--exclude", "1-5", vec![]),
+                ("--labels", "scope", vec!["process".to_string()]),
+                ("--protocol", "tcp", vec![]),
+            ]
+        );
+        assert_eq!(
+            joined(&uses[0], strays(&words, uses[0].next)),
+            "--ports 22,80"
+        );
+        // A value that looks like an option is still the option's value.
+        let words: Vec<String> = ["port_exporter", "--ports", "--labels", "x"]
+            .map(String::from)
+            .to_vec();
+        let uses = list_uses(&words);
+        assert_eq!(uses.len(), 1);
+        assert_eq!((uses[0].option, uses[0].value), ("--ports", "--labels"));
     }
 
     #[test]

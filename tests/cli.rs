@@ -367,6 +367,7 @@ fn a_port_in_use_names_who_holds_it() {
     // process) and as nobody (the owner, and how to learn more).
     let script = r#"
         ip link set lo up || exit 9
+        : >log
         "$0" --serve 127.0.0.1:0 2>log &
         until port=$(sed -n 's/^port_exporter: listening on 127.0.0.1:\([0-9]*\) .*/\1/p' log) \
             && [ -n "$port" ]; do
