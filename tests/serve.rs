@@ -14,9 +14,9 @@ use std::{
 };
 
 use crate::util::{
-    self, ANSWER_LIMIT, Bin, Netns, PROMETHEUS, PROMTOOL, SETPRIV, STRACE, Server, exchange,
-    in_netns, open_ports, port_lines, prometheus::Prometheus, run, stdout_of, tests, value_of,
-    wait_until,
+    self, ANSWER_LIMIT, Bin, Netns, PROMETHEUS, PROMTOOL, SETPRIV, STRACE, Server, UNSHARE,
+    exchange, in_netns, open_ports, port_lines, prometheus::Prometheus, run, stdout_of, tests,
+    value_of, wait_until,
 };
 
 tests![
@@ -47,7 +47,7 @@ tests![
     (sigterm_finishes_answers_in_flight_and_exits_0, Netns),
     address_forms,
     (a_bare_serve_means_port_8000, Netns),
-    an_address_in_use_is_one_line_and_exit_1,
+    (an_address_in_use_is_one_line_and_exit_1, Netns, UNSHARE),
     (
         unprivileged_bind_scans_say_once_what_they_skipped,
         Netns,
@@ -531,9 +531,20 @@ fn a_bare_serve_means_port_8000() {
 }
 
 fn an_address_in_use_is_one_line_and_exit_1() {
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    // In namespaces of its own: the error names who holds the port, from a
+    // scan that must see only the test's own listener and processes.
+    let (taken, output) = in_netns(|| {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let output = std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc"])
+            .arg(util::bin::path())
+            .args(["--serve", &addr])
+            .output()
+            .unwrap();
+        (taken, output)
+    });
     let addr = taken.local_addr().unwrap().to_string();
-    let output = run(["--serve", &addr]);
     assert_eq!(output.status.code(), Some(1));
     let line = util::one_error_line(&output);
     assert!(
