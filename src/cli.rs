@@ -152,8 +152,10 @@ pub struct Args {
 
     /// Report only these ports, such as 22,80,443,8000-9000 [default: all]
     ///
-    /// A comma-separated list of ports (1-65535) and inclusive ranges.
-    /// Other ports are neither reported nor, with --method bind, probed.
+    /// A comma-separated list of ports (1-65535) and inclusive ranges, one
+    /// argument; a stray comma (an empty item) is an error, as in every
+    /// list option. Other ports are neither reported nor, with --method
+    /// bind, probed.
     #[arg(short, long, value_name = "LIST", value_parser = PortList, allow_hyphen_values = true)]
     pub ports: Option<PortSet>,
 
