@@ -3,34 +3,31 @@
 //!
 //! The recipe (node_exporter README "Textfile Collector"; client_golang
 //! `WriteToTextfile`), with what those leave out:
-//! - the temp file lives in the target's own directory, since rename(2) is
-//!   atomic only within one filesystem, and its name ends in `.tmp`, since
-//!   the collector reads every name ending in `.prom`, dot-files included;
-//! - it is created unnamed (O_TMPFILE) and locked (flock) at once, before
-//!   it has a name. The lock lasts until the run ends, so that a later run
-//!   can tell the temp file of a run that was killed (its lock is free)
-//!   from that of a run still writing, and remove only the former; with no
-//!   name before its lock, the temp file of a live run is never seen
-//!   unlocked, so never taken for abandoned;
-//! - it is written, chmod 0644 (through its descriptor: it is created 0600,
-//!   rename keeps the mode, and node_exporter runs as another user) and
-//!   fsynced while unnamed; then linkat names it through /proc/self/fd,
-//!   with a random name no file had (linkat never replaces one) that fits
-//!   in NAME_MAX however long FILE's name is, and it is renamed over FILE.
-//!   A run that fails or is killed before the link leaves nothing behind;
-//!   one killed between link and rename leaves a temp file that the next
-//!   run removes;
-//! - without /proc, it is named right after its lock (linkat with
-//!   AT_EMPTY_PATH). Where that is refused too, or the filesystem has no
-//!   O_TMPFILE (NFS, for one), it is created named, with O_EXCL, and locked
-//!   right after: a run cleaning up may remove it in that moment, which its
-//!   owner notices, and then makes another;
-//! - data and directory are fsynced, so a crash cannot leave an empty file;
-//! - the body is streamed into the temp file (so a large exposition is
-//!   never held in memory whole), and FILE is replaced only after all of it
-//!   was written and synced: a failed scan or write never replaces a good
-//!   file, and only a regular file (or a symlink to one) is ever replaced,
-//!   never a device or a FIFO.
+//! - the temp file lives in FILE's own directory, since rename(2) is atomic
+//!   only within one filesystem. It is created unnamed (O_TMPFILE), and
+//!   the body is streamed into it (a large exposition is never held in
+//!   memory whole); it is chmod 0644 through its descriptor (it is created
+//!   0600, rename keeps the mode, and node_exporter runs as another user)
+//!   and fsynced, all before it has a name: a run that fails or is killed
+//!   until then leaves nothing behind. Only then is it linked to a name
+//!   (through /proc/self/fd) and renamed over FILE, and the directory is
+//!   fsynced, so that a crash cannot leave an empty file. A failed scan or
+//!   write never replaces a good file, and only a regular file (or a
+//!   symlink to one) is ever replaced, never a device or a FIFO;
+//! - its name, `.FILE.XXXXXXXX.tmp` (tempfile makes it), does not end in
+//!   `.prom`, which the collector reads even in dot-files, and is cut to
+//!   fit in NAME_MAX however long FILE's name is;
+//! - a run killed between the link and the rename still leaves a named
+//!   temp file, and nothing else would ever remove it, so each run ends by
+//!   removing those of dead runs. It tells them from that of a run that is
+//!   between its own link and rename by a flock: each run locks its temp
+//!   file before it has a name and holds the lock until it ends;
+//! - where the filesystem has no O_TMPFILE (NFS, for one) or there is no
+//!   /proc to name the file through, the temp file is created named (with
+//!   O_EXCL) and locked right after. A run cleaning up may remove it in
+//!   that moment, which its owner notices (the file has no link left), and
+//!   then makes another. The guarantees are the same, except that a run
+//!   killed while writing leaves its temp file for the next run to remove.
 //!
 //! Once the rename has happened the run has succeeded: FILE holds the new
 //! contents. A directory that cannot be fsynced after that is a warning,
@@ -38,24 +35,17 @@
 
 use std::{
     ffi::{OsStr, OsString},
-    fs::{self, File, Permissions, TryLockError},
+    fs::{self, File, OpenOptions, Permissions, TryLockError},
     io::{self, BufWriter, Write},
-    os::{
-        fd::AsRawFd,
-        unix::{
-            ffi::{OsStrExt, OsStringExt},
-            fs::{FileTypeExt, MetadataExt, PermissionsExt},
-        },
+    os::unix::{
+        ffi::{OsStrExt, OsStringExt},
+        fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     },
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, bail};
-use nix::{
-    errno::Errno,
-    fcntl::{AT_FDCWD, OFlag},
-    sys::stat::Mode,
-};
+use tempfile::TempPath;
 
 /// The longest file name Linux and the BSDs allow.
 const NAME_MAX: usize = 255;
@@ -63,7 +53,7 @@ const NAME_MAX: usize = 255;
 const RANDOM: usize = 8;
 /// How many named temp files a run makes at most, where there is no
 /// O_TMPFILE, before it gives up because other runs keep removing them
-/// (see [`Temp::named`]).
+/// (see [`named`]).
 const CREATE_ATTEMPTS: usize = 64;
 /// What a temp file's name adds to the part taken from FILE's name: the
 /// leading dot, the dot before the random part, the random part, `.tmp`.
@@ -73,7 +63,7 @@ const ADDED: usize = 1 + 1 + RANDOM + 4;
 /// directory exists, and it is a regular file (or a symlink to one) or does
 /// not exist yet. The real write can still fail later; this only catches
 /// the plain mistakes early.
-pub fn check_target(target: &Path) -> anyhow::Result<()> {
+pub(crate) fn check_target(target: &Path) -> anyhow::Result<()> {
     let dir = parent(target);
     match fs::metadata(&dir) {
         Ok(meta) if meta.is_dir() => {}
@@ -124,7 +114,7 @@ fn kind_of(kind: &fs::FileType) -> &'static str {
 
 /// Whether node_exporter's textfile collector would read a file of this
 /// name: it reads names ending in `.prom`, case-sensitively.
-pub fn collector_reads(target: &Path) -> bool {
+pub(crate) fn collector_reads(target: &Path) -> bool {
     target
         .file_name()
         .is_some_and(|name| name.as_encoded_bytes().ends_with(b".prom"))
@@ -132,22 +122,16 @@ pub fn collector_reads(target: &Path) -> bool {
 
 /// What a successful [`write_with`] has to say.
 #[derive(Debug, Default)]
-pub struct Written {
+pub(crate) struct Written {
     /// Why the new contents may not survive a crash yet (the directory
     /// could not be fsynced), if that is so.
-    pub not_durable: Option<String>,
-}
-
-/// Atomically replaces `target` with `contents`, mode 0644, then removes
-/// the temp files that killed runs left behind.
-pub fn write(target: &Path, contents: &[u8]) -> anyhow::Result<Written> {
-    write_with(target, &mut |out| out.write_all(contents))
+    pub(crate) not_durable: Option<String>,
 }
 
 /// Atomically replaces `target` with what `body` writes, mode 0644, then
 /// removes the temp files that killed runs left behind. `body` writes into
 /// the temp file through a buffer; FILE is replaced only once it succeeded.
-pub fn write_with(
+pub(crate) fn write_with(
     target: &Path,
     body: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
 ) -> anyhow::Result<Written> {
@@ -180,14 +164,19 @@ fn replace(
     target: &Path,
     body: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<io::Result<()>> {
-    let mut temp = Temp::create(dir, prefix)?;
-    let mut buffered = BufWriter::with_capacity(64 * 1024, &mut temp.file);
+    // The lock of `file` is held until the directory is synced; `path`
+    // removes the temp file's name when dropped, until it is FILE's.
+    let (file, path) = create(dir, prefix)?;
+    let mut buffered = BufWriter::with_capacity(64 * 1024, &file);
     body(&mut buffered)?;
     buffered.flush()?;
     drop(buffered);
-    temp.file.set_permissions(Permissions::from_mode(0o644))?;
-    temp.file.sync_all()?;
-    let path = temp.name(dir, prefix)?;
+    file.set_permissions(Permissions::from_mode(0o644))?;
+    file.sync_all()?;
+    let path = match path {
+        Some(path) => path,
+        None => link(&file, dir, prefix).map_err(|err| in_dir("name", err))?,
+    };
     // A device or FIFO may have appeared at FILE while we scanned.
     if let Ok(meta) = fs::metadata(target)
         && !meta.is_file()
@@ -197,169 +186,108 @@ fn replace(
             kind_of(&meta.file_type())
         )));
     }
-    fs::rename(&path, target)?;
-    // Renamed: the name is FILE's now, not ours to remove. The lock is
-    // held until the directory is synced.
-    temp.path = None;
-    let synced = File::open(dir).and_then(|dir| dir.sync_all());
-    drop(temp);
-    Ok(synced)
+    path.persist(target).map_err(|err| err.error)?;
+    Ok(File::open(dir).and_then(|dir| dir.sync_all()))
 }
 
-/// A temp file of this run in FILE's directory, holding an exclusive flock
-/// from before it had a name for as long as it is open (except where
-/// O_TMPFILE is missing: see [`Temp::named`]). Its name, if it has one, is
-/// removed when it is dropped.
-struct Temp {
-    file: File,
-    /// Its path, once it has a name.
-    path: Option<PathBuf>,
+/// A new temp file in `dir`, locked: unnamed (no path yet) where the
+/// system allows, named otherwise.
+fn create(dir: &Path, prefix: &OsStr) -> io::Result<(File, Option<TempPath>)> {
+    #[cfg(target_os = "linux")]
+    if let Some(file) = unnamed(dir)? {
+        return Ok((file, None));
+    }
+    named(dir, prefix)
 }
 
-impl Drop for Temp {
-    fn drop(&mut self) {
-        if let Some(path) = &self.path {
-            let _ = fs::remove_file(path);
+/// A temp file made with O_TMPFILE and locked before it has a name, so
+/// that no other run can ever see it unlocked; [`link`] names it through
+/// /proc/self/fd. `None` when the filesystem has no O_TMPFILE or /proc
+/// does not show the file.
+#[cfg(target_os = "linux")]
+fn unnamed(dir: &Path) -> io::Result<Option<File>> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir);
+    let file = match opened {
+        Ok(file) => file,
+        // What open(2) returns where a kernel or a filesystem lacks
+        // O_TMPFILE.
+        Err(err)
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOENT)
+            ) =>
+        {
+            return Ok(None);
         }
-    }
+        Err(err) => return Err(in_dir("create", err)),
+    };
+    // Nobody else knows of this file yet: the lock is ours at once.
+    file.lock()?;
+    let held = file.metadata()?;
+    let shown = fs::metadata(fd_path(&file))
+        .is_ok_and(|found| found.dev() == held.dev() && found.ino() == held.ino());
+    Ok(shown.then_some(file))
 }
 
-impl Temp {
-    /// A new locked temp file in `dir`: unnamed where the system allows,
-    /// named (`PREFIX` + 8 random characters + `.tmp`) otherwise.
-    fn create(dir: &Path, prefix: &OsStr) -> io::Result<Temp> {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        if let Some(temp) = Temp::unnamed(dir, prefix)? {
-            return Ok(temp);
-        }
-        Temp::named(dir, prefix)
-    }
+/// /proc/self/fd/N for `file`.
+#[cfg(target_os = "linux")]
+fn fd_path(file: &File) -> String {
+    use std::os::fd::AsRawFd;
+    format!("/proc/self/fd/{}", file.as_raw_fd())
+}
 
-    /// A temp file made with O_TMPFILE and locked before it has a name, so
-    /// that no other run can ever see it unlocked. It stays unnamed until
-    /// [`Temp::name`] links it through /proc/self/fd; without /proc it is
-    /// named at once with linkat's AT_EMPTY_PATH (which unprivileged users
-    /// may use since Linux 6.10). `None` when the filesystem has no
-    /// O_TMPFILE or neither way of naming is allowed.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn unnamed(dir: &Path, prefix: &OsStr) -> io::Result<Option<Temp>> {
-        let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
-        let fd = match nix::fcntl::openat(AT_FDCWD, dir, flags, Mode::from_bits_truncate(0o600)) {
-            Ok(fd) => fd,
-            // What open(2) returns where a kernel or a filesystem lacks
-            // O_TMPFILE.
-            Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL | Errno::ENOENT) => {
-                return Ok(None);
-            }
-            Err(err) => return Err(creating(err.into())),
-        };
-        let file = File::from(fd);
-        // Nobody else knows of this file yet: the lock is ours at once.
-        file.lock()?;
-        let mut temp = Temp { file, path: None };
-        if temp.proc_resolves() {
-            return Ok(Some(temp));
-        }
-        let linked = with_new_name(dir, prefix, |path| {
-            nix::unistd::linkat(
-                &temp.file,
-                "",
-                AT_FDCWD,
-                path,
-                nix::fcntl::AtFlags::AT_EMPTY_PATH,
-            )
-        });
-        match linked {
-            Ok((path, ())) => {
-                temp.path = Some(path);
-                Ok(Some(temp))
-            }
-            // AT_EMPTY_PATH refused to an unprivileged user by older
-            // kernels (ENOENT), or by a security module.
-            Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT | libc::EPERM)) => Ok(None),
-            Err(err) => Err(naming(err)),
+/// Gives the unnamed `file` a new name in `dir` through /proc/self/fd.
+#[cfg(target_os = "linux")]
+fn link(file: &File, dir: &Path, prefix: &OsStr) -> io::Result<TempPath> {
+    let proc = fd_path(file);
+    let ((), path) = with_new_name(dir, prefix, |path| {
+        nix::unistd::linkat(
+            nix::fcntl::AT_FDCWD,
+            proc.as_str(),
+            nix::fcntl::AT_FDCWD,
+            path,
+            nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+        )
+        .map_err(io::Error::from)
+    })?;
+    Ok(path)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn link(_: &File, _: &Path, _: &OsStr) -> io::Result<TempPath> {
+    unreachable!("only O_TMPFILE makes a temp file without a name")
+}
+
+/// A temp file created with its name, with O_EXCL, and locked right
+/// after. Another run that cleans up ([`remove_abandoned`]) may lock and
+/// remove the file in between; then another is made. Each retry needs that
+/// to happen again, so [`CREATE_ATTEMPTS`] bounds a loop that mostly runs
+/// once.
+fn named(dir: &Path, prefix: &OsStr) -> io::Result<(File, Option<TempPath>)> {
+    for _ in 0..CREATE_ATTEMPTS {
+        let (file, path) = with_new_name(dir, prefix, |path| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+        })
+        .map_err(|err| in_dir("create", err))?;
+        match file.try_lock() {
+            Ok(()) if file.metadata()?.nlink() > 0 => return Ok((file, Some(path))),
+            Ok(()) | Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(err)) => return Err(err),
         }
     }
-
-    /// /proc/self/fd/N for this file.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn fd_path(&self) -> String {
-        format!("/proc/self/fd/{}", self.file.as_raw_fd())
-    }
-
-    /// Whether /proc is there to resolve [`Temp::fd_path`] to this file.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn proc_resolves(&self) -> bool {
-        match (self.file.metadata(), fs::metadata(self.fd_path())) {
-            (Ok(held), Ok(found)) => held.dev() == found.dev() && held.ino() == found.ino(),
-            _ => false,
-        }
-    }
-
-    /// Its path, after naming it in `dir` if it has no name yet.
-    fn name(&mut self, dir: &Path, prefix: &OsStr) -> io::Result<PathBuf> {
-        if let Some(path) = &self.path {
-            return Ok(path.clone());
-        }
-        let path = self.link(dir, prefix).map_err(naming)?;
-        self.path = Some(path.clone());
-        Ok(path)
-    }
-
-    /// Gives the unnamed file a new name in `dir` through /proc/self/fd,
-    /// which [`Temp::unnamed`] found working.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    fn link(&self, dir: &Path, prefix: &OsStr) -> io::Result<PathBuf> {
-        let proc = self.fd_path();
-        let (path, ()) = with_new_name(dir, prefix, |path| {
-            nix::unistd::linkat(
-                AT_FDCWD,
-                proc.as_str(),
-                AT_FDCWD,
-                path,
-                nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
-            )
-        })?;
-        Ok(path)
-    }
-
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    fn link(&self, _: &Path, _: &OsStr) -> io::Result<PathBuf> {
-        unreachable!("only O_TMPFILE makes a temp file without a name")
-    }
-
-    /// A temp file created with its name, with O_EXCL, and locked right
-    /// after.
-    ///
-    /// Another run that cleans up ([`remove_abandoned`]) may lock and
-    /// remove the file in the moment between its creation and our lock;
-    /// then another is made. Each retry needs that to happen again, so
-    /// [`CREATE_ATTEMPTS`] bounds a loop that mostly runs once: it is the
-    /// way only where O_TMPFILE is missing.
-    fn named(dir: &Path, prefix: &OsStr) -> io::Result<Temp> {
-        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC;
-        for _ in 0..CREATE_ATTEMPTS {
-            let (path, fd) = with_new_name(dir, prefix, |path| {
-                nix::fcntl::openat(AT_FDCWD, path, flags, Mode::from_bits_truncate(0o600))
-            })
-            .map_err(creating)?;
-            let temp = Temp {
-                file: File::from(fd),
-                path: Some(path),
-            };
-            let locked = match temp.file.try_lock() {
-                Ok(()) => temp.file.metadata()?.nlink() > 0,
-                Err(TryLockError::WouldBlock) => false,
-                Err(TryLockError::Error(err)) => return Err(err),
-            };
-            if locked {
-                return Ok(temp);
-            }
-        }
-        Err(io::Error::other(
-            "another run kept removing the temporary file",
-        ))
-    }
+    Err(io::Error::other(
+        "another run kept removing the temporary file",
+    ))
 }
 
 /// Calls `make` with `dir`/`PREFIX` + 8 random characters + `.tmp`, and
@@ -368,16 +296,14 @@ impl Temp {
 fn with_new_name<T>(
     dir: &Path,
     prefix: &OsStr,
-    mut make: impl FnMut(&Path) -> nix::Result<T>,
-) -> io::Result<(PathBuf, T)> {
-    let made = tempfile::Builder::new()
+    make: impl FnMut(&Path) -> io::Result<T>,
+) -> io::Result<(T, TempPath)> {
+    Ok(tempfile::Builder::new()
         .prefix(prefix)
         .suffix(".tmp")
         .rand_bytes(RANDOM)
-        .make_in(dir, |path| make(path).map_err(io::Error::from))?;
-    let (value, path) = made.into_parts();
-    // Ours to remove from here on (see `Temp`), not tempfile's.
-    Ok((path.keep()?, value))
+        .make_in(dir, make)?
+        .into_parts())
 }
 
 /// `err`, and when it is a refusal, which access is missing: the file is
@@ -398,19 +324,11 @@ fn needs_write_access(err: io::Error, dir: &Path) -> io::Error {
     )
 }
 
-/// An error of creating the temp file, said as such.
-fn creating(err: io::Error) -> io::Error {
+/// An error of creating or naming (`what`) the temp file, said as such.
+fn in_dir(what: &str, err: io::Error) -> io::Error {
     io::Error::new(
         err.kind(),
-        format!("cannot create a temporary file in the directory: {err}"),
-    )
-}
-
-/// An error of naming the temp file, said as such.
-fn naming(err: io::Error) -> io::Error {
-    io::Error::new(
-        err.kind(),
-        format!("cannot name the temporary file in the directory: {err}"),
+        format!("cannot {what} a temporary file in the directory: {err}"),
     )
 }
 
@@ -419,11 +337,7 @@ fn naming(err: io::Error) -> io::Error {
 fn temp_prefix(name: &OsStr) -> OsString {
     let bytes = name.as_bytes();
     let kept = &bytes[..bytes.len().min(NAME_MAX - ADDED)];
-    let mut prefix = Vec::with_capacity(kept.len() + 2);
-    prefix.push(b'.');
-    prefix.extend_from_slice(kept);
-    prefix.push(b'.');
-    OsString::from_vec(prefix)
+    OsString::from_vec([b".", kept, b"."].concat())
 }
 
 /// Whether `name` is a temp file name that [`with_new_name`] makes with
@@ -438,19 +352,16 @@ fn is_temp_name(name: &OsStr, prefix: &OsStr) -> bool {
             .all(u8::is_ascii_alphanumeric)
 }
 
-/// Removes the temp files of FILE whose writer is gone: a run killed while
-/// writing (SIGKILL, or SIGTERM at a timeout) leaves one, and nothing else
-/// would ever remove it. A temp file whose lock is held belongs to a run
-/// still writing and is left alone. Best effort: errors are ignored, since
-/// FILE itself is already in place or the run has failed for a better
-/// reason.
+/// Removes the temp files of FILE whose writer is gone (see the module's
+/// first comment). A temp file whose lock is held belongs to a run still
+/// writing and is left alone. Best effort: errors are ignored, since FILE
+/// itself is already in place or the run has failed for a better reason.
 fn remove_abandoned(dir: &Path, prefix: &OsStr) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !is_temp_name(&name, prefix) {
+        if !is_temp_name(&entry.file_name(), prefix) {
             continue;
         }
         let path = entry.path();
@@ -461,11 +372,9 @@ fn remove_abandoned(dir: &Path, prefix: &OsStr) {
             continue;
         }
         // Still the same file under that name: then nobody writes it.
-        let same = match (file.metadata(), fs::symlink_metadata(&path)) {
-            (Ok(held), Ok(named)) => held.ino() == named.ino() && held.dev() == named.dev(),
-            _ => false,
-        };
-        if same {
+        if let (Ok(held), Ok(named)) = (file.metadata(), fs::symlink_metadata(&path))
+            && (held.ino(), held.dev()) == (named.ino(), named.dev())
+        {
             let _ = fs::remove_file(&path);
         }
     }
@@ -482,6 +391,10 @@ fn parent(target: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn write(target: &Path, contents: &[u8]) -> anyhow::Result<Written> {
+        write_with(target, &mut |out| out.write_all(contents))
+    }
 
     #[test]
     fn replaces_the_file_with_mode_0644_and_leaves_nothing_else() {
@@ -561,25 +474,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prefix = temp_prefix(OsStr::new("open_ports.prom"));
         let mut tried = Vec::new();
-        let (path, ()) = with_new_name(dir.path(), &prefix, |path| {
+        let ((), path) = with_new_name(dir.path(), &prefix, |path| {
             tried.push(path.to_path_buf());
             if tried.len() < 3 {
-                Err(Errno::EEXIST)
+                Err(io::ErrorKind::AlreadyExists.into())
             } else {
                 Ok(())
             }
         })
         .unwrap();
         assert_eq!(tried.len(), 3);
-        assert_eq!(tried[2], path);
+        assert_eq!(tried[2], *path);
         assert!(tried[0] != tried[1] && tried[1] != tried[2]);
         for path in &tried {
             assert_eq!(path.parent(), Some(dir.path()));
             assert!(is_temp_name(path.file_name().unwrap(), &prefix), "{path:?}");
         }
-        let err = with_new_name(dir.path(), &prefix, |_| Err::<(), _>(Errno::EACCES)).unwrap_err();
+        let refused = || Err::<(), _>(io::Error::from_raw_os_error(libc::EACCES));
+        let err = with_new_name(dir.path(), &prefix, |_| refused()).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EACCES));
-        let err = with_new_name(dir.path(), &prefix, |_| Err::<(), _>(Errno::EEXIST)).unwrap_err();
+        let taken = || Err::<(), _>(io::ErrorKind::AlreadyExists.into());
+        let err = with_new_name(dir.path(), &prefix, |_| taken()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
     }
 
@@ -587,12 +502,13 @@ mod tests {
     fn a_named_temp_file_is_locked_and_removed_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let prefix = temp_prefix(OsStr::new("open_ports.prom"));
-        let temp = Temp::named(dir.path(), &prefix).unwrap();
-        let path = temp.path.clone().unwrap();
+        let (file, temp) = named(dir.path(), &prefix).unwrap();
+        let temp = temp.unwrap();
+        let path = temp.to_path_buf();
         assert!(is_temp_name(path.file_name().unwrap(), &prefix));
         let other = File::open(&path).unwrap();
         assert!(matches!(other.try_lock(), Err(TryLockError::WouldBlock)));
-        drop(temp);
+        drop((file, temp));
         assert!(!path.exists());
         assert!(fs::read_dir(dir.path()).unwrap().next().is_none());
     }
