@@ -36,25 +36,6 @@ const OPEN_PORTS_HELP_NETNS: &str = "Whether a socket listens on this port (TCP 
 state, UDP bound and not connected) in the network namespace of the netns label, with the labels \
 chosen by --labels: 1 open, 0 closed (closed ports are listed only with --include-closed).";
 
-/// Everything one exposition says.
-#[derive(Debug)]
-pub struct Report<'a> {
-    /// Ports to report as open (1).
-    pub open: &'a PortSet,
-    /// Ports to report as closed (0), if closed ports are reported at all.
-    pub closed: Option<&'a PortSet>,
-    /// Ports the scan skipped (their state is unknown).
-    pub skipped: usize,
-    /// How long the scan took, in seconds.
-    pub duration_seconds: f64,
-    /// When the scan started, in seconds since the Unix epoch.
-    pub timestamp_seconds: f64,
-    /// The method that ran (`netlink`, `procfs` or `bind`).
-    pub method: &'a str,
-    /// This program's version.
-    pub version: &'a str,
-}
-
 /// How a scan is shown in the exposition: which labels, and whether closed
 /// ports are listed.
 #[derive(Clone, Copy, Debug)]
@@ -65,55 +46,22 @@ pub struct Shown<'a> {
     pub closed_of: Option<&'a PortSet>,
 }
 
-/// Renders a scan of the `selected` ports without labels; with
-/// `include_closed`, each selected port that is neither open nor unchecked
-/// is written as 0.
-pub fn render_scan(scan: &Scan, selected: &PortSet, include_closed: bool) -> String {
-    let shown = Shown {
-        labels: Labels::NONE,
-        closed_of: include_closed.then_some(selected),
-    };
-    let mut out = Vec::new();
-    // Writing to a Vec cannot fail.
-    let _ = write_scan(scan, shown, &mut out);
-    String::from_utf8(out).expect("the exposition is UTF-8")
-}
-
 /// Writes the exposition of `scan` shown as `shown`. Without labels the
 /// output is the original one, byte for byte.
 pub fn write_scan(scan: &Scan, shown: Shown, out: &mut impl Write) -> io::Result<()> {
-    let closed = |open: &PortSet| {
-        shown.closed_of.map(|selected| {
-            let mut closed = selected.clone();
-            closed.subtract(open);
-            closed.subtract(&scan.skipped);
-            closed
-        })
-    };
-    let closed_tcp = closed(&scan.open);
-    let report = Report {
-        open: &scan.open,
-        closed: closed_tcp.as_ref(),
-        skipped: scan.skipped.len(),
-        duration_seconds: scan.duration.as_secs_f64(),
-        // A clock before 1970 is not worth failing a scrape over.
-        timestamp_seconds: scan
-            .started
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |since| since.as_secs_f64()),
-        method: scan.method.name(),
-        version: env!("CARGO_PKG_VERSION"),
-    };
-    if shown.labels.is_empty() {
-        return write(&report, out);
-    }
     let labels = shown.labels;
     if labels.need_sockets() && scan.sockets.is_none() {
         return Err(io::Error::other(
             "the scan did not learn the sockets these labels need",
         ));
     }
-    let order = scan.sockets.as_ref().map(Order::new);
+    // Without labels, one sample per port: the open and selected sets
+    // say all, whatever sockets the scan learnt.
+    let order = scan
+        .sockets
+        .as_ref()
+        .filter(|_| !labels.is_empty())
+        .map(Order::new);
     let mut samples = Samples {
         out,
         labels,
@@ -122,6 +70,8 @@ pub fn write_scan(scan: &Scan, shown: Shown, out: &mut impl Write) -> io::Result
     };
     let help = if labels.has(Label::Netns) {
         OPEN_PORTS_HELP_NETNS
+    } else if labels.is_empty() {
+        OPEN_PORTS_HELP
     } else {
         OPEN_PORTS_HELP_LABELLED
     };
@@ -163,7 +113,7 @@ pub fn write_scan(scan: &Scan, shown: Shown, out: &mut impl Write) -> io::Result
             .map_or(0, |p| p.unattributed)
     });
     let unscanned = labels.has(Label::Netns).then_some(scan.unscanned.len());
-    meta(&report, unattributed, unscanned, out)
+    meta(scan, unattributed, unscanned, out)
 }
 
 /// The key of a sample with no listener behind it (a closed port, or an
@@ -367,36 +317,10 @@ impl<W: Write> Samples<'_, W> {
     }
 }
 
-/// Renders `report` as a complete exposition.
-pub fn render(report: &Report) -> String {
-    let mut out = Vec::with_capacity(600 + 40 * report.open.len());
-    // Writing to a Vec cannot fail.
-    let _ = write(report, &mut out);
-    String::from_utf8(out).expect("the exposition is UTF-8")
-}
-
-/// Writes `report` as a complete exposition: one sample per port.
-pub fn write(report: &Report, out: &mut impl Write) -> io::Result<()> {
-    header(out, OPEN_PORTS, OPEN_PORTS_HELP, "gauge")?;
-    let mut open = report.open.iter().peekable();
-    let mut closed = report.closed.into_iter().flat_map(PortSet::iter).peekable();
-    // Merge the two sorted streams so the family stays sorted by port.
-    loop {
-        let (port, value) = match (open.peek(), closed.peek()) {
-            (Some(&o), Some(&c)) if c < o => (closed.next().unwrap(), 0),
-            (Some(_), _) => (open.next().unwrap(), 1),
-            (None, Some(_)) => (closed.next().unwrap(), 0),
-            (None, None) => break,
-        };
-        writeln!(out, "{OPEN_PORTS}{{port=\"{port}\"}} {value}")?;
-    }
-    meta(report, None, None, out)
-}
-
 /// The families about the scan itself; `unattributed` with the process
 /// label, `unscanned` with the netns label.
 fn meta(
-    report: &Report,
+    scan: &Scan,
     unattributed: Option<usize>,
     unscanned: Option<usize>,
     out: &mut impl Write,
@@ -405,20 +329,23 @@ fn meta(
         out,
         "port_exporter_scan_duration_seconds",
         "How long the port scan took, in seconds.",
-        report.duration_seconds,
+        scan.duration.as_secs_f64(),
     )?;
     write_gauge(
         out,
         "port_exporter_last_scan_timestamp_seconds",
         "When the last successful port scan started, in seconds since the Unix epoch.",
-        report.timestamp_seconds,
+        // A clock before 1970 is not worth failing a scrape over.
+        scan.started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |since| since.as_secs_f64()),
     )?;
     write_gauge(
         out,
         "port_exporter_scan_skipped_ports",
         "Selected ports the scan skipped (the bind method may not bind them without \
 privilege); they are never reported open.",
-        report.skipped as f64,
+        scan.skipped.len() as f64,
     )?;
     if let Some(count) = unattributed {
         write_gauge(
@@ -447,16 +374,9 @@ their listeners are missing from this exposition.",
     writeln!(
         out,
         "port_exporter_build_info{{method=\"{}\",version=\"{}\"}} 1",
-        escape_label(report.method),
-        escape_label(report.version),
+        escape_label(scan.method.name()),
+        escape_label(env!("CARGO_PKG_VERSION")),
     )
-}
-
-/// Appends a family of one unlabeled gauge sample.
-pub fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
-    let mut bytes = Vec::new();
-    let _ = write_gauge(&mut bytes, name, help, value);
-    out.push_str(std::str::from_utf8(&bytes).expect("UTF-8"));
 }
 
 /// Appends a family of one unlabeled counter sample.
@@ -528,7 +448,8 @@ mod tests {
 # TYPE instance_open_ports gauge
 ";
 
-    const META: &str = "\
+    const META: &str = concat!(
+        "\
 # HELP port_exporter_scan_duration_seconds How long the port scan took, in seconds.
 # TYPE port_exporter_scan_duration_seconds gauge
 port_exporter_scan_duration_seconds 0.000035
@@ -540,19 +461,38 @@ port_exporter_last_scan_timestamp_seconds 1764302673.25
 port_exporter_scan_skipped_ports 0
 # HELP port_exporter_build_info A metric with a constant 1 value, labeled by the version and the scan method used.
 # TYPE port_exporter_build_info gauge
-port_exporter_build_info{method=\"netlink\",version=\"1.2.3\"} 1
-";
+port_exporter_build_info{method=\"netlink\",version=\"",
+        env!("CARGO_PKG_VERSION"),
+        "\"} 1\n"
+    );
 
-    fn report<'a>(open: &'a PortSet, closed: Option<&'a PortSet>) -> Report<'a> {
-        Report {
+    /// A TCP scan finding `open`, without sockets.
+    fn tcp_scan(open: PortSet) -> Scan {
+        use crate::scan::{Method, Protocols};
+        Scan {
             open,
-            closed,
-            skipped: 0,
-            duration_seconds: 0.000035,
-            timestamp_seconds: 1764302673.25,
-            method: "netlink",
-            version: "1.2.3",
+            open_udp: PortSet::new(),
+            sockets: None,
+            protocols: Protocols::TCP,
+            skipped: PortSet::new(),
+            method: Method::Netlink,
+            started: std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(1764302673.25),
+            duration: std::time::Duration::from_nanos(35_000),
+            fallback: None,
+            unscanned: Vec::new(),
         }
+    }
+
+    /// The exposition without labels of a scan finding `open`, with the
+    /// closed ports of `closed_of`.
+    fn render(open: PortSet, closed_of: Option<&PortSet>) -> String {
+        let shown = Shown {
+            labels: Labels::NONE,
+            closed_of,
+        };
+        let mut out = Vec::new();
+        write_scan(&tcp_scan(open), shown, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
@@ -565,19 +505,19 @@ instance_open_ports{{port=\"443\"}} 1
 instance_open_ports{{port=\"8000\"}} 1
 {META}"
         );
-        assert_eq!(render(&report(&open, None)), expected);
+        assert_eq!(render(open, None), expected);
     }
 
     #[test]
     fn golden_nothing_open() {
         let open = PortSet::new();
-        assert_eq!(render(&report(&open, None)), format!("{HEADER}{META}"));
+        assert_eq!(render(open, None), format!("{HEADER}{META}"));
     }
 
     #[test]
     fn golden_include_closed_merges_in_port_order() {
         let open = parse_list("22,8080").unwrap();
-        let closed = parse_list("1,80,443,65535").unwrap();
+        let selected = parse_list("1,22,80,443,8080,65535").unwrap();
         let expected = format!(
             "{HEADER}\
 instance_open_ports{{port=\"1\"}} 0
@@ -588,13 +528,13 @@ instance_open_ports{{port=\"8080\"}} 1
 instance_open_ports{{port=\"65535\"}} 0
 {META}"
         );
-        assert_eq!(render(&report(&open, Some(&closed))), expected);
+        assert_eq!(render(open, Some(&selected)), expected);
     }
 
     #[test]
     fn every_line_is_well_formed() {
         let open = PortSet::all();
-        let text = render(&report(&open, None));
+        let text = render(open, None);
         assert!(text.ends_with('\n') && !text.contains('\r'));
         let mut seen_types = std::collections::HashSet::new();
         for line in text.lines() {
@@ -638,7 +578,7 @@ instance_open_ports{{port=\"65535\"}} 0
     /// with 22 and 8080 (a name that needs escaping in a label), and an
     /// empty one.
     fn netns_scan() -> Scan {
-        use crate::scan::{Method, Protocols, Sockets, Unscanned, owner::Processes};
+        use crate::scan::{Sockets, Unscanned, owner::Processes};
         let listener = |port, address: &str, netns, pid| Listener {
             protocol: Protocol::Tcp,
             address: address.parse().unwrap(),
@@ -659,8 +599,6 @@ instance_open_ports{{port=\"65535\"}} 0
         open.insert(22);
         open.insert(8080);
         Scan {
-            open,
-            open_udp: PortSet::new(),
             sockets: Some(Sockets {
                 listeners,
                 interfaces: Vec::new(),
@@ -672,16 +610,11 @@ instance_open_ports{{port=\"65535\"}} 0
                 }),
                 namespaces: vec!["host".into(), "b\"lue".into(), "empty".into()],
             }),
-            protocols: Protocols::TCP,
-            skipped: PortSet::new(),
-            method: Method::Netlink,
-            started: std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(1764302673.25),
-            duration: std::time::Duration::from_nanos(35_000),
-            fallback: None,
             unscanned: vec![Unscanned {
                 name: "red".into(),
                 why: "cannot enter it: Operation not permitted".into(),
             }],
+            ..tcp_scan(open)
         }
     }
 
@@ -752,21 +685,13 @@ instance_open_ports{{port=\"8080\",address=\"::\",process=\"nginx\",netns=\"b\\\
     }
     #[test]
     fn golden_protocol_label_with_closed_ports() {
-        use crate::scan::{Method, Protocols};
         let scan = Scan {
-            open: parse_list("22").unwrap(),
             open_udp: parse_list("53").unwrap(),
-            sockets: None,
-            protocols: Protocols {
+            protocols: crate::scan::Protocols {
                 tcp: true,
                 udp: true,
             },
-            skipped: PortSet::new(),
-            method: Method::Netlink,
-            started: std::time::UNIX_EPOCH,
-            duration: std::time::Duration::ZERO,
-            fallback: None,
-            unscanned: Vec::new(),
+            ..tcp_scan(parse_list("22").unwrap())
         };
         let selected = parse_list("22,53,80").unwrap();
         let shown = Shown {
