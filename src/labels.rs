@@ -2,7 +2,7 @@
 //! listener's values are written and ordered. Pure: everything it shows
 //! was learned by the scan.
 
-use std::{cmp::Ordering, fmt, net::IpAddr};
+use std::{fmt, net::IpAddr};
 
 use crate::scan::{Listener, Protocol, Scope, Sockets};
 
@@ -140,8 +140,7 @@ impl fmt::Display for Address<'_> {
 /// The order of listeners and samples: by port, protocol, then the label
 /// values in sample order (addresses numerically, IPv4 first; names as
 /// text). Ranks of names are computed once, so a comparison is cheap.
-pub struct Order<'a> {
-    sockets: &'a Sockets,
+pub struct Order {
     /// uid → rank of its user name.
     users: Vec<(u32, u32)>,
     /// pid → rank of its command name.
@@ -152,12 +151,11 @@ pub struct Order<'a> {
     namespaces: Vec<u32>,
 }
 
-impl<'a> Order<'a> {
-    pub fn new(sockets: &'a Sockets) -> Order<'a> {
+impl Order {
+    pub fn new(sockets: &Sockets) -> Order {
         let processes = sockets.processes.as_ref().map_or(&[][..], |p| &p.names[..]);
         let named: Vec<(u32, String)> = (0u32..).zip(sockets.namespaces.iter().cloned()).collect();
         Order {
-            sockets,
             users: ranks(&sockets.users),
             processes: ranks(processes),
             interfaces: ranks(&sockets.interfaces),
@@ -202,11 +200,6 @@ impl<'a> Order<'a> {
             netns: has(Label::Netns).then(|| self.namespace_rank(listener.netns)),
         }
     }
-
-    /// The sockets this order is of.
-    pub fn sockets(&self) -> &'a Sockets {
-        self.sockets
-    }
 }
 
 /// Ranks of the names in `(id, name)` pairs: `(id, rank)` sorted by id,
@@ -240,11 +233,6 @@ pub struct Key {
     pub process: Option<u32>,
     /// The rank of the namespace's name.
     pub netns: Option<u32>,
-}
-
-/// Compares two listeners under `labels`.
-pub fn compare(order: &Order, a: &Listener, b: &Listener, labels: Labels) -> Ordering {
-    order.key(a, labels).cmp(&order.key(b, labels))
 }
 
 #[cfg(test)]

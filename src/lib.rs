@@ -6,13 +6,13 @@
 pub mod log;
 
 pub mod cli;
-pub mod exposition;
+pub(crate) mod exposition;
 pub mod generate;
-pub mod job;
-pub mod labels;
+pub(crate) mod job;
+pub(crate) mod labels;
 pub mod oneshot;
 pub mod ports;
 pub mod scan;
 pub mod serve;
-pub mod textfile;
-pub mod views;
+pub(crate) mod textfile;
+pub(crate) mod views;

@@ -57,7 +57,7 @@ pub fn line(message: fmt::Arguments) {
 }
 
 /// Sends every line from now on through the writer thread.
-pub fn to_background() -> io::Result<()> {
+pub(crate) fn to_background() -> io::Result<()> {
     if QUEUE_TX.get().is_some() {
         return Ok(());
     }

@@ -22,7 +22,7 @@ pub struct PortSet {
 
 impl PortSet {
     /// The empty set.
-    pub fn new() -> PortSet {
+    pub(crate) fn new() -> PortSet {
         PortSet { bits: None }
     }
 
@@ -46,12 +46,12 @@ impl PortSet {
     }
 
     /// Adds `port`.
-    pub fn insert(&mut self, port: u16) {
+    pub(crate) fn insert(&mut self, port: u16) {
         self.bits_mut()[usize::from(port) / 64] |= 1 << (port % 64);
     }
 
     /// Removes `port`.
-    pub fn remove(&mut self, port: u16) {
+    pub(crate) fn remove(&mut self, port: u16) {
         if let Some(bits) = &mut self.bits {
             bits[usize::from(port) / 64] &= !(1 << (port % 64));
         }
@@ -75,7 +75,7 @@ impl PortSet {
     }
 
     /// Adds every port of `other`.
-    pub fn union_with(&mut self, other: &PortSet) {
+    pub(crate) fn union_with(&mut self, other: &PortSet) {
         if let Some(theirs) = &other.bits {
             for (a, b) in self.bits_mut().iter_mut().zip(theirs.iter()) {
                 *a |= b;
@@ -84,7 +84,7 @@ impl PortSet {
     }
 
     /// Keeps only the ports that are also in `other`.
-    pub fn intersect_with(&mut self, other: &PortSet) {
+    pub(crate) fn intersect_with(&mut self, other: &PortSet) {
         match (&mut self.bits, &other.bits) {
             (None, _) => {}
             (Some(_), None) => self.bits = None,
@@ -106,7 +106,7 @@ impl PortSet {
     }
 
     /// The ports in ascending order.
-    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = u16> + '_ {
         self.words().iter().enumerate().flat_map(|(i, &word)| {
             let mut rest = word;
             std::iter::from_fn(move || {
@@ -166,7 +166,7 @@ impl fmt::Debug for PortSet {
 /// a shell variable that expanded to nothing (`--ports 22,$EXTRA`), or a
 /// list split by a space (`--ports 22, 80`): taking it silently would hide
 /// that mistake, and the error says what to fix.
-pub fn list_items(list: &str) -> Result<Vec<&str>, String> {
+pub(crate) fn list_items(list: &str) -> Result<Vec<&str>, String> {
     if list.trim().is_empty() {
         return Err("the list is empty".to_string());
     }
@@ -188,7 +188,7 @@ pub fn list_items(list: &str) -> Result<Vec<&str>, String> {
 /// commas ([`list_items`]); blanks around items are allowed. Ports run from
 /// 1 to 65535. The error names the offending item, so that clap can say
 /// which value of which flag was wrong.
-pub fn parse_list(list: &str) -> Result<PortSet, String> {
+pub(crate) fn parse_list(list: &str) -> Result<PortSet, String> {
     let mut set = PortSet::new();
     for item in list_items(list)? {
         match item.split_once('-') {
@@ -232,13 +232,13 @@ fn parse_port(text: &str) -> Result<u16, String> {
 }
 
 /// `text` in single quotes, cut as [`cut`] does.
-pub fn quoted(text: &str) -> String {
+pub(crate) fn quoted(text: &str) -> String {
     format!("'{}'", cut(text))
 }
 
 /// `text`, or its first 40 characters and how long it was: an error message
 /// stays one readable line whatever the user passed.
-pub fn cut(text: &str) -> String {
+pub(crate) fn cut(text: &str) -> String {
     const KEEP: usize = 40;
     match text.char_indices().nth(KEEP) {
         None => text.to_string(),
