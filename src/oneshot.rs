@@ -41,8 +41,9 @@ pub fn run(job: &Job, output: Option<&Path>) -> anyhow::Result<()> {
     // Streamed: 60,000 listeners make megabytes of text, never held whole.
     match output {
         Some(path) => {
-            let written = textfile::write_with(path, &mut |mut out| job.write(&scan, &mut out))?;
-            if let Some(why) = written.not_durable {
+            let not_durable =
+                textfile::write_with(path, &mut |mut out| job.write(&scan, &mut out))?;
+            if let Some(why) = not_durable {
                 log!("warning: {why}");
             }
             Ok(())

@@ -120,21 +120,15 @@ pub(crate) fn collector_reads(target: &Path) -> bool {
         .is_some_and(|name| name.as_encoded_bytes().ends_with(b".prom"))
 }
 
-/// What a successful [`write_with`] has to say.
-#[derive(Debug, Default)]
-pub(crate) struct Written {
-    /// Why the new contents may not survive a crash yet (the directory
-    /// could not be fsynced), if that is so.
-    pub(crate) not_durable: Option<String>,
-}
-
 /// Atomically replaces `target` with what `body` writes, mode 0644, then
 /// removes the temp files that killed runs left behind. `body` writes into
 /// the temp file through a buffer; FILE is replaced only once it succeeded.
+/// The warning it returns says why the new contents may not survive a
+/// crash yet (the directory could not be fsynced).
 pub(crate) fn write_with(
     target: &Path,
     body: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
-) -> anyhow::Result<Written> {
+) -> anyhow::Result<Option<String>> {
     check_target(target)?;
     let dir = parent(target);
     let name = target
@@ -145,14 +139,13 @@ pub(crate) fn write_with(
         .map_err(|err| needs_write_access(err, &dir))
         .with_context(|| format!("cannot write {}", target.display()));
     remove_abandoned(&dir, &prefix);
-    let not_durable = written?.err().map(|err| {
+    Ok(written?.err().map(|err| {
         format!(
             "wrote {}, but could not sync its directory {}, so it may not survive a crash: {err}",
             target.display(),
             dir.display()
         )
-    });
-    Ok(Written { not_durable })
+    }))
 }
 
 /// Writes the temp file and renames it over `target`. The outer error means
@@ -392,7 +385,7 @@ fn parent(target: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn write(target: &Path, contents: &[u8]) -> anyhow::Result<Written> {
+    fn write(target: &Path, contents: &[u8]) -> anyhow::Result<Option<String>> {
         write_with(target, &mut |out| out.write_all(contents))
     }
 
@@ -401,8 +394,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("open_ports.prom");
         fs::write(&target, "old\n").unwrap();
-        let written = write(&target, b"new\n").unwrap();
-        assert!(written.not_durable.is_none());
+        assert_eq!(write(&target, b"new\n").unwrap(), None);
         assert_eq!(fs::read(&target).unwrap(), b"new\n");
         assert_eq!(fs::metadata(&target).unwrap().mode() & 0o777, 0o644);
         let names: Vec<_> = fs::read_dir(dir.path())
