@@ -15,7 +15,7 @@ const WORDS: usize = 65536 / 64;
 /// bitmap until a port is added: a run makes several sets that stay empty
 /// (UDP when only TCP is scanned, skipped ports when not binding), and each
 /// bitmap would cost two fresh pages to clear.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct PortSet {
     bits: Option<Box<[u64; WORDS]>>,
 }
@@ -135,12 +135,6 @@ impl PartialEq for PortSet {
 }
 
 impl Eq for PortSet {}
-
-impl Default for PortSet {
-    fn default() -> PortSet {
-        PortSet::new()
-    }
-}
 
 impl FromIterator<u16> for PortSet {
     fn from_iter<I: IntoIterator<Item = u16>>(iter: I) -> PortSet {
