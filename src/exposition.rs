@@ -276,6 +276,10 @@ impl<W: Write> Samples<'_, W> {
         value: u8,
     ) -> io::Result<()> {
         let out = &mut *self.out;
+        if self.labels.is_empty() {
+            // The common case, in one write.
+            return writeln!(out, "{OPEN_PORTS}{{port=\"{port}\"}} {value}");
+        }
         write!(out, "{OPEN_PORTS}{{port=\"{port}\"")?;
         for label in self.labels.iter() {
             match (label, listener) {
