@@ -36,6 +36,18 @@ tests![
         CURL
     ),
     (certificates_rotate_without_a_restart, OPENSSL, CURL),
+    a_reload_never_turns_basic_auth_off,
+    a_file_rewritten_in_place_is_applied_only_whole,
+    (
+        a_reload_never_weakens_client_certificates_or_tls,
+        OPENSSL,
+        CURL
+    ),
+    (
+        a_certificate_named_before_it_exists_is_used_when_it_appears,
+        OPENSSL,
+        CURL
+    ),
     (client_auth_types_and_allowed_sans, OPENSSL, CURL),
     (https_with_basic_auth_headers_and_inline_pem, OPENSSL, CURL),
     (versions_cipher_suites_and_curves, OPENSSL, CURL),
@@ -647,6 +659,232 @@ fn certificates_rotate_without_a_restart() {
         (curl(&pki, &url(&server), &[]).status == 401).then_some(())
     });
     assert_eq!(curl(&pki, &url(&server), &["-u", "alice:pw"]).status, 200);
+}
+
+/// The status of a plain HTTP GET /metrics, with `authorization` (the
+/// base64 of `user:password`) if given.
+fn status(server: &Server, authorization: Option<&str>) -> u16 {
+    let auth = authorization
+        .map(|a| format!("Authorization: Basic {a}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n");
+    let answer = util::exchange(&server.addr, request.as_bytes(), util::ANSWER_LIMIT);
+    util::parse_http(&String::from_utf8_lossy(&answer)).status
+}
+
+/// `alice:alice-pw` and `bob:bob-pw` in base64.
+const ALICE: &str = "YWxpY2U6YWxpY2UtcHc=";
+const BOB: &str = "Ym9iOmJvYi1wdw==";
+
+/// How many times the server has refused a reload until a restart.
+fn refusals(log: &str) -> usize {
+    log.matches("restart port_exporter to apply it").count()
+}
+
+fn a_reload_never_turns_basic_auth_off() {
+    let dir = util::open_tempdir();
+    let path = dir.path().join("web.yml");
+    let alice = format!("basic_auth_users:\n  alice: {}\n", hash("alice-pw", "2y"));
+    std::fs::write(&path, &alice).unwrap();
+    let server = serve(&path);
+    assert_eq!(status(&server, None), 401);
+    // Each of these is a valid file at start (no auth), but applied while
+    // serving it would let everyone in.
+    let weaker = [
+        "",
+        "# basic_auth_users:\n#   alice: x\n",
+        "basic_auth_users:\n",
+        "basic_auth_users: {}\n",
+        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+    ];
+    for (n, text) in weaker.iter().enumerate() {
+        std::fs::write(&path, text).unwrap();
+        let log = server.log_when("the reload to be refused", |log| refusals(log) > n);
+        let line = log.lines().rfind(|l| l.contains("restart")).unwrap();
+        assert!(
+            line.contains("not applied while serving: basic auth would be turned off"),
+            "{text:?}: {line}"
+        );
+        assert_eq!(status(&server, None), 401, "{text:?}");
+        assert_eq!(status(&server, Some(ALICE)), 200, "{text:?}");
+    }
+    assert!(!server.log().contains("reloaded"), "{}", server.log());
+    // Users change freely: bob comes, alice goes.
+    std::fs::write(
+        &path,
+        format!("basic_auth_users:\n  bob: {}\n", hash("bob-pw", "2b")),
+    )
+    .unwrap();
+    server.log_when("the new users to apply", |log| log.contains("reloaded"));
+    assert_eq!(status(&server, Some(BOB)), 200);
+    assert_eq!(status(&server, Some(ALICE)), 401);
+    assert_eq!(status(&server, None), 401);
+    assert_eq!(refusals(&server.log()), weaker.len(), "{}", server.log());
+}
+
+fn a_file_rewritten_in_place_is_applied_only_whole() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = util::open_tempdir();
+    let path = dir.path().join("web.yml");
+    let head = format!("basic_auth_users:\n  alice: {}\n", hash("alice-pw", "2y"));
+    let tail = format!("  bob: {}\n", hash("bob-pw", "2y"));
+    std::fs::write(&path, format!("{head}{tail}")).unwrap();
+    let server = serve(&path);
+    assert_eq!(status(&server, Some(BOB)), 200);
+    // Clients ask in a loop: nobody without credentials may get in, and
+    // bob may never be refused.
+    let stop = AtomicBool::new(false);
+    let (asked, wrong) = thread::scope(|scope| {
+        let client = scope.spawn(|| {
+            let (mut asked, mut wrong) = (0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                for (who, auth, expected) in [("nobody", None, 401), ("bob", Some(BOB), 200)] {
+                    let got = status(&server, auth);
+                    asked += 1;
+                    if got != expected {
+                        wrong.push(format!("{who} got {got}"));
+                    }
+                }
+            }
+            (asked, wrong)
+        });
+        // The same file rewritten in place, as `cat web.yml.new > web.yml`
+        // or an editor does: truncated, then written in two parts. The
+        // pauses are the slow writer being modelled, not waits for the
+        // server; the old code checked once a second, so six seconds of
+        // this caught it half-written with near certainty.
+        let deadline = Instant::now() + Duration::from_secs(6);
+        while Instant::now() < deadline {
+            let mut file = std::fs::File::create(&path).unwrap();
+            thread::sleep(Duration::from_millis(20));
+            file.write_all(head.as_bytes()).unwrap();
+            thread::sleep(Duration::from_millis(20));
+            file.write_all(tail.as_bytes()).unwrap();
+            drop(file);
+            thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Ordering::Relaxed);
+        client.join().unwrap()
+    });
+    assert!(asked > 10, "the client asked only {asked} times");
+    assert!(
+        wrong.is_empty(),
+        "{} of {asked} answers were wrong, the first: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    // Whole again, and as it was: nothing to apply, nothing to say.
+    let log = server.log();
+    assert!(!log.contains("reloaded"), "{log}");
+    assert_eq!(status(&server, None), 401);
+    assert_eq!(status(&server, Some(BOB)), 200);
+}
+
+fn a_reload_never_weakens_client_certificates_or_tls() {
+    let pki = Pki::new();
+    let users = format!("basic_auth_users:\n  alice: {}\n", hash("alice-pw", "2y"));
+    let full = format!("{TLS}  client_auth_type: RequireAnyClientCert\n{users}");
+    let server = serve(&pki.config(&full));
+    let cert = ["--cert", "client.pem", "--key", "client.key"];
+    let alice = ["-u", "alice:alice-pw"];
+    let check = |what: &str| {
+        assert_eq!(curl(&pki, &url(&server), &alice).status, 0, "{what}");
+        assert_eq!(curl(&pki, &url(&server), &cert).status, 401, "{what}");
+        let got = curl(&pki, &url(&server), &[&cert[..], &alice].concat());
+        assert_eq!(got.status, 200, "{what}: {}", got.verbose);
+    };
+    check("at start");
+    // The TLS part alone: what a half-written file or a mistake looks like.
+    std::fs::write(pki.path("web.yml"), TLS).unwrap();
+    let log = server.log_when("the reload to be refused", |log| refusals(log) == 1);
+    for needle in [
+        "client_auth_type NoClientCert would no longer require a client certificate \
+         (RequireAnyClientCert does)",
+        "basic auth would be turned off",
+    ] {
+        assert!(log.contains(needle), "{log}");
+    }
+    check("after the TLS part alone");
+    // Plain HTTP with the same users: TLS off waits for a restart too.
+    std::fs::write(pki.path("web.yml"), &users).unwrap();
+    let log = server.log_when("the reload to be refused", |log| refusals(log) == 2);
+    assert!(log.contains("TLS would be turned off"), "{log}");
+    check("after TLS off");
+    // Stronger: verified, with allowed SANs. Applied.
+    let verified_tls =
+        format!("{TLS}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n");
+    let verified = format!("{verified_tls}{users}");
+    let sans = "  client_allowed_sans: [prometheus.example]\n";
+    std::fs::write(pki.path("web.yml"), format!("{verified_tls}{sans}{users}")).unwrap();
+    server.log_when("the reload", |log| log.contains("reloaded"));
+    check("verified");
+    let stranger = ["--cert", "stranger.pem", "--key", "stranger.key"];
+    assert_eq!(
+        curl(&pki, &url(&server), &[&stranger[..], &alice].concat()).status,
+        0
+    );
+    // Then weaker again, one step at a time: each refused.
+    for (n, (text, needle)) in [
+        (verified.clone(), "client_allowed_sans would be removed"),
+        (
+            format!("{TLS}  client_auth_type: RequireAnyClientCert\n{sans}{users}"),
+            "client_auth_type RequireAnyClientCert would no longer verify",
+        ),
+        (
+            format!(
+                "{TLS}  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.pem\n\
+                 {users}"
+            ),
+            "client_auth_type VerifyClientCertIfGiven would no longer require",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::write(pki.path("web.yml"), &text).unwrap();
+        let log = server.log_when("the reload to be refused", |log| refusals(log) == 3 + n);
+        assert!(log.contains(needle), "{text}: {log}");
+        assert_eq!(
+            curl(&pki, &url(&server), &[&stranger[..], &alice].concat()).status,
+            0,
+            "{text}"
+        );
+    }
+    assert_eq!(server.log().matches("reloaded").count(), 1);
+}
+
+fn a_certificate_named_before_it_exists_is_used_when_it_appears() {
+    let pki = Pki::new();
+    let server = serve(&pki.config(TLS));
+    std::fs::write(
+        pki.path("web.yml"),
+        "tls_server_config:\n  cert_file: next.pem\n  key_file: next.key\n",
+    )
+    .unwrap();
+    server.log_when("the missing file to be said", |log| {
+        log.contains("next.pem: No such file or directory") && log.contains("keeping")
+    });
+    assert_eq!(curl(&pki, &url(&server), &[]).status, 200);
+    // The files appear; web.yml is not touched again.
+    pki.leaf(
+        "next",
+        "ca",
+        "localhost-next",
+        "DNS:localhost,IP:127.0.0.1",
+        "serverAuth",
+    );
+    util::wait_until(
+        "the new certificate to be served",
+        Duration::from_secs(30),
+        || {
+            let got = curl(&pki, &url(&server), &[]);
+            assert_eq!(got.status, 200, "{}", got.verbose);
+            got.verbose.contains("CN=localhost-next").then_some(())
+        },
+    );
+    let log = server.log_when("the reload to be said", |log| log.contains("reloaded"));
+    assert_eq!(log.matches("No such file").count(), 1, "{log}");
 }
 
 fn a_silent_tls_client_is_dropped_like_a_slowloris_and_holds_a_slot() {

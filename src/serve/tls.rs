@@ -10,7 +10,7 @@
 //! As with Go, `cipher_suites` only chooses among TLS 1.2 suites; TLS 1.3
 //! suites are not configurable and are all on.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{io, path::Path, sync::Arc};
 
 use rustls::{
     RootCertStore, ServerConfig, SupportedCipherSuite,
@@ -32,10 +32,11 @@ pub struct Built {
     /// What the file asks for that rustls cannot do, as one sentence, if
     /// anything.
     pub ignored: Option<String>,
-    /// The certificate, key and CA files read: a change to any of them
-    /// means a reload.
-    pub files: Vec<PathBuf>,
 }
+
+/// How the certificate, key and CA files are read: `std::fs::read`, or the
+/// bytes of a snapshot that the caller has seen settle.
+pub type ReadFile<'a> = &'a dyn Fn(&Path) -> io::Result<Vec<u8>>;
 
 /// The rustls suite for a Go cipher suite name, or why there is none.
 fn cipher_suite(go_name: &str) -> Result<Option<SupportedCipherSuite>, ()> {
@@ -72,10 +73,15 @@ fn kx_group(go_name: &str) -> Option<&'static dyn SupportedKxGroup> {
 }
 
 /// The bytes of a PEM source, and the key to blame for a read error.
-fn read(source: &Source, file_key: &str, inline_key: &str) -> Result<Vec<u8>, KeyError> {
+fn read(
+    source: &Source,
+    file_key: &str,
+    inline_key: &str,
+    read_file: ReadFile,
+) -> Result<Vec<u8>, KeyError> {
     match source {
         Source::Inline(text) => Ok(text.as_bytes().to_vec()),
-        Source::File(path) => std::fs::read(path).map_err(|err| {
+        Source::File(path) => read_file(path).map_err(|err| {
             KeyError::new(
                 format!("tls_server_config.{file_key}"),
                 format!("cannot read {}: {err}", path.display()),
@@ -111,8 +117,9 @@ fn certificates(
     source: &Source,
     file_key: &str,
     inline_key: &str,
+    read_file: ReadFile,
 ) -> Result<Vec<CertificateDer<'static>>, KeyError> {
-    let bytes = read(source, file_key, inline_key)?;
+    let bytes = read(source, file_key, inline_key, read_file)?;
     let key = key_of(source, file_key, inline_key);
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -128,22 +135,10 @@ fn certificates(
     Ok(certs)
 }
 
-/// Builds the server configuration; reads the certificate, key and CA.
-pub fn build(settings: &TlsSettings) -> Result<Built, KeyError> {
+/// Builds the server configuration; reads the certificate, key and CA
+/// with `read_file`.
+pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyError> {
     let mut ignored = Vec::new();
-    let mut files = Vec::new();
-    for source in [
-        Some(&settings.cert),
-        Some(&settings.key),
-        settings.client_ca.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if let Source::File(path) = source {
-            files.push(path.clone());
-        }
-    }
 
     // Versions: rustls has 1.2 and 1.3 only.
     if settings.max_version < TlsVersion::Tls12 {
@@ -238,8 +233,8 @@ pub fn build(settings: &TlsSettings) -> Result<Built, KeyError> {
         ..base
     });
 
-    let certs = certificates(&settings.cert, "cert_file", "cert")?;
-    let key_bytes = read(&settings.key, "key_file", "key")?;
+    let certs = certificates(&settings.cert, "cert_file", "cert", read_file)?;
+    let key_bytes = read(&settings.key, "key_file", "key", read_file)?;
     let key_name = key_of(&settings.key, "key_file", "key");
     let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|err| {
         KeyError::new(
@@ -251,7 +246,7 @@ pub fn build(settings: &TlsSettings) -> Result<Built, KeyError> {
         )
     })?;
 
-    let verifier = client_verifier(settings, &provider)?;
+    let verifier = client_verifier(settings, &provider, read_file)?;
     let mut versions = Vec::new();
     if tls13 {
         versions.push(&TLS13);
@@ -284,7 +279,6 @@ pub fn build(settings: &TlsSettings) -> Result<Built, KeyError> {
                 ignored.join("; ")
             )
         }),
-        files,
     })
 }
 
@@ -293,6 +287,7 @@ pub fn build(settings: &TlsSettings) -> Result<Built, KeyError> {
 fn client_verifier(
     settings: &TlsSettings,
     provider: &Arc<CryptoProvider>,
+    read_file: ReadFile,
 ) -> Result<Arc<dyn ClientCertVerifier>, KeyError> {
     let inner: Arc<dyn ClientCertVerifier> = match settings.client_auth {
         ClientAuth::NoClientCert => Arc::new(NoClientAuth),
@@ -305,7 +300,7 @@ fn client_verifier(
                 .expect("validated: verifying types have a CA");
             let key = key_of(source, "client_ca_file", "client_ca");
             let mut roots = RootCertStore::empty();
-            for cert in certificates(source, "client_ca_file", "client_ca")? {
+            for cert in certificates(source, "client_ca_file", "client_ca", read_file)? {
                 roots.add(cert).map_err(|err| {
                     KeyError::new(
                         &key,
@@ -351,7 +346,7 @@ mod tests {
 
     #[track_caller]
     fn refused(extra: &str, key: &str, needle: &str) {
-        let err = match build(&settings(extra)) {
+        let err = match build(&settings(extra), &|p| std::fs::read(p)) {
             Ok(_) => panic!("{extra:?} was accepted"),
             Err(err) => err,
         };
@@ -395,7 +390,7 @@ mod tests {
             .unwrap()
             .tls
             .unwrap();
-        let err = build(&tls).err().unwrap();
+        let err = build(&tls, &|p| std::fs::read(p)).err().unwrap();
         assert_eq!(err.key, "tls_server_config.key", "{err}");
         assert!(err.reason.contains("no private key"), "{err}");
         let tls = settings("").clone();
@@ -403,7 +398,7 @@ mod tests {
             cert: Source::File("/nonexistent/cert.pem".into()),
             ..tls
         };
-        let err = build(&tls).err().unwrap();
+        let err = build(&tls, &|p| std::fs::read(p)).err().unwrap();
         assert_eq!(err.key, "tls_server_config.cert_file");
         assert!(
             err.reason
