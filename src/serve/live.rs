@@ -75,7 +75,8 @@ pub struct Active {
     headers: Vec<(HeaderName, HeaderValue)>,
     /// `rate_limit`.
     limiter: Option<Limiter>,
-    /// What rustls cannot do and is ignored, if anything.
+    /// What the file asks for that rustls cannot do, or that means less
+    /// than it may seem, if anything: said once.
     ignored: Option<String>,
     /// How much the config asks of a client, to refuse a weaker reload.
     access: Access,
@@ -438,13 +439,16 @@ fn build(path: &Path, snapshot: &Snapshot) -> anyhow::Result<Active> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| anyhow!("web config {}: not UTF-8 text", path.display()))?;
     let config = WebConfig::parse(text, dir_of(path)).map_err(in_error)?;
-    let (tls, ignored) = match &config.tls {
-        None => (None, None),
+    let mut notes = config.notes.clone();
+    let tls = match &config.tls {
+        None => None,
         Some(settings) => {
             let built = tls::build(settings, &|p| snapshot.read(p)).map_err(in_error)?;
-            (Some(TlsAcceptor::from(built.config)), built.ignored)
+            notes.extend(built.ignored);
+            Some(TlsAcceptor::from(built.config))
         }
     };
+    let ignored = (!notes.is_empty()).then(|| notes.join("; "));
     let access = Access {
         tls: config.tls.is_some(),
         client_auth: config

@@ -21,7 +21,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use super::{
-    clientcert::{AnyCert, SanCheck},
+    clientcert::{AnchorAsLeaf, AnyCert, SanCheck},
     webconfig::{ClientAuth, KeyError, Source, TlsSettings, TlsVersion},
 };
 
@@ -291,23 +291,60 @@ fn client_verifier(
 ) -> Result<Arc<dyn ClientCertVerifier>, KeyError> {
     let inner: Arc<dyn ClientCertVerifier> = match settings.client_auth {
         ClientAuth::NoClientCert => Arc::new(NoClientAuth),
-        ClientAuth::RequestClientCert => Arc::new(AnyCert::new(provider, false)),
-        ClientAuth::RequireAnyClientCert => Arc::new(AnyCert::new(provider, true)),
-        ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
-            let source = settings
-                .client_ca
-                .as_ref()
-                .expect("validated: verifying types have a CA");
-            let key = key_of(source, "client_ca_file", "client_ca");
-            let mut roots = RootCertStore::empty();
-            for cert in certificates(source, "client_ca_file", "client_ca", read_file)? {
-                roots.add(cert).map_err(|err| {
-                    KeyError::new(
-                        &key,
-                        format!("{} holds an unusable CA certificate: {err}", origin(source)),
-                    )
-                })?;
+        ClientAuth::RequestClientCert | ClientAuth::RequireAnyClientCert => {
+            // A CA here is never checked against (the caller says so);
+            // like the peer, the file must still be readable.
+            if let Some(source) = &settings.client_ca {
+                read(source, "client_ca_file", "client_ca", read_file)?;
             }
+            Arc::new(AnyCert::new(
+                provider,
+                settings.client_auth == ClientAuth::RequireAnyClientCert,
+            ))
+        }
+        ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
+            let mut roots = RootCertStore::empty();
+            let (key, anchors) = match &settings.client_ca {
+                Some(source) => {
+                    let key = key_of(source, "client_ca_file", "client_ca");
+                    let anchors = certificates(source, "client_ca_file", "client_ca", read_file)?;
+                    for cert in &anchors {
+                        roots.add(cert.clone()).map_err(|err| {
+                            KeyError::new(
+                                &key,
+                                format!(
+                                    "{} holds an unusable CA certificate: {err}",
+                                    origin(source)
+                                ),
+                            )
+                        })?;
+                    }
+                    (key, anchors)
+                }
+                None => {
+                    // As Go does without ClientCAs: the system's roots
+                    // (SSL_CERT_FILE, SSL_CERT_DIR, else /etc/ssl/certs).
+                    let key = "tls_server_config.client_auth_type".to_string();
+                    let found = rustls_native_certs::load_native_certs();
+                    let (added, _) = roots.add_parsable_certificates(found.certs);
+                    if added == 0 {
+                        let why = found
+                            .errors
+                            .first()
+                            .map_or("none found".to_string(), ToString::to_string);
+                        return Err(KeyError::new(
+                            key,
+                            format!(
+                                "{} without client_ca_file verifies client certificates \
+                                 against the system's trusted roots, and none could be read: \
+                                 {why}",
+                                settings.client_auth
+                            ),
+                        ));
+                    }
+                    (key, Vec::new())
+                }
+            };
             let builder =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             let builder = if settings.client_auth.requires() {
@@ -315,9 +352,14 @@ fn client_verifier(
             } else {
                 builder.allow_unauthenticated()
             };
-            builder
+            let webpki = builder
                 .build()
-                .map_err(|err| KeyError::new(key, err.to_string()))?
+                .map_err(|err| KeyError::new(key, err.to_string()))?;
+            if anchors.is_empty() {
+                webpki
+            } else {
+                Arc::new(AnchorAsLeaf::new(webpki, anchors))
+            }
         }
     };
     Ok(match &settings.client_allowed_sans {
