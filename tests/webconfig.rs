@@ -1045,21 +1045,54 @@ fn prometheus_scrapes_over_https_with_basic_auth() {
             &pki.path(""),
             &format!("{}{}", job("right", "scrape-secret"), job("wrong", "guess")),
         );
-        let (right, wrong, targets) = prometheus.wait_for("prometheus to scrape both jobs", |p| {
-            let right = p.query("up%7Bjob%3D%22right%22%7D")?;
-            let wrong = p.query("up%7Bjob%3D%22wrong%22%7D")?;
-            let ports = p.query("instance_open_ports")?;
+        // The first scrape of each job pays one bcrypt check (cost 10): on
+        // a loaded machine that can outlast the 1 s scrape timeout, and the
+        // sample is then 0. What must hold: the right password gets in and
+        // stays in (the check's result is kept even when Prometheus gave up
+        // on the scrape that asked for it), the wrong one never does.
+        // Each condition is read from one answer, so no scrape can land
+        // between two reads.
+        let (first_up, targets) = prometheus.wait_for("the right job to be up", |p| {
+            let right = samples(&p.query("up%7Bjob%3D%22right%22%7D%5B1m%5D")?);
+            let first_up = right.iter().position(|(_, v)| v == "1")?;
             let targets = p.get("/api/v1/targets")?;
-            (right.contains("\"value\":[")
-                && wrong.contains("\"value\":[")
-                && ports.contains("\"port\":\"8443\"")
-                && targets.contains("401"))
-            .then_some((right, wrong, targets))
+            targets
+                .contains("401 Unauthorized")
+                .then_some((right[first_up].0, targets))
         });
-        assert!(right.contains("\"1\"]"), "up is not 1: {right}");
-        assert!(wrong.contains("\"0\"]"), "up is not 0: {wrong}");
-        assert!(targets.contains("401 Unauthorized"), "{targets}");
+        let (right, wrong) = prometheus.wait_for("three more scrapes", |p| {
+            let right = samples(&p.query("up%7Bjob%3D%22right%22%7D%5B1m%5D")?);
+            let wrong = samples(&p.query("up%7Bjob%3D%22wrong%22%7D%5B1m%5D")?);
+            let later: Vec<_> = right.into_iter().filter(|(t, _)| *t >= first_up).collect();
+            (later.len() >= 4).then_some((later, wrong))
+        });
+        assert!(
+            right.iter().all(|(_, v)| v == "1"),
+            "right: {right:?}\n{targets}"
+        );
+        assert!(
+            !wrong.is_empty() && wrong.iter().all(|(_, v)| v == "0"),
+            "wrong: {wrong:?}"
+        );
+        let ports = prometheus.query("instance_open_ports").unwrap();
+        assert!(ports.contains("\"port\":\"8443\""), "{ports}");
     });
+}
+
+/// The (timestamp, value) samples of the one series in a range query's
+/// answer (`"values":[[1796233951.03,"1"],...]`).
+fn samples(answer: &str) -> Vec<(f64, String)> {
+    let Some((_, values)) = answer.split_once("\"values\":[[") else {
+        return Vec::new();
+    };
+    let values = values.split("]]").next().unwrap_or_default();
+    values
+        .split("],[")
+        .filter_map(|pair| {
+            let (time, value) = pair.split_once(',')?;
+            Some((time.parse().ok()?, value.trim_matches('"').to_string()))
+        })
+        .collect()
 }
 
 fn socket_activation_serves_on_the_sockets_systemd_passes() {
