@@ -472,3 +472,74 @@ fn build(path: &Path, snapshot: &Snapshot) -> anyhow::Result<Active> {
         access,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(tls: bool, client_auth: ClientAuth, allowed_sans: bool, basic_auth: bool) -> Access {
+        Access {
+            tls,
+            client_auth,
+            allowed_sans,
+            basic_auth,
+        }
+    }
+
+    #[test]
+    fn what_weakens_access() {
+        use ClientAuth::*;
+        let full = access(true, RequireAndVerifyClientCert, true, true);
+        let weaker = [
+            (
+                access(false, NoClientCert, false, true),
+                "TLS would be turned off",
+            ),
+            (
+                access(true, RequireAndVerifyClientCert, true, false),
+                "basic auth would be turned off",
+            ),
+            (
+                access(true, VerifyClientCertIfGiven, true, true),
+                "VerifyClientCertIfGiven would no longer require",
+            ),
+            (
+                access(true, RequireAnyClientCert, true, true),
+                "RequireAnyClientCert would no longer verify",
+            ),
+            (
+                access(true, RequireAndVerifyClientCert, false, true),
+                "client_allowed_sans would be removed",
+            ),
+        ];
+        for (next, needle) in weaker {
+            let why = full.weakened_by(next).unwrap_or_default();
+            assert!(why.contains(needle), "{next:?}: {why:?}");
+        }
+        // Everything at once: every clause, one line.
+        let why = full
+            .weakened_by(access(true, NoClientCert, false, false))
+            .unwrap();
+        assert_eq!(why.matches("; ").count(), 2, "{why}");
+        // Equal or stronger: applied.
+        let plain = access(false, NoClientCert, false, false);
+        assert_eq!(
+            plain.weakened_by(access(false, NoClientCert, false, true)),
+            None
+        );
+        assert_eq!(full.weakened_by(full), None);
+        let any = access(true, RequireAnyClientCert, false, true);
+        assert_eq!(any.weakened_by(full), None);
+        let request = access(true, RequestClientCert, false, false);
+        assert_eq!(
+            request.weakened_by(access(true, NoClientCert, false, false)),
+            None
+        );
+        // TLS turned on breaks every plain client: a restart too.
+        assert!(
+            plain
+                .weakened_by(access(true, NoClientCert, false, false))
+                .is_some()
+        );
+    }
+}
