@@ -51,7 +51,7 @@ pub struct Authenticator {
     /// The check itself (bcrypt; replaced in tests to count calls).
     verify: Verify,
     /// Results and checks in flight.
-    cache: Mutex<Cache>,
+    cache: Arc<Mutex<Cache>>,
     /// One bcrypt at a time.
     bcrypt_slot: Arc<Semaphore>,
 }
@@ -62,6 +62,27 @@ struct Cache {
     good: HashSet<Key>,
     bad: HashSet<Key>,
     pending: HashMap<Key, Arc<OnceCell<bool>>>,
+}
+
+impl Cache {
+    /// The recorded result of a check, if any.
+    fn known(&self, key: &Key) -> Option<bool> {
+        (self.good.contains(key) || self.bad.contains(key)).then(|| self.good.contains(key))
+    }
+
+    /// Records the result of a check and forgets it as pending.
+    fn record(&mut self, key: Key, matched: bool) {
+        self.pending.remove(&key);
+        let (set, limit) = if matched {
+            (&mut self.good, MAX_GOOD)
+        } else {
+            (&mut self.bad, MAX_BAD)
+        };
+        if set.len() >= limit {
+            set.clear();
+        }
+        set.insert(key);
+    }
 }
 
 impl Authenticator {
@@ -76,7 +97,7 @@ impl Authenticator {
             key: hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())
                 .expect("the system's random source failed"),
             verify,
-            cache: Mutex::new(Cache::default()),
+            cache: Arc::new(Mutex::new(Cache::default())),
             bcrypt_slot: Arc::new(Semaphore::new(1)),
         }
     }
@@ -116,31 +137,35 @@ impl Authenticator {
     }
 
     /// Runs one bcrypt check on the blocking pool and records its result.
+    /// The result is recorded by the blocking task itself, so that a check
+    /// whose client went away (a scraper's timeout) is not thrown away and
+    /// redone for the next request with the same credentials.
     async fn check(&self, key: Key, password: Vec<u8>, hash: String) -> bool {
         // The semaphore is never closed, so acquiring cannot fail. The slot
         // goes with the bcrypt itself: if this request goes away meanwhile,
         // the bcrypt still runs to its end, and no other may start before.
         let slot = self.bcrypt_slot.clone().acquire_owned().await;
-        let verify = self.verify;
-        let matched = tokio::task::spawn_blocking(move || {
+        // A check whose client went away may have finished meanwhile.
+        if let Some(known) = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .known(&key)
+        {
+            return known;
+        }
+        let (verify, cache) = (self.verify, self.cache.clone());
+        tokio::task::spawn_blocking(move || {
             let _slot = slot;
-            verify(&password, &hash)
+            let matched = verify(&password, &hash);
+            cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .record(key, matched);
+            matched
         })
         .await
-        .unwrap_or(false);
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.pending.remove(&key);
-        let set = if matched {
-            &mut cache.good
-        } else {
-            &mut cache.bad
-        };
-        let limit = if matched { MAX_GOOD } else { MAX_BAD };
-        if set.len() >= limit {
-            set.clear();
-        }
-        set.insert(key);
-        matched
+        .unwrap_or(false)
     }
 
     /// The cache key of a check: each part length-prefixed, so that no two
@@ -408,5 +433,30 @@ mod tests {
         }
         assert!(!auth.allows(&users, Some(&header("alice", "last"))).await);
         assert_eq!(MOST.load(Ordering::SeqCst), 1, "bcrypts ran side by side");
+    }
+
+    /// Calls of [`kept`].
+    static KEPT_CALLS: AtomicUsize = AtomicUsize::new(0);
+    fn kept(_password: &[u8], _hash: &str) -> bool {
+        KEPT_CALLS.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+        true
+    }
+
+    #[tokio::test]
+    async fn a_check_whose_client_went_away_is_kept() {
+        let auth = Arc::new(Authenticator::with_verify(kept));
+        let users: BTreeMap<String, String> =
+            [("alice".to_string(), "$2y$10$x".to_string())].into();
+        let (auth2, users2) = (auth.clone(), users.clone());
+        let client =
+            tokio::spawn(async move { auth2.allows(&users2, Some(&header("alice", "pw"))).await });
+        while KEPT_CALLS.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The scraper times out while bcrypt runs; the next scrape comes.
+        client.abort();
+        assert!(auth.allows(&users, Some(&header("alice", "pw"))).await);
+        assert_eq!(KEPT_CALLS.load(Ordering::SeqCst), 1, "the check was redone");
     }
 }

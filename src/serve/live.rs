@@ -3,21 +3,40 @@
 //! connection (the TLS handshake) and each request (rate limit, basic auth,
 //! headers) as a layer in front of the handler.
 //!
-//! The peer re-reads everything for each connection and request. Here the
-//! files' modification times, sizes and inodes are compared at most once a
-//! second, and everything is re-read only when one of them changed: a
-//! rotated certificate is served from the next connection on. A changed
-//! file that does not load (say, a new certificate whose key has not been
-//! written yet) leaves the configuration in force as it was; the error is
-//! said once, and the next change is tried again.
+//! The peer re-reads everything for each connection and request. Here a
+//! thread of its own looks at the files' stamps (modification and change
+//! times, size, inode, device) every [`POLL`], and reloads only what has
+//! settled and does not open the server up:
+//!
+//! - **Settled:** when a stamp changes, everything is read (stamps taken
+//!   before each read): the file, then each file the text names, whether
+//!   the config in force names it or not (so a `cert_file` that does not
+//!   exist yet is watched too, and tried again when it appears). The
+//!   reading is repeated every [`POLL`] until two readings at least
+//!   [`SETTLE`] apart are the same, stamps and bytes; only then is the
+//!   second one used, from those bytes, never from a third read. A file
+//!   rewritten in place (`cat new > web.yml`, an editor) is seen half
+//!   written by one reading, not by two that far apart with the same change
+//!   time: the kernel moves a file's ctime at each write.
+//! - **Fail closed:** what does not load (a YAML error, a missing key file,
+//!   a key that does not match) keeps the configuration in force and says
+//!   why once. So does a change that would weaken access, which waits for a
+//!   restart: basic auth off, TLS off (or on), a `client_auth_type` that no
+//!   longer requires a certificate or no longer verifies one, or
+//!   `client_allowed_sans` dropped. Users, hashes, certificates, keys, CAs,
+//!   allowed SANs, headers and the rate limit change freely.
+//!
+//! The files are read at start without waiting: the operator starts the
+//! server on a file that is there.
 
 use std::{
     collections::BTreeMap,
     future::Future,
+    io,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant, SystemTime},
+    sync::{Arc, Mutex, PoisonError, Weak},
+    time::{Duration, Instant},
 };
 
 use anyhow::anyhow;
@@ -33,11 +52,18 @@ use tokio_rustls::TlsAcceptor;
 use crate::log::log;
 
 use super::{
-    auth::Authenticator, plain, ratelimit::Limiter, stream::Stream, tls, webconfig::WebConfig,
+    auth::Authenticator,
+    plain,
+    ratelimit::Limiter,
+    stream::Stream,
+    tls,
+    webconfig::{ClientAuth, Source, WebConfig},
 };
 
-/// How often the files are checked for changes, at most.
-const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often the watcher looks at the files' stamps.
+const POLL: Duration = Duration::from_millis(250);
+/// How long a changed file must read the same before it is used.
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// What one load of the files produced.
 pub struct Active {
@@ -49,47 +75,208 @@ pub struct Active {
     headers: Vec<(HeaderName, HeaderValue)>,
     /// `rate_limit`.
     limiter: Option<Limiter>,
-    /// What rustls cannot do and is ignored, if anything.
+    /// What the file asks for that rustls cannot do, or that means less
+    /// than it may seem, if anything: said once.
     ignored: Option<String>,
+    /// How much the config asks of a client, to refuse a weaker reload.
+    access: Access,
 }
 
-/// One file's identity and state: a change in any part means a reload.
-type Stamp = Option<(SystemTime, u64, u64, u64)>;
+/// What a config requires of a client before it gets an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Access {
+    tls: bool,
+    client_auth: ClientAuth,
+    allowed_sans: bool,
+    basic_auth: bool,
+}
+
+impl Access {
+    /// Why `next` would let in a client that `self` keeps out (or, for TLS
+    /// on, break every client), if it would: one clause per difference.
+    fn weakened_by(self, next: Access) -> Option<String> {
+        let mut why = Vec::new();
+        if self.tls != next.tls {
+            why.push(if self.tls {
+                "TLS would be turned off".to_string()
+            } else {
+                "TLS would be turned on".to_string()
+            });
+        }
+        if self.basic_auth && !next.basic_auth {
+            why.push("basic auth would be turned off (no basic_auth_users)".into());
+        }
+        if self.tls && next.tls {
+            let (old, new) = (self.client_auth, next.client_auth);
+            if old.requires() && !new.requires() {
+                why.push(format!(
+                    "client_auth_type {new} would no longer require a client certificate \
+                     ({old} does)"
+                ));
+            } else if old.verifies() && !new.verifies() {
+                why.push(format!(
+                    "client_auth_type {new} would no longer verify client certificates \
+                     ({old} does)"
+                ));
+            }
+            if self.allowed_sans && !next.allowed_sans {
+                why.push("client_allowed_sans would be removed".into());
+            }
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
+/// One file's identity and state, taken before it is read: a change in any
+/// part means it was written, replaced or touched.
+type Stamp = Option<(i64, i64, i64, i64, u64, u64, u64)>;
+
+/// The stamp of `path` now; `None` when it cannot be looked at.
+fn stamp(path: &Path) -> Stamp {
+    std::fs::metadata(path).ok().map(|m| {
+        (
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.size(),
+            m.ino(),
+            m.dev(),
+        )
+    })
+}
+
+/// One file as read: its stamp (taken first) and its bytes, or the error.
+#[derive(Debug, PartialEq, Eq)]
+struct FileRead {
+    path: PathBuf,
+    stamp: Stamp,
+    bytes: Result<Vec<u8>, (io::ErrorKind, String)>,
+}
+
+impl FileRead {
+    fn take(path: &Path) -> FileRead {
+        let stamp = stamp(path);
+        let bytes = std::fs::read(path).map_err(|err| (err.kind(), err.to_string()));
+        FileRead {
+            path: path.to_path_buf(),
+            stamp,
+            bytes,
+        }
+    }
+}
+
+/// The web config file and every file its text names, as read once.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    /// The web config file first.
+    files: Vec<FileRead>,
+}
+
+impl Snapshot {
+    /// Reads `path`, then each certificate, key and CA file it names.
+    fn take(path: &Path) -> Snapshot {
+        let first = FileRead::take(path);
+        let mut files = Vec::new();
+        if let Ok(bytes) = &first.bytes
+            && let Ok(text) = std::str::from_utf8(bytes)
+            && let Ok(config) = WebConfig::parse(text, dir_of(path))
+            && let Some(settings) = &config.tls
+        {
+            for source in [
+                Some(&settings.cert),
+                Some(&settings.key),
+                settings.client_ca.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if let Source::File(named) = source
+                    && !files.iter().any(|f: &FileRead| f.path == *named)
+                {
+                    files.push(FileRead::take(named));
+                }
+            }
+        }
+        files.insert(0, first);
+        Snapshot { files }
+    }
+
+    /// The files and their stamps as the snapshot saw them.
+    fn stamps(&self) -> Vec<(PathBuf, Stamp)> {
+        self.files
+            .iter()
+            .map(|f| (f.path.clone(), f.stamp))
+            .collect()
+    }
+
+    /// Whether the files hold the same bytes as in `other`.
+    fn same_bytes(&self, other: &Snapshot) -> bool {
+        self.files.len() == other.files.len()
+            && self
+                .files
+                .iter()
+                .zip(&other.files)
+                .all(|(a, b)| a.path == b.path && a.bytes == b.bytes)
+    }
+
+    /// The bytes read of `path`, as `std::fs::read` would have given them.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        match self.files.iter().find(|f| f.path == path) {
+            Some(FileRead { bytes: Ok(b), .. }) => Ok(b.clone()),
+            Some(FileRead {
+                bytes: Err((kind, text)),
+                ..
+            }) => Err(io::Error::new(*kind, text.clone())),
+            // Not named when the snapshot was taken: cannot happen, since
+            // the same text is parsed again.
+            None => std::fs::read(path),
+        }
+    }
+}
+
+/// The directory relative paths in the file resolve against.
+fn dir_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+/// The configuration in force and the snapshot it was built from.
+struct InForce {
+    active: Arc<Active>,
+    snapshot: Snapshot,
+}
 
 /// The web config file and what it loaded.
 pub struct Live {
-    /// The file given to --web.config.file.
-    path: PathBuf,
     /// Basic auth's checker and cache; lives across reloads.
     auth: Authenticator,
-    /// What is in force, and when the files were last looked at.
-    state: Mutex<State>,
-}
-
-/// The mutable part of [`Live`].
-struct State {
-    active: Arc<Active>,
-    /// The files of the last load attempt, with their stamps then.
-    stamps: Vec<(PathBuf, Stamp)>,
-    checked: Instant,
+    /// What is in force; the watcher thread replaces it.
+    in_force: Arc<Mutex<InForce>>,
 }
 
 impl Live {
     /// Loads `path`; any error is one line naming the file, the key and the
-    /// reason. What rustls cannot do is said on stderr, once.
+    /// reason. What rustls cannot do is said on stderr, once. Starts the
+    /// thread that watches the files for as long as the `Live` exists.
     pub fn load(path: &Path) -> anyhow::Result<Live> {
-        let (active, files) = load(path)?;
+        let snapshot = Snapshot::take(path);
+        let active = build(path, &snapshot)?;
         if let Some(note) = &active.ignored {
             log!("web config {}: {note}", path.display());
         }
+        let in_force = Arc::new(Mutex::new(InForce {
+            active: Arc::new(active),
+            snapshot,
+        }));
+        let watched = Arc::downgrade(&in_force);
+        let watched_path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("web-config".into())
+            .spawn(move || watch(&watched_path, &watched))
+            .map_err(|err| anyhow!("cannot start the web config watcher: {err}"))?;
         Ok(Live {
-            path: path.to_path_buf(),
             auth: Authenticator::new(),
-            state: Mutex::new(State {
-                active: Arc::new(active),
-                stamps: stamps(files),
-                checked: Instant::now(),
-            }),
+            in_force,
         })
     }
 
@@ -107,44 +294,13 @@ impl Live {
         parts.join(", ")
     }
 
-    /// The configuration in force, reloaded first if a file changed (looked
-    /// at no more than once a second).
+    /// The configuration in force.
     fn current(&self) -> Arc<Active> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.checked.elapsed() < CHECK_EVERY {
-            return state.active.clone();
-        }
-        state.checked = Instant::now();
-        let now: Vec<(PathBuf, Stamp)> = stamps(state.stamps.iter().map(|(p, _)| p.clone()));
-        if now == state.stamps {
-            return state.active.clone();
-        }
-        match load(&self.path).and_then(|(active, files)| {
-            if active.tls.is_some() != state.active.tls.is_some() {
-                return Err(anyhow!(
-                    "web config {}: TLS cannot be turned on or off while serving; restart",
-                    self.path.display()
-                ));
-            }
-            Ok((active, files))
-        }) {
-            Ok((active, files)) => {
-                if active.ignored != state.active.ignored
-                    && let Some(note) = &active.ignored
-                {
-                    log!("web config {}: {note}", self.path.display());
-                }
-                log!("web config {} reloaded", self.path.display());
-                state.active = Arc::new(active);
-                state.stamps = stamps(files);
-            }
-            Err(err) => {
-                log!("{err:#}; keeping the configuration in force");
-                // Not retried until a file changes again.
-                state.stamps = now;
-            }
-        }
-        state.active.clone()
+        self.in_force
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .active
+            .clone()
     }
 
     /// The TLS handshake, if TLS is on, within `limit`: a client that never
@@ -196,23 +352,116 @@ impl Live {
     }
 }
 
-/// Reads and validates the file and everything it names.
-fn load(path: &Path) -> anyhow::Result<(Active, Vec<PathBuf>)> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| anyhow!("cannot read web config {}: {err}", path.display()))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let in_error = |err| anyhow!("web config {}: {err}", path.display());
-    let config = WebConfig::parse(&text, dir).map_err(in_error)?;
-    let mut files = vec![path.to_path_buf()];
-    let (tls, ignored) = match &config.tls {
-        None => (None, None),
-        Some(settings) => {
-            let built = tls::build(settings).map_err(in_error)?;
-            files.extend(built.files);
-            (Some(TlsAcceptor::from(built.config)), built.ignored)
+/// Watches the files until the `Live` is gone: see the module's text.
+fn watch(path: &Path, in_force: &Weak<Mutex<InForce>>) {
+    let mut seen = match in_force.upgrade() {
+        Some(in_force) => in_force
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .snapshot
+            .stamps(),
+        None => return,
+    };
+    // A changed reading, and since when it has read the same.
+    let mut candidate: Option<(Instant, Snapshot)> = None;
+    loop {
+        std::thread::sleep(POLL);
+        let Some(in_force) = in_force.upgrade() else {
+            return;
+        };
+        if candidate.is_none() && seen.iter().all(|(p, s)| stamp(p) == *s) {
+            continue;
+        }
+        let now = Snapshot::take(path);
+        match candidate.take() {
+            Some((since, previous)) if previous == now => {
+                if since.elapsed() < SETTLE {
+                    candidate = Some((since, previous));
+                    continue;
+                }
+                seen = now.stamps();
+                decide(path, &in_force, now);
+            }
+            _ => candidate = Some((Instant::now(), now)),
+        }
+    }
+}
+
+/// Applies a settled reading, or says why it keeps the config in force.
+/// Only this thread replaces what is in force, so the lock is not held
+/// while the new config is built.
+fn decide(path: &Path, in_force: &Mutex<InForce>, next: Snapshot) {
+    let lock = || in_force.lock().unwrap_or_else(PoisonError::into_inner);
+    let current = {
+        let mut in_force = lock();
+        if next.same_bytes(&in_force.snapshot) {
+            // Touched, or put back as it was: nothing to do.
+            in_force.snapshot = next;
+            return;
+        }
+        in_force.active.clone()
+    };
+    let active = match build(path, &next) {
+        Ok(active) => active,
+        Err(err) => {
+            log!("{err:#}; keeping the configuration in force");
+            return;
         }
     };
-    let active = Active {
+    if let Some(why) = current.access.weakened_by(active.access) {
+        log!(
+            "web config {}: not applied while serving: {why}; restart port_exporter to apply \
+             it; keeping the configuration in force",
+            path.display()
+        );
+        return;
+    }
+    if active.ignored != current.ignored
+        && let Some(note) = &active.ignored
+    {
+        log!("web config {}: {note}", path.display());
+    }
+    log!("web config {} reloaded", path.display());
+    *lock() = InForce {
+        active: Arc::new(active),
+        snapshot: next,
+    };
+}
+
+/// Validates a snapshot of the file and everything it names.
+fn build(path: &Path, snapshot: &Snapshot) -> anyhow::Result<Active> {
+    let first = &snapshot.files[0];
+    let bytes = first
+        .bytes
+        .as_ref()
+        .map_err(|(_, err)| anyhow!("cannot read web config {}: {err}", path.display()))?;
+    let in_error = |err| anyhow!("web config {}: {err}", path.display());
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| anyhow!("web config {}: not UTF-8 text", path.display()))?;
+    let config = WebConfig::parse(text, dir_of(path)).map_err(in_error)?;
+    let mut notes = config.notes.clone();
+    let tls = match &config.tls {
+        None => None,
+        Some(settings) => {
+            let built = tls::build(settings, &|p| snapshot.read(p)).map_err(in_error)?;
+            notes.extend(built.ignored);
+            Some(TlsAcceptor::from(built.config))
+        }
+    };
+    let ignored = (!notes.is_empty()).then(|| notes.join("; "));
+    let access = Access {
+        tls: config.tls.is_some(),
+        client_auth: config
+            .tls
+            .as_ref()
+            .map_or(ClientAuth::NoClientCert, |t| t.client_auth),
+        allowed_sans: config
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_allowed_sans.is_some()),
+        basic_auth: !config.users.is_empty(),
+    };
+    Ok(Active {
         tls,
         users: config.users,
         headers: config.headers,
@@ -220,24 +469,77 @@ fn load(path: &Path) -> anyhow::Result<(Active, Vec<PathBuf>)> {
             .rate_limit
             .map(|limit| Limiter::new(limit, Instant::now())),
         ignored,
-    };
-    Ok((active, files))
+        access,
+    })
 }
 
-/// Each file with its stamp now.
-fn stamps(files: impl IntoIterator<Item = PathBuf>) -> Vec<(PathBuf, Stamp)> {
-    files
-        .into_iter()
-        .map(|path| {
-            let stamp = std::fs::metadata(&path).ok().map(|meta| {
-                (
-                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    meta.len(),
-                    meta.ino(),
-                    meta.dev(),
-                )
-            });
-            (path, stamp)
-        })
-        .collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(tls: bool, client_auth: ClientAuth, allowed_sans: bool, basic_auth: bool) -> Access {
+        Access {
+            tls,
+            client_auth,
+            allowed_sans,
+            basic_auth,
+        }
+    }
+
+    #[test]
+    fn what_weakens_access() {
+        use ClientAuth::*;
+        let full = access(true, RequireAndVerifyClientCert, true, true);
+        let weaker = [
+            (
+                access(false, NoClientCert, false, true),
+                "TLS would be turned off",
+            ),
+            (
+                access(true, RequireAndVerifyClientCert, true, false),
+                "basic auth would be turned off",
+            ),
+            (
+                access(true, VerifyClientCertIfGiven, true, true),
+                "VerifyClientCertIfGiven would no longer require",
+            ),
+            (
+                access(true, RequireAnyClientCert, true, true),
+                "RequireAnyClientCert would no longer verify",
+            ),
+            (
+                access(true, RequireAndVerifyClientCert, false, true),
+                "client_allowed_sans would be removed",
+            ),
+        ];
+        for (next, needle) in weaker {
+            let why = full.weakened_by(next).unwrap_or_default();
+            assert!(why.contains(needle), "{next:?}: {why:?}");
+        }
+        // Everything at once: every clause, one line.
+        let why = full
+            .weakened_by(access(true, NoClientCert, false, false))
+            .unwrap();
+        assert_eq!(why.matches("; ").count(), 2, "{why}");
+        // Equal or stronger: applied.
+        let plain = access(false, NoClientCert, false, false);
+        assert_eq!(
+            plain.weakened_by(access(false, NoClientCert, false, true)),
+            None
+        );
+        assert_eq!(full.weakened_by(full), None);
+        let any = access(true, RequireAnyClientCert, false, true);
+        assert_eq!(any.weakened_by(full), None);
+        let request = access(true, RequestClientCert, false, false);
+        assert_eq!(
+            request.weakened_by(access(true, NoClientCert, false, false)),
+            None
+        );
+        // TLS turned on breaks every plain client: a restart too.
+        assert!(
+            plain
+                .weakened_by(access(true, NoClientCert, false, false))
+                .is_some()
+        );
+    }
 }

@@ -10,7 +10,7 @@
 //! As with Go, `cipher_suites` only chooses among TLS 1.2 suites; TLS 1.3
 //! suites are not configurable and are all on.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{io, path::Path, sync::Arc};
 
 use rustls::{
     RootCertStore, ServerConfig, SupportedCipherSuite,
@@ -21,7 +21,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use super::{
-    clientcert::{AnyCert, SanCheck},
+    clientcert::{AnchorAsLeaf, AnyCert, SanCheck},
     webconfig::{ClientAuth, KeyError, Source, TlsSettings, TlsVersion},
 };
 
@@ -32,10 +32,11 @@ pub struct Built {
     /// What the file asks for that rustls cannot do, as one sentence, if
     /// anything.
     pub ignored: Option<String>,
-    /// The certificate, key and CA files read: a change to any of them
-    /// means a reload.
-    pub files: Vec<PathBuf>,
 }
+
+/// How the certificate, key and CA files are read: `std::fs::read`, or the
+/// bytes of a snapshot that the caller has seen settle.
+pub type ReadFile<'a> = &'a dyn Fn(&Path) -> io::Result<Vec<u8>>;
 
 /// The rustls suite for a Go cipher suite name, or why there is none.
 fn cipher_suite(go_name: &str) -> Result<Option<SupportedCipherSuite>, ()> {
@@ -72,10 +73,15 @@ fn kx_group(go_name: &str) -> Option<&'static dyn SupportedKxGroup> {
 }
 
 /// The bytes of a PEM source, and the key to blame for a read error.
-fn read(source: &Source, file_key: &str, inline_key: &str) -> Result<Vec<u8>, KeyError> {
+fn read(
+    source: &Source,
+    file_key: &str,
+    inline_key: &str,
+    read_file: ReadFile,
+) -> Result<Vec<u8>, KeyError> {
     match source {
         Source::Inline(text) => Ok(text.as_bytes().to_vec()),
-        Source::File(path) => std::fs::read(path).map_err(|err| {
+        Source::File(path) => read_file(path).map_err(|err| {
             KeyError::new(
                 format!("tls_server_config.{file_key}"),
                 format!("cannot read {}: {err}", path.display()),
@@ -111,8 +117,9 @@ fn certificates(
     source: &Source,
     file_key: &str,
     inline_key: &str,
+    read_file: ReadFile,
 ) -> Result<Vec<CertificateDer<'static>>, KeyError> {
-    let bytes = read(source, file_key, inline_key)?;
+    let bytes = read(source, file_key, inline_key, read_file)?;
     let key = key_of(source, file_key, inline_key);
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -128,22 +135,10 @@ fn certificates(
     Ok(certs)
 }
 
-/// Builds the server configuration; reads the certificate, key and CA.
-pub fn build(settings: &TlsSettings) -> Result<Built, KeyError> {
+/// Builds the server configuration; reads the certificate, key and CA
+/// with `read_file`.
+pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyError> {
     let mut ignored = Vec::new();
-    let mut files = Vec::new();
-    for source in [
-        Some(&settings.cert),
-        Some(&settings.key),
-        settings.client_ca.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if let Source::File(path) = source {
-            files.push(path.clone());
-        }
-    }
 
     // Versions: rustls has 1.2 and 1.3 only.
     if settings.max_version < TlsVersion::Tls12 {
@@ -238,8 +233,8 @@ pub fn build(settings: &TlsSettings) -> Result<Built, KeyError> {
         ..base
     });
 
-    let certs = certificates(&settings.cert, "cert_file", "cert")?;
-    let key_bytes = read(&settings.key, "key_file", "key")?;
+    let certs = certificates(&settings.cert, "cert_file", "cert", read_file)?;
+    let key_bytes = read(&settings.key, "key_file", "key", read_file)?;
     let key_name = key_of(&settings.key, "key_file", "key");
     let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|err| {
         KeyError::new(
@@ -251,7 +246,7 @@ pub fn build(settings: &TlsSettings) -> Result<Built, KeyError> {
         )
     })?;
 
-    let verifier = client_verifier(settings, &provider)?;
+    let verifier = client_verifier(settings, &provider, read_file)?;
     let mut versions = Vec::new();
     if tls13 {
         versions.push(&TLS13);
@@ -284,7 +279,6 @@ pub fn build(settings: &TlsSettings) -> Result<Built, KeyError> {
                 ignored.join("; ")
             )
         }),
-        files,
     })
 }
 
@@ -293,26 +287,64 @@ pub fn build(settings: &TlsSettings) -> Result<Built, KeyError> {
 fn client_verifier(
     settings: &TlsSettings,
     provider: &Arc<CryptoProvider>,
+    read_file: ReadFile,
 ) -> Result<Arc<dyn ClientCertVerifier>, KeyError> {
     let inner: Arc<dyn ClientCertVerifier> = match settings.client_auth {
         ClientAuth::NoClientCert => Arc::new(NoClientAuth),
-        ClientAuth::RequestClientCert => Arc::new(AnyCert::new(provider, false)),
-        ClientAuth::RequireAnyClientCert => Arc::new(AnyCert::new(provider, true)),
-        ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
-            let source = settings
-                .client_ca
-                .as_ref()
-                .expect("validated: verifying types have a CA");
-            let key = key_of(source, "client_ca_file", "client_ca");
-            let mut roots = RootCertStore::empty();
-            for cert in certificates(source, "client_ca_file", "client_ca")? {
-                roots.add(cert).map_err(|err| {
-                    KeyError::new(
-                        &key,
-                        format!("{} holds an unusable CA certificate: {err}", origin(source)),
-                    )
-                })?;
+        ClientAuth::RequestClientCert | ClientAuth::RequireAnyClientCert => {
+            // A CA here is never checked against (the caller says so);
+            // like the peer, the file must still be readable.
+            if let Some(source) = &settings.client_ca {
+                read(source, "client_ca_file", "client_ca", read_file)?;
             }
+            Arc::new(AnyCert::new(
+                provider,
+                settings.client_auth == ClientAuth::RequireAnyClientCert,
+            ))
+        }
+        ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
+            let mut roots = RootCertStore::empty();
+            let (key, anchors) = match &settings.client_ca {
+                Some(source) => {
+                    let key = key_of(source, "client_ca_file", "client_ca");
+                    let anchors = certificates(source, "client_ca_file", "client_ca", read_file)?;
+                    for cert in &anchors {
+                        roots.add(cert.clone()).map_err(|err| {
+                            KeyError::new(
+                                &key,
+                                format!(
+                                    "{} holds an unusable CA certificate: {err}",
+                                    origin(source)
+                                ),
+                            )
+                        })?;
+                    }
+                    (key, anchors)
+                }
+                None => {
+                    // As Go does without ClientCAs: the system's roots
+                    // (SSL_CERT_FILE, SSL_CERT_DIR, else /etc/ssl/certs).
+                    let key = "tls_server_config.client_auth_type".to_string();
+                    let found = rustls_native_certs::load_native_certs();
+                    let (added, _) = roots.add_parsable_certificates(found.certs);
+                    if added == 0 {
+                        let why = found
+                            .errors
+                            .first()
+                            .map_or("none found".to_string(), ToString::to_string);
+                        return Err(KeyError::new(
+                            key,
+                            format!(
+                                "{} without client_ca_file verifies client certificates \
+                                 against the system's trusted roots, and none could be read: \
+                                 {why}",
+                                settings.client_auth
+                            ),
+                        ));
+                    }
+                    (key, Vec::new())
+                }
+            };
             let builder =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             let builder = if settings.client_auth.requires() {
@@ -320,9 +352,14 @@ fn client_verifier(
             } else {
                 builder.allow_unauthenticated()
             };
-            builder
+            let webpki = builder
                 .build()
-                .map_err(|err| KeyError::new(key, err.to_string()))?
+                .map_err(|err| KeyError::new(key, err.to_string()))?;
+            if anchors.is_empty() {
+                webpki
+            } else {
+                Arc::new(AnchorAsLeaf::new(webpki, anchors))
+            }
         }
     };
     Ok(match &settings.client_allowed_sans {
@@ -351,7 +388,7 @@ mod tests {
 
     #[track_caller]
     fn refused(extra: &str, key: &str, needle: &str) {
-        let err = match build(&settings(extra)) {
+        let err = match build(&settings(extra), &|p| std::fs::read(p)) {
             Ok(_) => panic!("{extra:?} was accepted"),
             Err(err) => err,
         };
@@ -395,7 +432,7 @@ mod tests {
             .unwrap()
             .tls
             .unwrap();
-        let err = build(&tls).err().unwrap();
+        let err = build(&tls, &|p| std::fs::read(p)).err().unwrap();
         assert_eq!(err.key, "tls_server_config.key", "{err}");
         assert!(err.reason.contains("no private key"), "{err}");
         let tls = settings("").clone();
@@ -403,7 +440,7 @@ mod tests {
             cert: Source::File("/nonexistent/cert.pem".into()),
             ..tls
         };
-        let err = build(&tls).err().unwrap();
+        let err = build(&tls, &|p| std::fs::read(p)).err().unwrap();
         assert_eq!(err.key, "tls_server_config.cert_file");
         assert!(
             err.reason

@@ -33,6 +33,9 @@ pub struct WebConfig {
     pub users: BTreeMap<String, String>,
     /// `rate_limit`, when its interval is not zero.
     pub rate_limit: Option<RateLimit>,
+    /// What the file asks for that means less than it may seem (said once
+    /// on stderr, the file still starts as it does with the peer).
+    pub notes: Vec<String>,
 }
 
 /// `tls_server_config`, with paths made absolute.
@@ -349,7 +352,7 @@ impl WebConfig {
         };
         let mut config = WebConfig::default();
         if let Some(tls) = raw.tls_server_config {
-            config.tls = tls_settings(tls, dir)?;
+            config.tls = tls_settings(tls, dir, &mut config.notes)?;
         }
         if let Some(http) = raw.http_server_config {
             // http2 is accepted for compatibility: we serve HTTP/1.1 only.
@@ -386,7 +389,11 @@ fn yaml_error(err: serde_norway::Error) -> KeyError {
 
 /// Validates `tls_server_config`; `None` when it configures nothing, which
 /// the peer takes as plain HTTP.
-fn tls_settings(raw: RawTls, dir: &Path) -> Result<Option<TlsSettings>, KeyError> {
+fn tls_settings(
+    raw: RawTls,
+    dir: &Path,
+    notes: &mut Vec<String>,
+) -> Result<Option<TlsSettings>, KeyError> {
     const K: &str = "tls_server_config";
     let key = |name: &str| format!("{K}.{name}");
     let set = |value: &Option<String>| value.as_deref().filter(|v| !v.is_empty()).is_some();
@@ -398,18 +405,34 @@ fn tls_settings(raw: RawTls, dir: &Path) -> Result<Option<TlsSettings>, KeyError
         || set(&raw.client_ca_file)
         || set(&raw.client_auth_type);
     if !enabled {
-        // Other keys without any certificate would be silently ignored.
+        // Other keys without any certificate: the peer serves plain HTTP
+        // and ignores them; so do we, but not silently.
         let stray = [
             ("client_allowed_sans", raw.client_allowed_sans.is_some()),
             ("min_version", set(&raw.min_version)),
             ("max_version", set(&raw.max_version)),
             ("cipher_suites", raw.cipher_suites.is_some()),
             ("curve_preferences", raw.curve_preferences.is_some()),
+            (
+                "prefer_server_cipher_suites",
+                raw.prefer_server_cipher_suites.is_some(),
+            ),
         ];
-        if let Some((name, _)) = stray.iter().find(|(_, present)| *present) {
-            return Err(KeyError::new(
-                key(name),
-                "is set, but there is no cert_file or cert: TLS would be off",
+        let named: Vec<String> = stray
+            .iter()
+            .filter(|(_, present)| *present)
+            .map(|(name, _)| key(name))
+            .collect();
+        if !named.is_empty() {
+            notes.push(format!(
+                "{} set, but there is no cert_file or cert: TLS is off (plain HTTP), \
+                 and {} ignored",
+                named.join(", "),
+                if named.len() == 1 {
+                    "it is"
+                } else {
+                    "they are"
+                }
             ));
         }
         return Ok(None);
@@ -438,20 +461,24 @@ fn tls_settings(raw: RawTls, dir: &Path) -> Result<Option<TlsSettings>, KeyError
         Some(Source::Inline(_)) => key("client_ca"),
         _ => key("client_ca_file"),
     };
-    if client_ca.is_some() && !client_auth.verifies() {
-        return Err(KeyError::new(
-            ca_key,
-            format!(
-                "client_auth_type {client_auth} never checks a client certificate against it; \
-                 use RequireAndVerifyClientCert (or VerifyClientCertIfGiven)"
-            ),
-        ));
-    }
-    if client_ca.is_none() && client_auth.verifies() {
-        return Err(KeyError::new(
-            key("client_auth_type"),
-            format!("{client_auth} needs client_ca_file (the CA that signs client certificates)"),
-        ));
+    match (&client_ca, client_auth) {
+        (Some(_), ClientAuth::NoClientCert) => {
+            return Err(KeyError::new(
+                ca_key,
+                "a client CA is configured with client_auth_type NoClientCert, which never \
+                 asks for a client certificate; use RequireAndVerifyClientCert (or \
+                 VerifyClientCertIfGiven)",
+            ));
+        }
+        (Some(_), auth) if !auth.verifies() => notes.push(format!(
+            "{ca_key} is only named to clients as a hint: client_auth_type {auth} never \
+             checks a certificate against it (RequireAndVerifyClientCert does)"
+        )),
+        (None, auth) if auth.verifies() => notes.push(format!(
+            "client_auth_type {auth} without client_ca_file: client certificates are \
+             verified against the system's trusted roots"
+        )),
+        _ => {}
     }
     if raw.client_allowed_sans.is_some() && !client_auth.requires() {
         return Err(KeyError::new(
@@ -940,21 +967,31 @@ rate_limit:
                 "unknown client auth type \"Always\"",
             ],
         );
-        refused(
-            "tls_server_config:\n  min_version: TLS13\n",
-            &["tls_server_config.min_version", "no cert_file or cert"],
+    }
+
+    #[test]
+    fn tls_keys_without_a_certificate_mean_plain_http_said_once() {
+        // As with the peer, which serves plain HTTP then.
+        let config =
+            parse("tls_server_config:\n  min_version: TLS13\n  client_allowed_sans: [a]\n")
+                .unwrap();
+        assert!(config.tls.is_none());
+        assert_eq!(
+            config.notes,
+            [
+                "tls_server_config.client_allowed_sans, tls_server_config.min_version set, \
+              but there is no cert_file or cert: TLS is off (plain HTTP), and they are ignored"
+            ]
         );
     }
 
     #[test]
-    fn client_ca_and_client_auth_type_must_agree() {
+    fn client_ca_and_client_auth_type_as_the_peer_takes_them() {
         let base = "tls_server_config:\n  cert_file: c\n  key_file: k\n";
-        for auth in ["NoClientCert", "RequestClientCert", "RequireAnyClientCert"] {
-            refused(
-                &format!("{base}  client_ca_file: ca\n  client_auth_type: {auth}\n"),
-                &["tls_server_config.client_ca_file", auth, "never checks"],
-            );
-        }
+        refused(
+            &format!("{base}  client_ca_file: ca\n  client_auth_type: NoClientCert\n"),
+            &["tls_server_config.client_ca_file", "NoClientCert"],
+        );
         refused(
             &format!("{base}  client_ca_file: ca\n"),
             &["client_ca_file", "NoClientCert"],
@@ -963,19 +1000,34 @@ rate_limit:
             &format!("{base}  client_ca: pem\n"),
             &["tls_server_config.client_ca:", "NoClientCert"],
         );
-        for auth in ["RequireAndVerifyClientCert", "VerifyClientCertIfGiven"] {
-            refused(
-                &format!("{base}  client_auth_type: {auth}\n"),
-                &[
-                    "tls_server_config.client_auth_type",
-                    auth,
-                    "needs client_ca_file",
-                ],
+        // Accepted, as the peer does, and said.
+        for auth in ["RequestClientCert", "RequireAnyClientCert"] {
+            let config = parse(&format!(
+                "{base}  client_ca_file: ca\n  client_auth_type: {auth}\n"
+            ))
+            .unwrap();
+            assert_eq!(config.notes.len(), 1);
+            assert!(
+                config.notes[0].contains(&format!(
+                    "tls_server_config.client_ca_file is only named to clients as a hint: \
+                     client_auth_type {auth} never checks"
+                )),
+                "{:?}",
+                config.notes
             );
-            parse(&format!(
+        }
+        for auth in ["RequireAndVerifyClientCert", "VerifyClientCertIfGiven"] {
+            let config = parse(&format!("{base}  client_auth_type: {auth}\n")).unwrap();
+            assert!(
+                config.notes[0].contains("verified against the system's trusted roots"),
+                "{:?}",
+                config.notes
+            );
+            let config = parse(&format!(
                 "{base}  client_auth_type: {auth}\n  client_ca_file: ca\n"
             ))
             .unwrap();
+            assert!(config.notes.is_empty(), "{:?}", config.notes);
         }
         for auth in [
             "NoClientCert",

@@ -93,6 +93,31 @@ impl Pki {
         ]);
     }
 
+    /// A self-signed certificate NAME.pem (key NAME.key) as `openssl req
+    /// -x509` makes one by default (`CA:TRUE`), with the SAN `san`: what
+    /// exporter-toolkit's test data lists as its own client CA.
+    pub fn self_signed(&self, name: &str, san: &str) {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName={san}"),
+        ]);
+    }
+
     /// A P-256 certificate NAME.pem (key NAME.key) signed by CA.
     pub fn leaf(&self, name: &str, ca: &str, cn: &str, san: &str, usage: &str) {
         self.openssl(&[

@@ -207,10 +207,18 @@ impl Server {
     /// so a line the server wrote may not have arrived yet.
     #[track_caller]
     pub fn log_when(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
-        wait_until(what, Duration::from_secs(30), || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
             let log = self.log();
-            ready(&log).then_some(log)
-        })
+            if ready(&log) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gave up after 30s waiting for {what}; the log:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The server's peak resident memory so far (VmHWM), in KiB.
