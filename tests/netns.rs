@@ -41,7 +41,8 @@ tests![
     (
         refuses_without_both_capabilities,
         Root("running as nobody and without capabilities"),
-        SETPRIV
+        SETPRIV,
+        UNSHARE
     ),
     bind_cannot_scan_namespaces,
 ];
@@ -108,6 +109,22 @@ fn refuses_without_both_capabilities() {
         let line = one_error_line(&out);
         assert!(line.ends_with(lacks), "{dropped}: {line}");
     }
+    // Root of a user namespace of its own has every capability there, and
+    // none over the host's namespaces: refused the same way, not `[]`.
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user"])
+        .arg(util::bin::path())
+        .args(["--netns", "all", "--format", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "unshare -U -r");
+    assert!(out.stdout.is_empty(), "unshare -U -r");
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("--netns all needs root in the host's user namespace"),
+        "{line}"
+    );
 }
 
 fn bind_cannot_scan_namespaces() {

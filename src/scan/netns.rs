@@ -67,6 +67,10 @@ const DOCKER_DIR: &str = "/var/run/docker/netns";
 const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
 
+/// The inode of the initial user namespace (PROC_USER_INIT_INO,
+/// linux/proc_ns.h): fixed, the same on every host.
+const INITIAL_USER_NAMESPACE: u64 = 0xEFFF_FFFD;
+
 /// A namespace's identity: the device and inode of its nsfs file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Id {
@@ -239,6 +243,19 @@ pub fn check_privilege() -> anyhow::Result<()> {
     .filter(|(bit, _)| effective & (1 << bit) == 0)
     .map(|(_, name)| name)
     .collect();
+    // CapEff counts in the user namespace this process is in: root of a
+    // user namespace of its own (`unshare -U -r`) has them all, and may
+    // enter none of the host's namespaces.
+    let path = "/proc/thread-self/ns/user";
+    let user = fs::metadata(path).with_context(|| format!("cannot read {path}"))?;
+    if user.ino() != INITIAL_USER_NAMESPACE {
+        bail!(
+            "--netns all needs root in the host's user namespace: this process runs in a user \
+             namespace of its own (user:[{}]), where its capabilities do not reach the host's \
+             network namespaces",
+            user.ino()
+        );
+    }
     if !missing.is_empty() {
         bail!(
             "--netns all needs root (CAP_SYS_ADMIN to enter network namespaces, CAP_SYS_PTRACE \
