@@ -1,11 +1,18 @@
 //! `--netns all`: the listeners of every network namespace of the host,
 //! each scanned from inside it.
 //!
-//! **Finding them.** A namespace exists while a process is in it or a file
-//! is bound to it. So: every distinct `/proc/PID/ns/net` (by device and
-//! inode: one per namespace, however many processes share it), and the
-//! files under `/run/netns` (made by `ip netns add`) and
-//! `/var/run/docker/netns` (Docker's) that are bound to a namespace.
+//! **Finding them.** A namespace exists while a thread is in it, a file
+//! is bound to it, or a socket made in it is open. So: every distinct
+//! `/proc/PID/ns/net` (by device and inode: one per namespace, however
+//! many processes share it) and `/proc/PID/task/TID/ns/net` (a thread
+//! that made a namespace of its own; the threads of a process whose main
+//! thread exited); the files under `/run/netns` (made by `ip netns add`)
+//! and `/var/run/docker/netns` (Docker's) that are bound to a namespace;
+//! and every nsfs mount of a network namespace in the mount table of
+//! every mount namespace (`/proc/PID/mountinfo`, opened through
+//! `/proc/PID/root`: a container's own `/run/netns`, a file bound
+//! anywhere). A namespace held only by a socket (made in it by a process
+//! that then left) is not found.
 //!
 //! **Naming them** (the `netns` label), in this order of preference:
 //! - the file name under `/run/netns` (the smallest, when it has several);
@@ -98,8 +105,12 @@ struct Bound {
     path: PathBuf,
     /// Its file name.
     name: String,
-    /// Made by `ip netns` (its name is a label); else Docker's.
+    /// Made by `ip netns` (its name is a label); else Docker's, or an
+    /// nsfs mount found in a mount table.
     named: bool,
+    /// Found in a mount table: the namespace exists, so a file that is not
+    /// it (mounted over) means it cannot be reached, not that it is gone.
+    mounted: bool,
 }
 
 /// A network namespace that was found.
@@ -108,8 +119,12 @@ pub struct Space {
     /// Its `netns` label.
     pub name: String,
     id: Id,
-    /// The processes in it, ascending.
+    /// The processes in it (their main thread is), ascending.
     pids: Vec<u32>,
+    /// The namespace links of threads in it whose process's main thread is
+    /// not (a thread that called `unshare(CLONE_NEWNET)` or `setns`, or
+    /// any thread of a process whose main thread has exited).
+    threads: Vec<PathBuf>,
     /// The files bound to it.
     files: Vec<Bound>,
     /// PID 1 is in it.
@@ -122,6 +137,7 @@ impl Space {
             name: String::new(),
             id,
             pids: Vec::new(),
+            threads: Vec::new(),
             files: Vec::new(),
             host: false,
         }
@@ -282,14 +298,55 @@ pub fn discover() -> io::Result<Discovery> {
     };
 
     let mut unreadable = Vec::new();
+    // One process of each mount namespace, whose mount table may hold
+    // nsfs mounts of network namespaces.
+    let mut mounts: HashMap<u64, u32> = HashMap::new();
+    let mut task = PathBuf::new();
     for pid in super::owner::pids(proc_root) {
-        match fs::metadata(format!("/proc/{pid}/ns/net")) {
+        let main = match fs::metadata(format!("/proc/{pid}/ns/net")) {
             Ok(meta) => {
-                let i = place(&mut found.spaces, Id::of(&meta));
+                let id = Id::of(&meta);
+                let i = place(&mut found.spaces, id);
                 found.spaces[i].pids.push(pid);
+                Some(id)
             }
-            Err(err) if is_gone(&err) => {}
-            Err(err) => unreadable.push((pid, err)),
+            // Gone, or its main thread exited while others live on: the
+            // threads tell.
+            Err(err) if is_gone(&err) => None,
+            Err(err) => {
+                unreadable.push((pid, err));
+                None
+            }
+        };
+        if let Ok(meta) = fs::metadata(format!("/proc/{pid}/ns/mnt")) {
+            mounts.entry(meta.ino()).or_insert(pid);
+        }
+        // Threads in another namespace than their process's.
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        let own = pid.to_string();
+        for entry in tasks.flatten() {
+            let name = entry.file_name();
+            // The main thread's link is the process's, read above.
+            if name.to_str() == Some(own.as_str()) {
+                continue;
+            }
+            task.clear();
+            task.push(entry.path());
+            task.push("ns/net");
+            match fs::metadata(&task) {
+                Ok(meta) if Some(Id::of(&meta)) != main => {
+                    let i = place(&mut found.spaces, Id::of(&meta));
+                    found.spaces[i].threads.push(task.clone());
+                }
+                Ok(_) => {}
+                Err(err) if is_gone(&err) => {}
+                Err(err) => found.unscanned.push(Unscanned {
+                    name: format!("of thread {} of pid {pid}", name.to_string_lossy()),
+                    why: format!("cannot open {}: {}", task.display(), reason(&err)),
+                }),
+            }
         }
     }
     if let Some(space) = found.spaces.iter_mut().find(|s| s.pids.first() == Some(&1)) {
@@ -328,6 +385,40 @@ pub fn discover() -> io::Result<Discovery> {
                 path,
                 name: name.to_string_lossy().into_owned(),
                 named,
+                mounted: false,
+            });
+        }
+    }
+
+    // nsfs mounts anywhere, in every mount namespace (a container's own
+    // /run/netns, a namespace bound to a file elsewhere): each reached
+    // through the root of a process of that mount namespace.
+    let mut mounts: Vec<(u32, u64)> = mounts.into_iter().map(|(mnt, pid)| (pid, mnt)).collect();
+    mounts.sort_unstable();
+    for (pid, _) in mounts {
+        let path = format!("/proc/{pid}/mountinfo");
+        let table = match fs::read_to_string(&path) {
+            Ok(table) => table,
+            Err(err) if is_gone(&err) => continue,
+            Err(err) => {
+                found.unscanned.push(Unscanned {
+                    name: format!("bound in the mount namespace of pid {pid}"),
+                    why: format!("cannot read {path}: {}", reason(&err)),
+                });
+                continue;
+            }
+        };
+        for (ino, point) in nsfs_mounts(&table) {
+            let i = place(&mut found.spaces, Id { dev: nsfs, ino });
+            // One file will do: those found above, or the first mount.
+            if !found.spaces[i].files.is_empty() {
+                continue;
+            }
+            found.spaces[i].files.push(Bound {
+                path: PathBuf::from(format!("/proc/{pid}/root{point}")),
+                name: String::new(),
+                named: false,
+                mounted: true,
             });
         }
     }
@@ -337,6 +428,53 @@ pub fn discover() -> io::Result<Discovery> {
     }
     name_spaces(&mut found.spaces, container_of_pid);
     Ok(found)
+}
+
+/// The network namespaces a mount table (`/proc/PID/mountinfo`) has nsfs
+/// mounts of: (inode, mount point), the mount point unescaped (the table
+/// writes space, tab, newline and backslash as `\ooo`).
+fn nsfs_mounts(table: &str) -> Vec<(u64, String)> {
+    table
+        .lines()
+        .filter_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            if fs.split(' ').next() != Some("nsfs") {
+                return None;
+            }
+            let mut fields = mount.split(' ').skip(3);
+            let root = fields.next()?;
+            let point = fields.next()?;
+            let ino = root
+                .strip_prefix("net:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()?;
+            Some((ino, unescape(point)))
+        })
+        .collect()
+}
+
+/// A mount table's field with its `\ooo` escapes undone.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') << 6 | (d[1] - b'0') << 3 | (d[2] - b'0'));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Places the processes whose namespace link could not be read (a
@@ -535,14 +673,21 @@ fn open(space: &Space) -> Result<File, Option<String>> {
     let links = space
         .pids
         .iter()
-        .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")));
-    for path in space.files.iter().map(|f| f.path.clone()).chain(links) {
+        .map(|pid| (PathBuf::from(format!("/proc/{pid}/ns/net")), false))
+        .chain(space.threads.iter().map(|t| (t.clone(), false)));
+    let files = space.files.iter().map(|f| (f.path.clone(), f.mounted));
+    for (path, mounted) in files.chain(links) {
         match File::open(&path) {
             Ok(file) => {
                 // A pid may have been taken by a process of another
                 // namespace, a file replaced: only the same one will do.
                 if file.metadata().is_ok_and(|m| Id::of(&m) == space.id) {
                     return Ok(file);
+                }
+                if mounted {
+                    refused.get_or_insert_with(|| {
+                        format!("{} is another file (mounted over)", path.display())
+                    });
                 }
             }
             Err(err) if is_gone(&err) => {}
@@ -644,6 +789,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn nsfs_mounts_of_network_namespaces() {
+        let table = "\
+22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+530 29 0:4 net:[4026532281] /run/netns/blue rw shared:210 - nsfs nsfs rw
+531 29 0:4 mnt:[4026532290] /run/mnt rw - nsfs nsfs rw
+532 29 0:4 net:[4026532300] /srv/my\\040net rw shared:5 master:3 - nsfs nsfs rw
+533 29 0:4 net:[4026532301] /odd\\134name rw - nsfs nsfs rw
+";
+        assert_eq!(
+            nsfs_mounts(table),
+            [
+                (4026532281, "/run/netns/blue".to_string()),
+                (4026532300, "/srv/my net".to_string()),
+                (4026532301, "/odd\\name".to_string()),
+            ]
+        );
+    }
+
     fn space(ino: u64, pids: &[u32], named: &[&str], host: bool) -> Space {
         Space {
             name: String::new(),
@@ -655,8 +819,10 @@ mod tests {
                     path: PathBuf::from(format!("/run/netns/{n}")),
                     name: n.to_string(),
                     named: true,
+                    mounted: false,
                 })
                 .collect(),
+            threads: Vec::new(),
             host,
         }
     }
