@@ -18,7 +18,13 @@
 //!
 //! Reading another user's descriptors needs root, or CAP_SYS_PTRACE and
 //! CAP_DAC_READ_SEARCH; without them those processes are counted in
-//! [`Processes::denied`] and their sockets may stay unattributed.
+//! [`Processes::denied`]. The answer never depends on that privilege: a
+//! socket whose owner has a process that could not be read, and that no
+//! readable process of its owner holds, stays unattributed; so does one
+//! whose lowest holder among the others has a higher pid than a process
+//! that could not be read. (Otherwise a root socket that a root activator
+//! hands to a service would be the activator's as root, the service's as
+//! the service's user.)
 
 use std::{
     fs,
@@ -102,6 +108,11 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
     let mut processes = Processes::default();
     let mut left = wanted.len();
     let mut walk = Walk::new(proc_root);
+    // Owners some of whose processes could not be read: their sockets
+    // have no answer unless one of their readable processes holds them,
+    // and the lowest denied pid, below which no fallback answer holds.
+    let mut denied_owners: Vec<u32> = Vec::new();
+    let mut lowest_denied = u32::MAX;
 
     // First the processes of the sockets' owners.
     let mut others = Vec::new();
@@ -114,6 +125,7 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
             others.push(pid);
             continue;
         }
+        let denied = processes.denied;
         walk.sockets(pid, &mut processes, |inode| {
             if let Some(w) = find(&mut wanted, inode)
                 && !w.done
@@ -129,6 +141,21 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
             }
             left > 0
         });
+        if processes.denied > denied {
+            denied_owners.push(uid);
+            lowest_denied = lowest_denied.min(pid);
+        }
+    }
+    // A socket whose owner has processes that could not be read may be
+    // held by one of them: the first tier's answer is unknown, so there is
+    // none (never a process of another tier, which a reader with more
+    // privilege would not give).
+    for w in &mut wanted {
+        if !w.done && denied_owners.contains(&listeners[w.index].uid) {
+            w.done = true;
+            w.other = 0;
+            left -= 1;
+        }
     }
 
     // Then the others, for sockets no process of their owner holds: the
@@ -145,6 +172,7 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
             if unheld == 0 && pid > last_seen {
                 break;
             }
+            let denied = processes.denied;
             walk.sockets(pid, &mut processes, |inode| {
                 if let Some(w) = find(&mut wanted, inode)
                     && !w.done
@@ -159,10 +187,14 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
                 }
                 true
             });
+            if processes.denied > denied {
+                lowest_denied = lowest_denied.min(pid);
+            }
         }
+        // The lowest holder, unless a process below it could not be read.
         for w in wanted.iter().filter(|w| w.other != 0) {
             let listener = &mut listeners[w.index];
-            if listener.pid == 0 {
+            if listener.pid == 0 && w.other < lowest_denied {
                 listener.pid = w.other;
             }
         }
