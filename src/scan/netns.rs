@@ -17,16 +17,20 @@
 //! **Naming them** (the `netns` label), in this order of preference:
 //! - the file name under `/run/netns` (the smallest, when it has several);
 //! - `host`, for the namespace of PID 1;
-//! - a container's short id (12 hex digits), from the cgroup of the
-//!   lowest pid in it that belongs to a container: `docker-<id>.scope`,
+//! - a container's short id (12 hex digits), for the namespace of the
+//!   container's oldest process (its init), from the cgroup:
+//!   `docker-<id>.scope`,
 //!   `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`
 //!   or a bare `<id>` component (`/docker/<id>`, the cgroupfs drivers);
 //! - otherwise `net:[INODE]`, as `readlink /proc/PID/ns/net` writes it.
 //!
 //! Each of these stays the same for the namespace's whole life, and
-//! between runs. Two namespaces never get the same label: a clash (a
-//! container with a namespace of its own inside, an `ip netns` name
-//! `host`) leaves the later one with its `net:[INODE]`.
+//! between runs: no process that appears later is older than a
+//! container's init. Two namespaces never get the same label: a clash (an
+//! `ip netns` name `host`) leaves the less preferred one with its
+//! `net:[INODE]`, as does a namespace made inside a container. Only this
+//! mount namespace's `/run/netns` names: a namespace named in another
+//! (a container's own) is found through its mount, not named by it.
 //!
 //! **Scanning them.** A netlink socket belongs to the namespace it is
 //! created in, so one worker thread enters each namespace in turn
@@ -512,9 +516,48 @@ fn place_unreadable(found: &mut Discovery, unreadable: Vec<(u32, io::Error)>) {
     }
 }
 
+/// A process that belongs to a container, and how old it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Member {
+    /// The container's short id.
+    id: String,
+    /// When the process started (clock ticks since boot, `/proc/PID/stat`).
+    started: u64,
+    /// Its innermost pid is 1: the init of a PID namespace.
+    init: bool,
+}
+
 /// Gives each namespace its label (see the module's documentation);
-/// `container` tells the short container id of a process, if it has one.
-fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<String>) {
+/// `container` tells of a process the container it belongs to, if any.
+///
+/// A container's id goes to the namespace of its oldest process, its init
+/// (first the earliest start, then a PID namespace's init, then the lower
+/// pid): no process that appears later can take it, so the label stays
+/// while the container lives. A namespace holding the inits of several
+/// containers (a Kubernetes pod) takes the id of the oldest (the pod's
+/// sandbox).
+fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) {
+    // Container id → (age key, namespace) of its oldest process.
+    type Age = (u64, bool, u32);
+    let mut oldest: HashMap<String, (Age, usize)> = HashMap::new();
+    for (i, space) in spaces.iter().enumerate() {
+        for &pid in &space.pids {
+            let Some(member) = container(pid) else {
+                continue;
+            };
+            let age = (member.started, !member.init, pid);
+            let entry = oldest.entry(member.id).or_insert((age, i));
+            if age < entry.0 {
+                *entry = (age, i);
+            }
+        }
+    }
+    let mut claims: Vec<Option<(Age, String)>> = vec![None; spaces.len()];
+    for (id, (age, i)) in oldest {
+        if claims[i].as_ref().is_none_or(|(a, _)| age < *a) {
+            claims[i] = Some((age, id));
+        }
+    }
     // (label, preference, the pid that gave it, index)
     let mut labels: Vec<(String, u8, u32, usize)> = Vec::with_capacity(spaces.len());
     for (i, space) in spaces.iter().enumerate() {
@@ -529,19 +572,15 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<String>) 
             (name.clone(), 0, first)
         } else if space.host {
             ("host".to_string(), 1, 1)
-        } else if let Some((pid, id)) = space
-            .pids
-            .iter()
-            .find_map(|&pid| container(pid).map(|id| (pid, id)))
-        {
+        } else if let Some(((_, _, pid), id)) = claims[i].take() {
             (id, 2, pid)
         } else {
             (space.id.fallback_name(), 3, first)
         };
         labels.push((label.0, label.1, label.2, i));
     }
-    // A label taken twice stays with the most preferred claim, then the
-    // lowest pid (a container's own namespace, not one made inside it).
+    // A label taken twice (an `ip netns` name `host`, a container's id
+    // that is also a name) stays with the most preferred claim.
     labels.sort_unstable();
     for k in 0..labels.len() {
         let (label, _, _, i) = &labels[k];
@@ -553,10 +592,28 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<String>) 
     }
 }
 
-/// The short container id of process `pid`, from its cgroup.
-fn container_of_pid(pid: u32) -> Option<String> {
+/// The container process `pid` belongs to (from its cgroup), with its
+/// start time and whether it is a PID namespace's init.
+fn container_of_pid(pid: u32) -> Option<Member> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    container_id(&text)
+    let id = container_id(&text)?;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold anything): field 3 onwards;
+    // the start time is field 22.
+    let started = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let init = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|pids| pids.split_whitespace().last())
+        == Some("1");
+    Some(Member { id, started, init })
 }
 
 /// The short id (12 hex digits) of the container a `/proc/PID/cgroup` file
@@ -827,14 +884,75 @@ mod tests {
         }
     }
 
+    /// The labels `name_spaces` gives, each process of `containers`
+    /// (pid, id) started at its pid's time and no init.
     fn names(spaces: &mut [Space], containers: &[(u32, &str)]) -> Vec<String> {
+        let members: Vec<(u32, Member)> = containers
+            .iter()
+            .map(|(pid, id)| {
+                let member = Member {
+                    id: id.to_string(),
+                    started: u64::from(*pid),
+                    init: false,
+                };
+                (*pid, member)
+            })
+            .collect();
+        names_of(spaces, &members)
+    }
+
+    fn names_of(spaces: &mut [Space], members: &[(u32, Member)]) -> Vec<String> {
         name_spaces(spaces, |pid| {
-            containers
+            members
                 .iter()
                 .find(|(p, _)| *p == pid)
-                .map(|(_, id)| id.to_string())
+                .map(|(_, m)| m.clone())
         });
         spaces.iter().map(|s| s.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_container_label_stays_with_its_init() {
+        let member = |id: &str, started: u64, init: bool| Member {
+            id: id.to_string(),
+            started,
+            init,
+        };
+        // The container's init, pid 300, is in namespace 11. A namespace
+        // made inside the container later (a sandbox, Docker in Docker
+        // without a cgroup of its own) gets a lower pid (pids wrapped):
+        // the id stays with the init's namespace.
+        let mut spaces = [
+            space(10, &[1], &[], true),
+            space(11, &[300, 301], &[], false),
+            space(12, &[40], &[], false),
+        ];
+        let members = [
+            (300, member("aaaaaaaaaaaa", 1000, true)),
+            (301, member("aaaaaaaaaaaa", 1005, false)),
+            (40, member("aaaaaaaaaaaa", 9000, true)),
+        ];
+        assert_eq!(
+            names_of(&mut spaces, &members),
+            ["host", "aaaaaaaaaaaa", "net:[12]"]
+        );
+        // Started in the same clock tick: a PID namespace's init first.
+        let members = [
+            (300, member("aaaaaaaaaaaa", 1000, true)),
+            (40, member("aaaaaaaaaaaa", 1000, false)),
+        ];
+        assert_eq!(
+            names_of(&mut spaces, &members),
+            ["host", "aaaaaaaaaaaa", "net:[12]"]
+        );
+        // A pod: one namespace, the inits of two containers; the oldest
+        // (the sandbox) names it. The other container's id names nothing.
+        let mut spaces = [space(11, &[300, 310], &[], false)];
+        let members = [
+            (300, member("bbbbbbbbbbbb", 1000, true)),
+            (310, member("aaaaaaaaaaaa", 1200, true)),
+        ];
+        assert_eq!(names_of(&mut spaces, &members), ["bbbbbbbbbbbb"]);
     }
 
     #[test]
