@@ -71,7 +71,8 @@ impl Processes {
             format!(
                 "warning: {what} process=\"\": no process visible here holds them (a socket of \
                  the kernel, of a process in another PID namespace or hidden by /proc's hidepid, \
-                 or of one that just exited)"
+                 of one that just exited, or held only by a thread with a descriptor table of its \
+                 own)"
             )
         })
     }
@@ -284,19 +285,58 @@ impl Walk {
 
     /// Calls `each` with the inode of each socket process `pid` holds, in
     /// descriptor order, until it returns false. A process that exited is
-    /// skipped; one whose descriptors may not be read is counted.
+    /// skipped; one whose descriptors may not be read is counted. A process
+    /// whose main thread has exited shows no descriptors in `/proc/PID/fd`:
+    /// its other threads' are read instead (`/proc/PID/task/TID/fd`).
     fn sockets(&mut self, pid: u32, processes: &mut Processes, mut each: impl FnMut(u32) -> bool) {
-        let entries = match fs::read_dir(self.at(pid, &["fd"])) {
+        self.at(pid, &["fd"]);
+        if self.descriptors(processes, &mut each) == Some(0) {
+            // No descriptor at all: a kernel thread, or a process whose
+            // main thread has exited while others live on.
+            self.back(1);
+            self.path.push("task");
+            let tasks = fs::read_dir(&self.path).map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .filter(|name| name.to_str() != Some(pid.to_string().as_str()))
+                    .collect::<Vec<_>>()
+            });
+            for task in tasks.into_iter().flatten() {
+                self.path.push(task);
+                self.path.push("fd");
+                let found = self.descriptors(processes, &mut each);
+                self.path.pop();
+                self.path.pop();
+                // The threads of a process share one table, as a rule.
+                if found.is_some_and(|n| n > 0) {
+                    break;
+                }
+            }
+        }
+        self.back(2);
+    }
+
+    /// Calls `each` with the inode of each socket in the descriptor
+    /// directory at the buffer's path, until it returns false: how many
+    /// descriptors there were, `None` when it could not be read.
+    fn descriptors(
+        &mut self,
+        processes: &mut Processes,
+        each: &mut impl FnMut(u32) -> bool,
+    ) -> Option<usize> {
+        let entries = match fs::read_dir(&self.path) {
             Ok(entries) => entries,
             Err(err) => {
                 if is_denied(&err) {
                     processes.denied += 1;
                 }
-                self.back(2);
-                return;
+                return None;
             }
         };
+        let mut count = 0;
         for entry in entries.flatten() {
+            count += 1;
             self.path.push(entry.file_name());
             let link = fs::read_link(&self.path);
             self.path.pop();
@@ -313,7 +353,7 @@ impl Walk {
                 break;
             }
         }
-        self.back(2);
+        Some(count)
     }
 
     /// The command name of process `pid`, or `None` if it exited.
