@@ -115,43 +115,19 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
     let mut denied_owners: Vec<u32> = Vec::new();
     let mut lowest_denied = u32::MAX;
 
-    // First the processes of the sockets' owners, in batches that grow
-    // (most answers are in the first few processes); a large batch is read
-    // by several threads, and the answers are taken in pid order as if
-    // read by one.
-    let inodes: Vec<u32> = wanted.iter().map(|w| w.inode).collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    // First the processes of the sockets' owners.
     let mut others = Vec::new();
-    let mut batch: Vec<(u32, u32)> = Vec::new();
-    let mut size = FIRST_BATCH;
-    let all = pids(proc_root);
-    let mut next = all.iter();
-    while left > 0 {
-        batch.clear();
-        for &pid in next.by_ref() {
-            let Some(uid) = walk.uid(pid) else { continue };
-            if owners.binary_search(&uid).is_err() {
-                others.push(pid);
-                continue;
-            }
-            batch.push((pid, uid));
-            if batch.len() == size {
-                break;
-            }
-        }
-        if batch.is_empty() {
+    for pid in pids(proc_root) {
+        if left == 0 {
             break;
         }
-        size *= 2;
-        let read = read_batch(proc_root, &batch, &inodes, threads);
-        processes.denied += read.denied.len();
-        for &i in &read.denied {
-            let (pid, uid) = batch[i];
-            denied_owners.push(uid);
-            lowest_denied = lowest_denied.min(pid);
+        let Some(uid) = walk.uid(pid) else { continue };
+        if owners.binary_search(&uid).is_err() {
+            others.push(pid);
+            continue;
         }
-        for (i, inode) in read.hits {
-            let (pid, uid) = batch[i];
+        let denied = processes.denied;
+        walk.sockets(pid, &mut processes, |inode| {
             if let Some(w) = find(&mut wanted, inode)
                 && !w.done
             {
@@ -164,6 +140,11 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
                     w.other = pid;
                 }
             }
+            left > 0
+        });
+        if processes.denied > denied {
+            denied_owners.push(uid);
+            lowest_denied = lowest_denied.min(pid);
         }
     }
     // A socket whose owner has processes that could not be read may be
@@ -246,71 +227,6 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
     }
     processes.unattributed = listeners.iter().filter(|l| l.pid == 0).count();
     processes
-}
-
-/// Processes read one by one before the walk reads them in batches.
-const FIRST_BATCH: usize = 16;
-
-/// A batch smaller than this is read by one thread.
-const PARALLEL_BATCH: usize = 64;
-
-/// What reading a batch of processes found.
-#[derive(Default)]
-struct Batch {
-    /// (place in the batch, inode) of each wanted socket held, in batch
-    /// order, then descriptor order.
-    hits: Vec<(usize, u32)>,
-    /// The places of the processes whose descriptors could not be read.
-    denied: Vec<usize>,
-}
-
-/// Reads the descriptors of the processes of `batch` ((pid, uid), in pid
-/// order) for the sockets of `inodes` (sorted), with up to `threads`
-/// threads, each reading a contiguous part.
-fn read_batch(proc_root: &Path, batch: &[(u32, u32)], inodes: &[u32], threads: usize) -> Batch {
-    let read = |offset: usize, part: &[(u32, u32)]| {
-        let mut walk = Walk::new(proc_root);
-        let mut found = Batch::default();
-        let mut counted = Processes::default();
-        for (i, &(pid, _)) in part.iter().enumerate() {
-            let denied = counted.denied;
-            walk.sockets(pid, &mut counted, |inode| {
-                if inodes.binary_search(&inode).is_ok() {
-                    found.hits.push((offset + i, inode));
-                }
-                true
-            });
-            if counted.denied > denied {
-                found.denied.push(offset + i);
-            }
-        }
-        found
-    };
-    if threads < 2 || batch.len() < PARALLEL_BATCH {
-        return read(0, batch);
-    }
-    let part = batch.len().div_ceil(threads);
-    let parts: Vec<Batch> = std::thread::scope(|scope| {
-        let read = &read;
-        let workers: Vec<_> = batch
-            .chunks(part)
-            .enumerate()
-            .skip(1)
-            .map(|(k, chunk)| scope.spawn(move || read(k * part, chunk)))
-            .collect();
-        let mut parts = vec![read(0, &batch[..part])];
-        parts.extend(workers.into_iter().map(|w| {
-            w.join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        }));
-        parts
-    });
-    let mut all = Batch::default();
-    for part in parts {
-        all.hits.extend(part.hits);
-        all.denied.extend(part.denied);
-    }
-    all
 }
 
 /// The wanted socket of `inode`, if any.
@@ -520,35 +436,6 @@ mod tests {
         );
         assert_eq!(processes.unattributed, 1);
         assert!(processes.warning().unwrap().contains("1 listener has"));
-    }
-
-    #[test]
-    fn batches_read_by_several_threads_answer_as_one_would() {
-        // 300 processes: the walk reads the later ones in batches large
-        // enough for several threads, and must still give the lowest pid.
-        let sockets: Vec<Vec<u32>> = (1..=300u32)
-            .map(|pid| match pid {
-                5 => vec![12],
-                120 | 180 => vec![13],
-                250 | 290 => vec![11],
-                299 => vec![14, 13],
-                _ => vec![],
-            })
-            .collect();
-        let procs: Vec<(u32, &[u32], &str)> = (1..=300u32)
-            .map(|pid| (pid, &sockets[pid as usize - 1][..], "p"))
-            .collect();
-        let root = fake_proc(&procs);
-        let uid = me();
-        let mut listeners = [
-            listener(11, uid),
-            listener(12, uid),
-            listener(13, uid),
-            listener(14, uid),
-        ];
-        let processes = attribute(&mut listeners, root.path());
-        assert_eq!(listeners.map(|l| l.pid), [250, 5, 120, 299]);
-        assert_eq!(processes.unattributed, 0);
     }
 
     #[test]
