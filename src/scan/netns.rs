@@ -49,9 +49,10 @@
 //! is placed by its `/proc/PID/net` entries (`place_unreadable`).
 //!
 //! **Privilege.** Opening another process's namespace needs
-//! CAP_SYS_PTRACE, entering one CAP_SYS_ADMIN. Without both the scan
-//! refuses to start ([`check_privilege`]): a partial set of namespaces
-//! must never pass for all of them.
+//! CAP_SYS_PTRACE, entering one CAP_SYS_ADMIN, both in the host's user
+//! namespace (root of a user namespace of its own has them only there).
+//! Without them the scan refuses to start ([`check_privilege`]): a
+//! partial set of namespaces must never pass for all of them.
 
 use std::{
     collections::{HashMap, HashSet},
