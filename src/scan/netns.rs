@@ -326,8 +326,14 @@ pub fn discover() -> io::Result<Discovery> {
         if let Ok(meta) = fs::metadata(format!("/proc/{pid}/ns/mnt")) {
             mounts.entry(meta.ino()).or_insert(pid);
         }
-        // Threads in another namespace than their process's.
-        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        // Threads in another namespace than their process's. The task
+        // directory's link count is 2 + its threads (procfs counts them):
+        // one thread, and it is the main one, read above.
+        let dir = format!("/proc/{pid}/task");
+        if fs::metadata(&dir).is_ok_and(|m| m.nlink() <= 3) && main.is_some() {
+            continue;
+        }
+        let Ok(tasks) = fs::read_dir(&dir) else {
             continue;
         };
         let own = pid.to_string();
@@ -542,6 +548,13 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) 
     type Age = (u64, bool, u32);
     let mut oldest: HashMap<String, (Age, usize)> = HashMap::new();
     for (i, space) in spaces.iter().enumerate() {
+        // Only the namespaces a container id may name: reading the cgroup
+        // of every process of the host's namespace would cost a read per
+        // process. (So a container sharing the host's namespace does not
+        // keep its id from a namespace made inside it.)
+        if space.host || space.files.iter().any(|f| f.named) {
+            continue;
+        }
         for &pid in &space.pids {
             let Some(member) = container(pid) else {
                 continue;
