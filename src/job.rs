@@ -187,7 +187,8 @@ fn unattributed(processes: &Processes, format: Format) -> Option<String> {
     let why = match processes.denied {
         0 => format!(
             "no process visible here holds {} (a socket of the kernel, of a process in \
-             another PID namespace or hidden by /proc's hidepid, or of one that just exited)",
+             another PID namespace or hidden by /proc's hidepid, of one that just exited, or \
+             held only by a thread with a descriptor table of its own)",
             if one { "it" } else { "them" }
         ),
         1 => "the descriptors of 1 process of another user could not be read; run as root \
@@ -221,8 +222,8 @@ mod tests {
         assert_eq!(
             note(1, 0, Format::Prometheus),
             "1 listener has process=\"\": no process visible here holds it (a socket of the \
-             kernel, of a process in another PID namespace or hidden by /proc's hidepid, or of \
-             one that just exited)"
+             kernel, of a process in another PID namespace or hidden by /proc's hidepid, of one \
+             that just exited, or held only by a thread with a descriptor table of its own)"
         );
         assert!(note(2, 0, Format::Table).starts_with("2 listeners have no process (PROCESS -): "));
         assert!(note(2, 0, Format::Table).contains(" holds them ("));

@@ -257,8 +257,19 @@ fn holder() {
         if item.contains(" share") {
             // A worker that inherits this listener, as prefork servers do.
             socket.set_cloexec(false).unwrap();
-            worker = Some(
+            // `share-nobody`: a worker that runs as nobody, as a service
+            // a root activator hands its socket to.
+            let mut command = if item.contains(" share-nobody") {
+                let mut command = Command::new("setpriv");
+                command
+                    .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                    .arg(shared_exe());
+                command
+            } else {
                 Command::new(std::env::current_exe().unwrap())
+            };
+            worker = Some(
+                command
                     .env(util::ROLE, "holder")
                     .env("HOLD_NAME", format!("{name}-w"))
                     .env("HOLD_SPEC", "")
@@ -324,7 +335,7 @@ pub(crate) fn open(item: &str) -> (String, Socket, u16) {
             "v6only" => socket.set_only_v6(true).unwrap(),
             "dual" => socket.set_only_v6(false).unwrap(),
             "reuseport" => socket.set_reuse_port(true).unwrap(),
-            "share" => {}
+            "share" | "share-nobody" => {}
             dev if dev.starts_with("dev=") => {
                 socket.bind_device(Some(&dev.as_bytes()[4..])).unwrap()
             }
@@ -469,6 +480,10 @@ fn scenario() {
         false,
         &format!("tcp 127.0.0.9 {} reuseport", a.opened[0].1),
     );
+    // A root activator (the lower pid) that hands its socket to a service
+    // running as nobody: as root the activator; as nobody, whose reading
+    // of root's processes is refused, no answer rather than the service.
+    let activator = start_holder("activator", false, "tcp 127.0.0.1 0 share-nobody");
     // What must not count.
     let bound_only = web.opened[14].1;
     let connected = dns.opened[3].1;
@@ -654,7 +669,7 @@ fn scenario() {
         "{table}"
     );
 
-    drop((web, dns, a, b));
+    drop((web, dns, a, b, activator));
     util::bin::remove_shared_bin();
     drop(SHARED_EXE.lock().unwrap().take());
     eprintln!("scenario: all views agree ({} listeners)", expected.len());

@@ -41,7 +41,8 @@ tests![
     (
         refuses_without_both_capabilities,
         Root("running as nobody and without capabilities"),
-        SETPRIV
+        SETPRIV,
+        UNSHARE
     ),
     bind_cannot_scan_namespaces,
 ];
@@ -108,6 +109,22 @@ fn refuses_without_both_capabilities() {
         let line = one_error_line(&out);
         assert!(line.ends_with(lacks), "{dropped}: {line}");
     }
+    // Root of a user namespace of its own has every capability there, and
+    // none over the host's namespaces: refused the same way, not `[]`.
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user"])
+        .arg(util::bin::path())
+        .args(["--netns", "all", "--format", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "unshare -U -r");
+    assert!(out.stdout.is_empty(), "unshare -U -r");
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("--netns all needs root in the host's user namespace"),
+        "{line}"
+    );
 }
 
 fn bind_cannot_scan_namespaces() {
@@ -180,6 +197,12 @@ impl Holder {
 /// Starts a holder named `name` at `place`, opening `spec` (see
 /// `labels::open`; sockets separated by `;`).
 pub(crate) fn start(name: &str, place: Place, spec: &str) -> Holder {
+    start_how(name, place, spec, "")
+}
+
+/// [`start`], the holder's threads placed as HOLD_HOW says (see
+/// [`holder`]).
+fn start_how(name: &str, place: Place, spec: &str, how: &str) -> Holder {
     let exe = std::env::current_exe().unwrap();
     let mut command = match place {
         Place::Here | Place::Own => Command::new(&exe),
@@ -201,7 +224,8 @@ pub(crate) fn start(name: &str, place: Place, spec: &str) -> Holder {
         command
             .env(util::ROLE, "netns-holder")
             .env("HOLD_NAME", name)
-            .env("HOLD_SPEC", spec),
+            .env("HOLD_SPEC", spec)
+            .env("HOLD_HOW", how),
     );
     assert!(said.is_empty(), "holder {name} said {said:?}");
     let pid = child.id();
@@ -213,13 +237,61 @@ pub(crate) fn start(name: &str, place: Place, spec: &str) -> Holder {
 }
 
 /// The holder role: name itself, make a namespace of its own if asked,
-/// bring its loopback up (unless in a container), open the sockets of HOLD_SPEC, say so, and wait
-/// for stdin to close.
+/// bring its loopback up (unless in a container), open the sockets of
+/// HOLD_SPEC, say so, and wait for stdin to close. HOLD_HOW asks for one of
+/// the namespaces that no process's main thread is in:
+/// - `thread`: a second thread makes a namespace of its own and opens the
+///   sockets there; the main thread stays where it was;
+/// - `main-exits`: a second thread opens the sockets, and the main thread
+///   exits (the process lives on, its `/proc/PID/ns/net` unreadable);
+/// - `leave=PATH`: the namespace made (HOLD_UNSHARE) is bound to PATH
+///   once the sockets are open, and the holder goes back to the namespace
+///   it came from: none of its threads is in the one it made.
 fn holder() {
     crate::labels::set_name(&std::env::var("HOLD_NAME").unwrap());
+    let back = fs::File::open("/proc/thread-self/ns/net").unwrap();
     if std::env::var_os("HOLD_UNSHARE").is_some() {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
     }
+    match std::env::var("HOLD_HOW").unwrap_or_default().as_str() {
+        "" => serve(|| {}),
+        "thread" => std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+            serve(|| {});
+        })
+        .join()
+        .unwrap(),
+        "main-exits" => {
+            std::thread::spawn(|| {
+                serve(|| {});
+                std::process::exit(0);
+            });
+            // The exit system call ends the calling thread alone, without
+            // unwinding (pthread_exit would unwind into Rust's main and
+            // abort); the process lives on in the other thread, which ends
+            // it.
+            #[allow(unsafe_code)]
+            // SAFETY: the thread never runs again, so nothing it owns is
+            // used after; the other thread touches none of it.
+            unsafe {
+                libc::syscall(libc::SYS_exit, 0);
+            }
+            unreachable!("the main thread has exited");
+        }
+        leave => {
+            let path = leave.strip_prefix("leave=").expect("HOLD_HOW");
+            serve(|| {
+                fs::write(path, "").unwrap();
+                sh("mount", &["--bind", "/proc/self/ns/net", path]);
+                nix::sched::setns(&back, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            });
+        }
+    }
+}
+
+/// Brings the loopback up, opens the sockets of HOLD_SPEC, calls `then`,
+/// says `ready` and waits for stdin to close.
+fn serve(then: impl FnOnce()) {
     // In a Docker container the loopback is up already, and there is no
     // `ip` to run.
     if std::env::var_os("HOLD_IN_CONTAINER").is_none() {
@@ -231,6 +303,7 @@ fn holder() {
         .filter(|s| !s.is_empty())
         .map(|item| crate::labels::open(item).1)
         .collect();
+    then();
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready").unwrap();
     out.flush().unwrap();
@@ -238,6 +311,18 @@ fn holder() {
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
     drop(kept);
+}
+
+/// The namespace link of the thread of `holder` that is not in the
+/// namespace of its main thread (or whose main thread has exited).
+fn thread_ns(holder: &Holder) -> String {
+    let main = fs::metadata(holder.ns()).ok().map(|m| m.ino());
+    fs::read_dir(format!("/proc/{}/task", holder.pid))
+        .unwrap()
+        .flatten()
+        .map(|t| format!("{}/ns/net", t.path().display()))
+        .find(|link| fs::metadata(link).is_ok_and(|m| Some(m.ino()) != main))
+        .unwrap_or_else(|| panic!("no thread of {} in a namespace of its own", holder.name))
 }
 
 /// The inode of the namespace file at `path`.
@@ -450,8 +535,35 @@ fn scenario() {
         ],
     );
 
+    // Namespaces no process's main thread is in: a thread's own; one whose
+    // process's main thread exited; one bound outside /run/netns, held
+    // otherwise only by the sockets made in it; one named by `ip netns` in
+    // another mount namespace, with no process.
+    let threaded = start_how("h-thread", Place::Here, "tcp 127.0.0.1 7001", "thread");
+    let orphan = start_how("h-orphan", Place::Own, "tcp 127.0.0.1 7002", "main-exits");
+    sh("mount", &["-t", "tmpfs", "tmpfs", "/mnt"]);
+    let left = start_how(
+        "h-left",
+        Place::Own,
+        "tcp 127.0.0.1 7003",
+        "leave=/mnt/held",
+    );
+    let (sleeper, _) = util::start_helper(Command::new("unshare").args([
+        "--mount",
+        "sh",
+        "-c",
+        "mount -t tmpfs tmpfs /run && ip netns add inner && echo ready && exec cat",
+    ]));
+    let sleeper = util::ChildGuard(sleeper);
+    let inner = format!("/proc/{}/root/run/netns/inner", sleeper.0.id());
+
     let short = &CONTAINER[..12];
+    let unnamed = |path: &str| (format!("net:[{}]", inode(path)), path.to_string());
     let spaces: Vec<(String, String)> = vec![
+        unnamed(&thread_ns(&threaded)),
+        unnamed(&thread_ns(&orphan)),
+        unnamed("/mnt/held"),
+        unnamed(&inner),
         ("host".into(), "/proc/1/ns/net".into()),
         ("azure".into(), "/run/netns/blue".into()),
         ("green".into(), "/run/netns/green".into()),
@@ -466,15 +578,24 @@ fn scenario() {
     let labels: BTreeSet<String> = spaces.iter().map(|(l, _)| l.clone()).collect();
     assert_eq!(labels.len(), spaces.len(), "{spaces:?}");
     let mut expected: Vec<Row> = spaces.iter().flat_map(|(l, p)| oracle(l, p)).collect();
+    // ss -p finds no holder for a process whose main thread has exited (it
+    // reads /proc/PID/fd only); port_exporter reads its threads' tables.
+    for row in expected.iter_mut().filter(|r| r.0 == spaces[1].0) {
+        assert_eq!(row.4, "", "ss found the holder whose main thread exited");
+        row.4 = orphan.name.clone();
+    }
     expected.sort();
     // Every holder's listeners are there, with their names.
     for (holder, label) in [
         (&here, "host"),
         (&blue, "azure"),
         (&green, "green"),
-        (&loner, spaces[4].0.as_str()),
-        (&mate, spaces[4].0.as_str()),
+        (&loner, spaces[8].0.as_str()),
+        (&mate, spaces[8].0.as_str()),
         (&container, short),
+        (&threaded, spaces[0].0.as_str()),
+        (&orphan, spaces[1].0.as_str()),
+        (&left, spaces[2].0.as_str()),
     ] {
         assert!(
             expected.iter().any(|r| r.0 == label && r.4 == holder.name),
@@ -579,6 +700,7 @@ fn scenario() {
     vanishes_while_scanned(&spaces);
 
     drop((here, blue, green, mate, loner, container));
+    drop((threaded, orphan, left, sleeper));
     util::bin::remove_shared_bin();
     eprintln!(
         "netns scenario: all views agree ({} namespaces, {} listeners)",

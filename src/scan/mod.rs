@@ -185,7 +185,8 @@ pub enum Namespaces {
     /// The one port_exporter runs in.
     #[default]
     Own,
-    /// Every namespace of the host that has a process or a name.
+    /// Every namespace of the host that a thread is in or a file is bound
+    /// to.
     All,
 }
 

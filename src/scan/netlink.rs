@@ -131,14 +131,19 @@ pub fn interface_names(listeners: &[Listener]) -> Vec<(u32, String)> {
     indexes.dedup();
     indexes
         .into_iter()
-        .map(|index| {
-            let name = nix::net::if_::if_indextoname(index).map_or_else(
-                |_| format!("if{index}"),
-                |name| name.to_string_lossy().into_owned(),
-            );
-            (index, name)
-        })
+        .map(|index| (index, interface_name(index)))
         .collect()
+}
+
+/// The name of interface `index` in this network namespace, or `if` and
+/// the index when it has none (deleted after the socket was bound to it).
+/// nix 0.30's `if_indextoname` returns `Ok("")` on failure, so an empty
+/// name is a failure too.
+fn interface_name(index: u32) -> String {
+    match nix::net::if_::if_indextoname(index) {
+        Ok(name) if !name.is_empty() => name.to_string_lossy().into_owned(),
+        _ => format!("if{index}"),
+    }
 }
 
 /// The ports of every TCP listener from one dump of each family, without
@@ -574,6 +579,13 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         assert!(listening_ports().unwrap().contains(port));
         drop(listener);
+    }
+
+    #[test]
+    fn a_deleted_interface_is_named_as_ss_names_it() {
+        // No interface has this index (nix returns Ok("") for it).
+        assert_eq!(interface_name(999_999), "if999999");
+        assert_eq!(interface_name(1), "lo");
     }
 
     /// A sink that, between two datagrams of the first dump, closes the

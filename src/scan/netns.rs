@@ -1,25 +1,36 @@
 //! `--netns all`: the listeners of every network namespace of the host,
 //! each scanned from inside it.
 //!
-//! **Finding them.** A namespace exists while a process is in it or a file
-//! is bound to it. So: every distinct `/proc/PID/ns/net` (by device and
-//! inode: one per namespace, however many processes share it), and the
-//! files under `/run/netns` (made by `ip netns add`) and
-//! `/var/run/docker/netns` (Docker's) that are bound to a namespace.
+//! **Finding them.** A namespace exists while a thread is in it, a file
+//! is bound to it, or a socket made in it is open. So: every distinct
+//! `/proc/PID/ns/net` (by device and inode: one per namespace, however
+//! many processes share it) and `/proc/PID/task/TID/ns/net` (a thread
+//! that made a namespace of its own; the threads of a process whose main
+//! thread exited); the files under `/run/netns` (made by `ip netns add`)
+//! and `/var/run/docker/netns` (Docker's) that are bound to a namespace;
+//! and every nsfs mount of a network namespace in the mount table of
+//! every mount namespace (`/proc/PID/mountinfo`, opened through
+//! `/proc/PID/root`: a container's own `/run/netns`, a file bound
+//! anywhere). A namespace held only by a socket (made in it by a process
+//! that then left) is not found.
 //!
 //! **Naming them** (the `netns` label), in this order of preference:
 //! - the file name under `/run/netns` (the smallest, when it has several);
 //! - `host`, for the namespace of PID 1;
-//! - a container's short id (12 hex digits), from the cgroup of the
-//!   lowest pid in it that belongs to a container: `docker-<id>.scope`,
+//! - a container's short id (12 hex digits), for the namespace of the
+//!   container's oldest process (its init), from the cgroup:
+//!   `docker-<id>.scope`,
 //!   `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`
 //!   or a bare `<id>` component (`/docker/<id>`, the cgroupfs drivers);
 //! - otherwise `net:[INODE]`, as `readlink /proc/PID/ns/net` writes it.
 //!
 //! Each of these stays the same for the namespace's whole life, and
-//! between runs. Two namespaces never get the same label: a clash (a
-//! container with a namespace of its own inside, an `ip netns` name
-//! `host`) leaves the later one with its `net:[INODE]`.
+//! between runs: no process that appears later is older than a
+//! container's init. Two namespaces never get the same label: a clash (an
+//! `ip netns` name `host`) leaves the less preferred one with its
+//! `net:[INODE]`, as does a namespace made inside a container. Only this
+//! mount namespace's `/run/netns` names: a namespace named in another
+//! (a container's own) is found through its mount, not named by it.
 //!
 //! **Scanning them.** A netlink socket belongs to the namespace it is
 //! created in, so one worker thread enters each namespace in turn
@@ -38,9 +49,10 @@
 //! is placed by its `/proc/PID/net` entries (`place_unreadable`).
 //!
 //! **Privilege.** Opening another process's namespace needs
-//! CAP_SYS_PTRACE, entering one CAP_SYS_ADMIN. Without both the scan
-//! refuses to start ([`check_privilege`]): a partial set of namespaces
-//! must never pass for all of them.
+//! CAP_SYS_PTRACE, entering one CAP_SYS_ADMIN, both in the host's user
+//! namespace (root of a user namespace of its own has them only there).
+//! Without them the scan refuses to start ([`check_privilege`]): a
+//! partial set of namespaces must never pass for all of them.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -66,6 +78,10 @@ const DOCKER_DIR: &str = "/var/run/docker/netns";
 /// The capabilities `--netns all` needs (linux/capability.h).
 const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
+
+/// The inode of the initial user namespace (PROC_USER_INIT_INO,
+/// linux/proc_ns.h): fixed, the same on every host.
+const INITIAL_USER_NAMESPACE: u64 = 0xEFFF_FFFD;
 
 /// A namespace's identity: the device and inode of its nsfs file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,8 +110,12 @@ struct Bound {
     path: PathBuf,
     /// Its file name.
     name: String,
-    /// Made by `ip netns` (its name is a label); else Docker's.
+    /// Made by `ip netns` (its name is a label); else Docker's, or an
+    /// nsfs mount found in a mount table.
     named: bool,
+    /// Found in a mount table: the namespace exists, so a file that is not
+    /// it (mounted over) means it cannot be reached, not that it is gone.
+    mounted: bool,
 }
 
 /// A network namespace that was found.
@@ -104,8 +124,12 @@ pub struct Space {
     /// Its `netns` label.
     pub name: String,
     id: Id,
-    /// The processes in it, ascending.
+    /// The processes in it (their main thread is), ascending.
     pids: Vec<u32>,
+    /// The namespace links of threads in it whose process's main thread is
+    /// not (a thread that called `unshare(CLONE_NEWNET)` or `setns`, or
+    /// any thread of a process whose main thread has exited).
+    threads: Vec<PathBuf>,
     /// The files bound to it.
     files: Vec<Bound>,
     /// PID 1 is in it.
@@ -118,6 +142,7 @@ impl Space {
             name: String::new(),
             id,
             pids: Vec::new(),
+            threads: Vec::new(),
             files: Vec::new(),
             host: false,
         }
@@ -239,6 +264,19 @@ pub fn check_privilege() -> anyhow::Result<()> {
     .filter(|(bit, _)| effective & (1 << bit) == 0)
     .map(|(_, name)| name)
     .collect();
+    // CapEff counts in the user namespace this process is in: root of a
+    // user namespace of its own (`unshare -U -r`) has them all, and may
+    // enter none of the host's namespaces.
+    let path = "/proc/thread-self/ns/user";
+    let user = fs::metadata(path).with_context(|| format!("cannot read {path}"))?;
+    if user.ino() != INITIAL_USER_NAMESPACE {
+        bail!(
+            "--netns all needs root in the host's user namespace: this process runs in a user \
+             namespace of its own (user:[{}]), where its capabilities do not reach the host's \
+             network namespaces",
+            user.ino()
+        );
+    }
     if !missing.is_empty() {
         bail!(
             "--netns all needs root (CAP_SYS_ADMIN to enter network namespaces, CAP_SYS_PTRACE \
@@ -265,14 +303,61 @@ pub fn discover() -> io::Result<Discovery> {
     };
 
     let mut unreadable = Vec::new();
+    // One process of each mount namespace, whose mount table may hold
+    // nsfs mounts of network namespaces.
+    let mut mounts: HashMap<u64, u32> = HashMap::new();
+    let mut task = PathBuf::new();
     for pid in super::owner::pids(proc_root) {
-        match fs::metadata(format!("/proc/{pid}/ns/net")) {
+        let main = match fs::metadata(format!("/proc/{pid}/ns/net")) {
             Ok(meta) => {
-                let i = place(&mut found.spaces, Id::of(&meta));
+                let id = Id::of(&meta);
+                let i = place(&mut found.spaces, id);
                 found.spaces[i].pids.push(pid);
+                Some(id)
             }
-            Err(err) if is_gone(&err) => {}
-            Err(err) => unreadable.push((pid, err)),
+            // Gone, or its main thread exited while others live on: the
+            // threads tell.
+            Err(err) if is_gone(&err) => None,
+            Err(err) => {
+                unreadable.push((pid, err));
+                None
+            }
+        };
+        if let Ok(meta) = fs::metadata(format!("/proc/{pid}/ns/mnt")) {
+            mounts.entry(meta.ino()).or_insert(pid);
+        }
+        // Threads in another namespace than their process's. The task
+        // directory's link count is 2 + its threads (procfs counts them):
+        // one thread, and it is the main one, read above.
+        let dir = format!("/proc/{pid}/task");
+        if fs::metadata(&dir).is_ok_and(|m| m.nlink() <= 3) && main.is_some() {
+            continue;
+        }
+        let Ok(tasks) = fs::read_dir(&dir) else {
+            continue;
+        };
+        let own = pid.to_string();
+        for entry in tasks.flatten() {
+            let name = entry.file_name();
+            // The main thread's link is the process's, read above.
+            if name.to_str() == Some(own.as_str()) {
+                continue;
+            }
+            task.clear();
+            task.push(entry.path());
+            task.push("ns/net");
+            match fs::metadata(&task) {
+                Ok(meta) if Some(Id::of(&meta)) != main => {
+                    let i = place(&mut found.spaces, Id::of(&meta));
+                    found.spaces[i].threads.push(task.clone());
+                }
+                Ok(_) => {}
+                Err(err) if is_gone(&err) => {}
+                Err(err) => found.unscanned.push(Unscanned {
+                    name: format!("of thread {} of pid {pid}", name.to_string_lossy()),
+                    why: format!("cannot open {}: {}", task.display(), reason(&err)),
+                }),
+            }
         }
     }
     if let Some(space) = found.spaces.iter_mut().find(|s| s.pids.first() == Some(&1)) {
@@ -311,6 +396,40 @@ pub fn discover() -> io::Result<Discovery> {
                 path,
                 name: name.to_string_lossy().into_owned(),
                 named,
+                mounted: false,
+            });
+        }
+    }
+
+    // nsfs mounts anywhere, in every mount namespace (a container's own
+    // /run/netns, a namespace bound to a file elsewhere): each reached
+    // through the root of a process of that mount namespace.
+    let mut mounts: Vec<(u32, u64)> = mounts.into_iter().map(|(mnt, pid)| (pid, mnt)).collect();
+    mounts.sort_unstable();
+    for (pid, _) in mounts {
+        let path = format!("/proc/{pid}/mountinfo");
+        let table = match fs::read_to_string(&path) {
+            Ok(table) => table,
+            Err(err) if is_gone(&err) => continue,
+            Err(err) => {
+                found.unscanned.push(Unscanned {
+                    name: format!("bound in the mount namespace of pid {pid}"),
+                    why: format!("cannot read {path}: {}", reason(&err)),
+                });
+                continue;
+            }
+        };
+        for (ino, point) in nsfs_mounts(&table) {
+            let i = place(&mut found.spaces, Id { dev: nsfs, ino });
+            // One file will do: those found above, or the first mount.
+            if !found.spaces[i].files.is_empty() {
+                continue;
+            }
+            found.spaces[i].files.push(Bound {
+                path: PathBuf::from(format!("/proc/{pid}/root{point}")),
+                name: String::new(),
+                named: false,
+                mounted: true,
             });
         }
     }
@@ -320,6 +439,53 @@ pub fn discover() -> io::Result<Discovery> {
     }
     name_spaces(&mut found.spaces, container_of_pid);
     Ok(found)
+}
+
+/// The network namespaces a mount table (`/proc/PID/mountinfo`) has nsfs
+/// mounts of: (inode, mount point), the mount point unescaped (the table
+/// writes space, tab, newline and backslash as `\ooo`).
+fn nsfs_mounts(table: &str) -> Vec<(u64, String)> {
+    table
+        .lines()
+        .filter_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            if fs.split(' ').next() != Some("nsfs") {
+                return None;
+            }
+            let mut fields = mount.split(' ').skip(3);
+            let root = fields.next()?;
+            let point = fields.next()?;
+            let ino = root
+                .strip_prefix("net:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()?;
+            Some((ino, unescape(point)))
+        })
+        .collect()
+}
+
+/// A mount table's field with its `\ooo` escapes undone.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') << 6 | (d[1] - b'0') << 3 | (d[2] - b'0'));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Places the processes whose namespace link could not be read (a
@@ -357,9 +523,55 @@ fn place_unreadable(found: &mut Discovery, unreadable: Vec<(u32, io::Error)>) {
     }
 }
 
+/// A process that belongs to a container, and how old it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Member {
+    /// The container's short id.
+    id: String,
+    /// When the process started (clock ticks since boot, `/proc/PID/stat`).
+    started: u64,
+    /// Its innermost pid is 1: the init of a PID namespace.
+    init: bool,
+}
+
 /// Gives each namespace its label (see the module's documentation);
-/// `container` tells the short container id of a process, if it has one.
-fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<String>) {
+/// `container` tells of a process the container it belongs to, if any.
+///
+/// A container's id goes to the namespace of its oldest process, its init
+/// (first the earliest start, then a PID namespace's init, then the lower
+/// pid): no process that appears later can take it, so the label stays
+/// while the container lives. A namespace holding the inits of several
+/// containers (a Kubernetes pod) takes the id of the oldest (the pod's
+/// sandbox).
+fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) {
+    // Container id → (age key, namespace) of its oldest process.
+    type Age = (u64, bool, u32);
+    let mut oldest: HashMap<String, (Age, usize)> = HashMap::new();
+    for (i, space) in spaces.iter().enumerate() {
+        // Only the namespaces a container id may name: reading the cgroup
+        // of every process of the host's namespace would cost a read per
+        // process. (So a container sharing the host's namespace does not
+        // keep its id from a namespace made inside it.)
+        if space.host || space.files.iter().any(|f| f.named) {
+            continue;
+        }
+        for &pid in &space.pids {
+            let Some(member) = container(pid) else {
+                continue;
+            };
+            let age = (member.started, !member.init, pid);
+            let entry = oldest.entry(member.id).or_insert((age, i));
+            if age < entry.0 {
+                *entry = (age, i);
+            }
+        }
+    }
+    let mut claims: Vec<Option<(Age, String)>> = vec![None; spaces.len()];
+    for (id, (age, i)) in oldest {
+        if claims[i].as_ref().is_none_or(|(a, _)| age < *a) {
+            claims[i] = Some((age, id));
+        }
+    }
     // (label, preference, the pid that gave it, index)
     let mut labels: Vec<(String, u8, u32, usize)> = Vec::with_capacity(spaces.len());
     for (i, space) in spaces.iter().enumerate() {
@@ -374,19 +586,15 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<String>) 
             (name.clone(), 0, first)
         } else if space.host {
             ("host".to_string(), 1, 1)
-        } else if let Some((pid, id)) = space
-            .pids
-            .iter()
-            .find_map(|&pid| container(pid).map(|id| (pid, id)))
-        {
+        } else if let Some(((_, _, pid), id)) = claims[i].take() {
             (id, 2, pid)
         } else {
             (space.id.fallback_name(), 3, first)
         };
         labels.push((label.0, label.1, label.2, i));
     }
-    // A label taken twice stays with the most preferred claim, then the
-    // lowest pid (a container's own namespace, not one made inside it).
+    // A label taken twice (an `ip netns` name `host`, a container's id
+    // that is also a name) stays with the most preferred claim.
     labels.sort_unstable();
     for k in 0..labels.len() {
         let (label, _, _, i) = &labels[k];
@@ -398,10 +606,28 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<String>) 
     }
 }
 
-/// The short container id of process `pid`, from its cgroup.
-fn container_of_pid(pid: u32) -> Option<String> {
+/// The container process `pid` belongs to (from its cgroup), with its
+/// start time and whether it is a PID namespace's init.
+fn container_of_pid(pid: u32) -> Option<Member> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    container_id(&text)
+    let id = container_id(&text)?;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold anything): field 3 onwards;
+    // the start time is field 22.
+    let started = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let init = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|pids| pids.split_whitespace().last())
+        == Some("1");
+    Some(Member { id, started, init })
 }
 
 /// The short id (12 hex digits) of the container a `/proc/PID/cgroup` file
@@ -518,14 +744,21 @@ fn open(space: &Space) -> Result<File, Option<String>> {
     let links = space
         .pids
         .iter()
-        .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")));
-    for path in space.files.iter().map(|f| f.path.clone()).chain(links) {
+        .map(|pid| (PathBuf::from(format!("/proc/{pid}/ns/net")), false))
+        .chain(space.threads.iter().map(|t| (t.clone(), false)));
+    let files = space.files.iter().map(|f| (f.path.clone(), f.mounted));
+    for (path, mounted) in files.chain(links) {
         match File::open(&path) {
             Ok(file) => {
                 // A pid may have been taken by a process of another
                 // namespace, a file replaced: only the same one will do.
                 if file.metadata().is_ok_and(|m| Id::of(&m) == space.id) {
                     return Ok(file);
+                }
+                if mounted {
+                    refused.get_or_insert_with(|| {
+                        format!("{} is another file (mounted over)", path.display())
+                    });
                 }
             }
             Err(err) if is_gone(&err) => {}
@@ -627,6 +860,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn nsfs_mounts_of_network_namespaces() {
+        let table = "\
+22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+530 29 0:4 net:[4026532281] /run/netns/blue rw shared:210 - nsfs nsfs rw
+531 29 0:4 mnt:[4026532290] /run/mnt rw - nsfs nsfs rw
+532 29 0:4 net:[4026532300] /srv/my\\040net rw shared:5 master:3 - nsfs nsfs rw
+533 29 0:4 net:[4026532301] /odd\\134name rw - nsfs nsfs rw
+";
+        assert_eq!(
+            nsfs_mounts(table),
+            [
+                (4026532281, "/run/netns/blue".to_string()),
+                (4026532300, "/srv/my net".to_string()),
+                (4026532301, "/odd\\name".to_string()),
+            ]
+        );
+    }
+
     fn space(ino: u64, pids: &[u32], named: &[&str], host: bool) -> Space {
         Space {
             name: String::new(),
@@ -638,20 +890,83 @@ mod tests {
                     path: PathBuf::from(format!("/run/netns/{n}")),
                     name: n.to_string(),
                     named: true,
+                    mounted: false,
                 })
                 .collect(),
+            threads: Vec::new(),
             host,
         }
     }
 
+    /// The labels `name_spaces` gives, each process of `containers`
+    /// (pid, id) started at its pid's time and no init.
     fn names(spaces: &mut [Space], containers: &[(u32, &str)]) -> Vec<String> {
+        let members: Vec<(u32, Member)> = containers
+            .iter()
+            .map(|(pid, id)| {
+                let member = Member {
+                    id: id.to_string(),
+                    started: u64::from(*pid),
+                    init: false,
+                };
+                (*pid, member)
+            })
+            .collect();
+        names_of(spaces, &members)
+    }
+
+    fn names_of(spaces: &mut [Space], members: &[(u32, Member)]) -> Vec<String> {
         name_spaces(spaces, |pid| {
-            containers
+            members
                 .iter()
                 .find(|(p, _)| *p == pid)
-                .map(|(_, id)| id.to_string())
+                .map(|(_, m)| m.clone())
         });
         spaces.iter().map(|s| s.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_container_label_stays_with_its_init() {
+        let member = |id: &str, started: u64, init: bool| Member {
+            id: id.to_string(),
+            started,
+            init,
+        };
+        // The container's init, pid 300, is in namespace 11. A namespace
+        // made inside the container later (a sandbox, Docker in Docker
+        // without a cgroup of its own) gets a lower pid (pids wrapped):
+        // the id stays with the init's namespace.
+        let mut spaces = [
+            space(10, &[1], &[], true),
+            space(11, &[300, 301], &[], false),
+            space(12, &[40], &[], false),
+        ];
+        let members = [
+            (300, member("aaaaaaaaaaaa", 1000, true)),
+            (301, member("aaaaaaaaaaaa", 1005, false)),
+            (40, member("aaaaaaaaaaaa", 9000, true)),
+        ];
+        assert_eq!(
+            names_of(&mut spaces, &members),
+            ["host", "aaaaaaaaaaaa", "net:[12]"]
+        );
+        // Started in the same clock tick: a PID namespace's init first.
+        let members = [
+            (300, member("aaaaaaaaaaaa", 1000, true)),
+            (40, member("aaaaaaaaaaaa", 1000, false)),
+        ];
+        assert_eq!(
+            names_of(&mut spaces, &members),
+            ["host", "aaaaaaaaaaaa", "net:[12]"]
+        );
+        // A pod: one namespace, the inits of two containers; the oldest
+        // (the sandbox) names it. The other container's id names nothing.
+        let mut spaces = [space(11, &[300, 310], &[], false)];
+        let members = [
+            (300, member("bbbbbbbbbbbb", 1000, true)),
+            (310, member("aaaaaaaaaaaa", 1200, true)),
+        ];
+        assert_eq!(names_of(&mut spaces, &members), ["bbbbbbbbbbbb"]);
     }
 
     #[test]

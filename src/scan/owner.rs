@@ -18,7 +18,13 @@
 //!
 //! Reading another user's descriptors needs root, or CAP_SYS_PTRACE and
 //! CAP_DAC_READ_SEARCH; without them those processes are counted in
-//! [`Processes::denied`] and their sockets may stay unattributed.
+//! [`Processes::denied`]. The answer never depends on that privilege: a
+//! socket whose owner has a process that could not be read, and that no
+//! readable process of its owner holds, stays unattributed; so does one
+//! whose lowest holder among the others has a higher pid than a process
+//! that could not be read. (Otherwise a root socket that a root activator
+//! hands to a service would be the activator's as root, the service's as
+//! the service's user.)
 
 use std::{
     fs,
@@ -72,6 +78,11 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
     let mut processes = Processes::default();
     let mut left = wanted.len();
     let mut walk = Walk::new(proc_root);
+    // Owners some of whose processes could not be read: their sockets
+    // have no answer unless one of their readable processes holds them,
+    // and the lowest denied pid, below which no fallback answer holds.
+    let mut denied_owners: Vec<u32> = Vec::new();
+    let mut lowest_denied = u32::MAX;
 
     // First the processes of the sockets' owners.
     let mut others = Vec::new();
@@ -84,6 +95,7 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
             others.push(pid);
             continue;
         }
+        let denied = processes.denied;
         walk.sockets(pid, &mut processes, |inode| {
             if let Some(w) = find(&mut wanted, inode)
                 && !w.done
@@ -99,6 +111,21 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
             }
             left > 0
         });
+        if processes.denied > denied {
+            denied_owners.push(uid);
+            lowest_denied = lowest_denied.min(pid);
+        }
+    }
+    // A socket whose owner has processes that could not be read may be
+    // held by one of them: the first tier's answer is unknown, so there is
+    // none (never a process of another tier, which a reader with more
+    // privilege would not give).
+    for w in &mut wanted {
+        if !w.done && denied_owners.contains(&listeners[w.index].uid) {
+            w.done = true;
+            w.other = 0;
+            left -= 1;
+        }
     }
 
     // Then the others, for sockets no process of their owner holds: the
@@ -115,6 +142,7 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
             if unheld == 0 && pid > last_seen {
                 break;
             }
+            let denied = processes.denied;
             walk.sockets(pid, &mut processes, |inode| {
                 if let Some(w) = find(&mut wanted, inode)
                     && !w.done
@@ -129,10 +157,14 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
                 }
                 true
             });
+            if processes.denied > denied {
+                lowest_denied = lowest_denied.min(pid);
+            }
         }
+        // The lowest holder, unless a process below it could not be read.
         for w in wanted.iter().filter(|w| w.other != 0) {
             let listener = &mut listeners[w.index];
-            if listener.pid == 0 {
+            if listener.pid == 0 && w.other < lowest_denied {
                 listener.pid = w.other;
             }
         }
@@ -222,23 +254,65 @@ impl Walk {
 
     /// Calls `each` with the inode of each socket process `pid` holds, in
     /// descriptor order, until it returns false. A process that exited is
-    /// skipped; one whose descriptors may not be read is counted.
+    /// skipped; one whose descriptors may not be read is counted. A process
+    /// whose main thread has exited shows no descriptors in `/proc/PID/fd`:
+    /// its other threads' are read instead (`/proc/PID/task/TID/fd`).
     fn sockets(&mut self, pid: u32, processes: &mut Processes, mut each: impl FnMut(u32) -> bool) {
-        let entries = match fs::read_dir(self.at(pid, &["fd"])) {
-            Ok(entries) => entries,
+        self.at(pid, &["fd"]);
+        if self.descriptors(processes, &mut each) == Some(0) {
+            // No descriptor at all: a kernel thread, or a process whose
+            // main thread has exited while others live on.
+            self.back(1);
+            self.path.push("task");
+            let tasks = fs::read_dir(&self.path).map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .filter(|name| name.to_str() != Some(pid.to_string().as_str()))
+                    .collect::<Vec<_>>()
+            });
+            for task in tasks.into_iter().flatten() {
+                self.path.push(task);
+                self.path.push("fd");
+                let found = self.descriptors(processes, &mut each);
+                self.path.pop();
+                self.path.pop();
+                // The threads of a process share one table, as a rule.
+                if found.is_some_and(|n| n > 0) {
+                    break;
+                }
+            }
+        }
+        self.back(2);
+    }
+
+    /// Calls `each` with the inode of each socket in the descriptor
+    /// directory at the buffer's path, until it returns false: how many
+    /// descriptors there were, `None` when it could not be read.
+    fn descriptors(
+        &mut self,
+        processes: &mut Processes,
+        each: &mut impl FnMut(u32) -> bool,
+    ) -> Option<usize> {
+        // Each link is read relative to the open directory (readlinkat),
+        // which spares the kernel a walk of the whole path per descriptor.
+        let opened =
+            fs::File::open(&self.path).and_then(|dir| Ok((fs::read_dir(&self.path)?, dir)));
+        let (entries, dir) = match opened {
+            Ok(opened) => opened,
             Err(err) => {
                 if is_denied(&err) {
                     processes.denied += 1;
                 }
-                self.back(2);
-                return;
+                return None;
             }
         };
+        let mut count = 0;
         for entry in entries.flatten() {
-            self.path.push(entry.file_name());
-            let link = fs::read_link(&self.path);
-            self.path.pop();
-            let Ok(link) = link else { continue };
+            count += 1;
+            let Ok(link) = nix::fcntl::readlinkat(&dir, entry.file_name().as_os_str()) else {
+                continue;
+            };
             let Some(inode) = link
                 .to_str()
                 .and_then(|l| l.strip_prefix("socket:["))
@@ -251,7 +325,7 @@ impl Walk {
                 break;
             }
         }
-        self.back(2);
+        Some(count)
     }
 
     /// The command name of process `pid`, or `None` if it exited.

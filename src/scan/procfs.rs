@@ -2,14 +2,19 @@
 //! `/proc/net/tcp6` and keep the rows in state `0A` (TCP_LISTEN); for UDP,
 //! `/proc/net/udp` and `udp6`, rows in state `07` (not connected).
 //!
-//! Exact, like netlink, but every read walks the whole established hash, so
-//! it costs ~10 ms on an idle host and ~90 ms with 20,000 connections. It is
-//! used only when netlink is unavailable (a kernel without
+//! Exact, like netlink (a table that takes several reads is read twice
+//! and the two united), but every read walks the whole
+//! established hash, so it costs ~10 ms on an idle host and ~90 ms with
+//! 20,000 connections, twice that once the table spans several pages. It
+//! is used only when netlink is unavailable (a kernel without
 //! CONFIG_INET_DIAG, or a sandbox that refuses NETLINK_SOCK_DIAG).
+//!
+//! The tables do not say which interface a socket is bound to: see
+//! [`listeners`] for what is told instead.
 
 use std::{
     fs::File,
-    io::{self, BufRead, BufReader},
+    io::{self, BufRead, Read},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
 };
@@ -44,7 +49,7 @@ fn open_state(protocol: Protocol) -> &'static str {
 /// A missing `tcp6` table means the kernel has no IPv6 and is not an error.
 pub fn listening_ports(proc_net: &Path) -> io::Result<PortSet> {
     let mut open = PortSet::new();
-    read(proc_net, Protocol::Tcp, &mut |row| {
+    read(proc_net, Protocol::Tcp, &mut |row, _| {
         open.insert(row.port()?);
         Ok(())
     })?;
@@ -59,7 +64,7 @@ pub fn open_ports(proc_net: &Path, protocols: Protocols) -> io::Result<(PortSet,
             Protocol::Tcp => &mut tcp,
             Protocol::Udp => &mut udp,
         };
-        read(proc_net, protocol, &mut |row| {
+        read(proc_net, protocol, &mut |row, _| {
             open.insert(row.port()?);
             Ok(())
         })?;
@@ -72,13 +77,25 @@ pub fn open_ports(proc_net: &Path, protocols: Protocols) -> io::Result<(PortSet,
 ///
 /// The tables do not say which interface a socket is bound to. For a
 /// link-local IPv6 address the interface is the one that has the address
-/// (`if_inet6`), when exactly one has it; a socket bound to a device by
-/// SO_BINDTODEVICE cannot be told from others here (netlink can).
+/// now (`if_inet6`), when exactly one has it: if the address was moved to
+/// another interface after the socket was bound, that is the wrong one
+/// (netlink reports the scope the socket was bound with). A socket bound
+/// to a device by SO_BINDTODEVICE cannot be told from others here.
 pub fn listeners(proc_net: &Path, protocols: Protocols) -> io::Result<(Vec<Listener>, Names)> {
-    let mut found = Vec::new();
+    let mut found: Vec<Listener> = Vec::new();
     for protocol in protocols.iter() {
-        read(proc_net, protocol, &mut |row| {
-            found.push(row.listener(protocol)?);
+        // A table read twice names a socket twice: once will do. (Kernel
+        // sockets all have inode 0, so the address and port count too.)
+        let mut first = std::collections::HashSet::new();
+        read(proc_net, protocol, &mut |row, reading| {
+            let listener = row.listener(protocol)?;
+            let key = (listener.inode, listener.address, listener.port);
+            if reading == 0 {
+                first.insert(key);
+            } else if first.contains(&key) {
+                return Ok(());
+            }
+            found.push(listener);
             Ok(())
         })?;
     }
@@ -208,34 +225,87 @@ fn address(hex: &str) -> Option<IpAddr> {
 
 /// Calls `each` with every row of the tables of `protocol` that is an open
 /// socket (LISTEN for TCP, not connected for UDP).
+///
+/// The kernel writes a table one page at a time, each `read` starting the
+/// walk again at a position counted inside a hash bucket (the `sl` of the
+/// row): sockets of that bucket that close between two reads move the rest
+/// of the bucket past that position, so a socket that was open all along
+/// can be missing. A table read in one part is one walk, a consistent
+/// view; one that took several reads is read a second time and `each`
+/// sees the rows of both (the same socket twice, by inode, which the
+/// callers unite): a socket missed by one read is in the other unless the
+/// same timing strikes twice, as for netlink's dumps.
 fn read(
     proc_net: &Path,
     protocol: Protocol,
-    each: &mut dyn FnMut(&Row) -> Result<(), String>,
+    each: &mut dyn FnMut(&Row, usize) -> Result<(), String>,
 ) -> io::Result<()> {
+    read_with(proc_net, protocol, each, &mut |_| {})
+}
+
+/// [`read`], calling `between` after each part of a reading with the text
+/// read so far (a test's hook).
+fn read_with(
+    proc_net: &Path,
+    protocol: Protocol,
+    each: &mut dyn FnMut(&Row, usize) -> Result<(), String>,
+    between: &mut dyn FnMut(&[u8]),
+) -> io::Result<()> {
+    let mut text = Vec::new();
     for (table, required) in tables(protocol) {
         let path = proc_net.join(table);
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(err) if !required && err.kind() == io::ErrorKind::NotFound => continue,
-            Err(err) => {
-                return Err(io::Error::new(
-                    err.kind(),
-                    format!("cannot read {}: {err}", path.display()),
-                ));
+        for reading in 0..2 {
+            text.clear();
+            let parts = match read_table(&path, &mut text, between) {
+                Ok(parts) => parts,
+                Err(err) if reading == 0 && !required && err.kind() == io::ErrorKind::NotFound => {
+                    break;
+                }
+                Err(err) => {
+                    return Err(io::Error::new(
+                        err.kind(),
+                        format!("cannot read {}: {err}", path.display()),
+                    ));
+                }
+            };
+            parse(&text[..], open_state(protocol), &mut |row| {
+                each(row, reading)
+            })
+            .map_err(|why| match why {
+                Failure::Read(err) => cannot("read", &path, err),
+                Failure::Parse(why) => cannot("parse", &path, why),
+            })?;
+            if parts <= 1 {
+                break;
             }
-        };
-        parse(
-            BufReader::with_capacity(64 * 1024, file),
-            open_state(protocol),
-            each,
-        )
-        .map_err(|why| match why {
-            Failure::Read(err) => cannot("read", &path, err),
-            Failure::Parse(why) => cannot("parse", &path, why),
-        })?;
+        }
     }
     Ok(())
+}
+
+/// Reads the table at `path` whole into `text`: how many reads returned
+/// data (each one walk of the kernel's tables).
+fn read_table(
+    path: &Path,
+    text: &mut Vec<u8>,
+    between: &mut dyn FnMut(&[u8]),
+) -> io::Result<usize> {
+    let mut file = File::open(path)?;
+    // The kernel fills a page per read; more room is not used.
+    let mut chunk = [0u8; 16 * 1024];
+    let mut parts = 0;
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => return Ok(parts),
+            Ok(n) => {
+                text.extend_from_slice(&chunk[..n]);
+                parts += 1;
+                between(text);
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
 }
 
 /// Why a table could not be read.
@@ -408,6 +478,97 @@ mod tests {
         std::fs::remove_file(dir.path().join("tcp")).unwrap();
         let err = listening_ports(dir.path()).unwrap_err();
         assert!(err.to_string().contains("cannot read"), "{err}");
+    }
+
+    /// 1,000 SO_REUSEPORT listeners on one address and port: one bucket of
+    /// the listener hash, many pages of /proc/net/tcp. (inode, socket).
+    fn one_bucket() -> Vec<(u32, Option<socket2::Socket>)> {
+        use socket2::{Domain, Socket, Type};
+        use std::os::{fd::AsRawFd, unix::fs::MetadataExt};
+        let mut port = 0;
+        (0..1000)
+            .map(|_| {
+                let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                socket.set_reuse_port(true).unwrap();
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 78], port));
+                socket.bind(&addr.into()).unwrap();
+                socket.listen(1).unwrap();
+                port = socket.local_addr().unwrap().as_socket().unwrap().port();
+                let fd = format!("/proc/self/fd/{}", socket.as_raw_fd());
+                let inode = std::fs::metadata(fd).unwrap().ino() as u32;
+                (inode, Some(socket))
+            })
+            .collect()
+    }
+
+    /// The inodes of the rows of a table's text.
+    fn inodes(text: &[u8]) -> std::collections::HashSet<u32> {
+        String::from_utf8_lossy(text)
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(9)?.parse().ok())
+            .collect()
+    }
+
+    /// A hook that, after the first part of a reading that shows some of
+    /// `ours` but not all, closes those it showed: the kernel then resumes
+    /// past as many that are still open.
+    fn closer(ours: &mut [(u32, Option<socket2::Socket>)]) -> impl FnMut(&[u8]) + '_ {
+        let mut fired = false;
+        move |text| {
+            let seen = inodes(text);
+            let shown = ours.iter().filter(|(i, _)| seen.contains(i)).count();
+            if fired || shown == 0 || shown == ours.len() {
+                return;
+            }
+            fired = true;
+            for (inode, socket) in ours.iter_mut() {
+                if seen.contains(inode) {
+                    socket.take();
+                }
+            }
+        }
+    }
+
+    /// Those of `ours` still open that are not among `found`.
+    fn missed(ours: &[(u32, Option<socket2::Socket>)], found: &[u32]) -> usize {
+        ours.iter()
+            .filter(|(inode, socket)| socket.is_some() && !found.contains(inode))
+            .count()
+    }
+
+    #[test]
+    fn sockets_closed_between_pages_hide_others_from_one_reading_but_not_from_two() {
+        let path = Path::new("/proc/self/net/tcp");
+        // One reading, as before the fix: listeners that listened all
+        // along are missing. (This shows the test reproduces the fault.)
+        let mut ours = one_bucket();
+        let mut text = Vec::new();
+        let parts = read_table(path, &mut text, &mut closer(&mut ours)).unwrap();
+        assert!(parts > 1, "/proc/net/tcp came in one part");
+        let found: Vec<u32> = inodes(&text).into_iter().collect();
+        assert!(
+            missed(&ours, &found) > 0,
+            "one reading missed nothing: the fault did not show"
+        );
+        // read, as every scan does: the second reading finds them.
+        let mut ours = one_bucket();
+        let mut found = Vec::new();
+        read_with(
+            Path::new("/proc/self/net"),
+            Protocol::Tcp,
+            &mut |row, _| {
+                found.push(row.fields[9].parse().unwrap());
+                Ok(())
+            },
+            &mut closer(&mut ours),
+        )
+        .unwrap();
+        assert_eq!(
+            missed(&ours, &found),
+            0,
+            "a listener that stayed open was missed"
+        );
     }
 
     #[test]
