@@ -21,7 +21,9 @@
 //! one wait at start is about (wait - p99) / 10 s of the samples: the p99 of
 //! that run measures bcrypt's cost, not the server's tail. The first
 //! request's own latency is printed too. The three runs that follow carry
-//! the targets: ≥ 5,000 requests/s, p99 ≤ 10 ms, peak RSS (VmHWM) ≤ 24 MiB.
+//! the targets: ≥ 5,000 requests/s, p99 ≤ 10 ms, peak RSS (VmHWM) ≤ 24 MiB;
+//! each is followed by a run on a server with TLS alone (same certificate),
+//! whose p99 is printed with the ratio, for the moment's noise.
 //! For scale, Debian's node_exporter serves the same file with every
 //! collector off (`--collector.disable-defaults`), so that only its web
 //! layer is measured; its figures are printed, not judged.
@@ -246,7 +248,35 @@ fn tls(report: &mut Report) {
             cold.requests_per_second, cold.max_ms
         ),
     );
-    let runs: Vec<WrkRun> = (0..RUNS).map(|_| wrk(&url, 10, Some(auth))).collect();
+    // For reference in the same moments: TLS alone, same certificate,
+    // its runs interleaved with these.
+    // (A file of its own: web.yml is the other server's, which would reload.)
+    let plain_tls = pki.path("tls.yml");
+    std::fs::write(
+        &plain_tls,
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n",
+    )
+    .unwrap();
+    let reference = start_server(&["--web.config.file", plain_tls.to_str().unwrap()]);
+    let reference_url = format!("https://{}/", reference.addr);
+    wrk(&reference_url, 2, None);
+    let mut runs = Vec::new();
+    let mut alone = Vec::new();
+    for _ in 0..RUNS {
+        runs.push(wrk(&url, 10, Some(auth)));
+        alone.push(wrk(&reference_url, 10, None).p99_ms);
+    }
+    drop(reference);
+    let alone = Samples::new(alone);
+    let with_auth = Samples::new(runs.iter().map(|r| r.p99_ms).collect());
+    report.info(
+        "TLS alone (no auth), same load, interleaved: p99",
+        format!("{:.2} ms", alone.median()),
+        format!(
+            "TLS+auth p99 / TLS alone p99: {:.2}",
+            with_auth.median() / alone.median()
+        ),
+    );
     judge_tls(
         report,
         "port_exporter",
