@@ -262,3 +262,130 @@ impl State {
         Some(newest)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job that takes `ms` and logs its name when run, or `-name` when
+    /// dropped unrun.
+    struct Logged {
+        name: &'static str,
+        ms: u64,
+        log: Arc<Mutex<Vec<String>>>,
+        ran: bool,
+    }
+
+    impl Job for Logged {
+        fn wanted(&self) -> bool {
+            true
+        }
+        fn run(mut self: Box<Self>) {
+            std::thread::sleep(Duration::from_millis(self.ms));
+            self.ran = true;
+            self.log.lock().unwrap().push(self.name.into());
+        }
+    }
+
+    impl Drop for Logged {
+        fn drop(&mut self) {
+            if !self.ran {
+                self.log.lock().unwrap().push(format!("-{}", self.name));
+            }
+        }
+    }
+
+    fn job(name: &'static str, ms: u64, log: &Arc<Mutex<Vec<String>>>) -> Box<dyn Job> {
+        Box::new(Logged {
+            name,
+            ms,
+            log: log.clone(),
+            ran: false,
+        })
+    }
+
+    const A: Client = Client(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)));
+    const B: Client = Client(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2)));
+
+    async fn settled(fair: &Fair, log: &Arc<Mutex<Vec<String>>>, count: usize) -> Vec<String> {
+        for _ in 0..1000 {
+            if fair.waiting() == 0 && log.lock().unwrap().len() >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        log.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn clients_take_turns_within_their_bounds() {
+        let fair = Fair::new(Limits {
+            workers: 1,
+            per_client: 3,
+            total: 100,
+            max_wait: Duration::from_secs(60),
+        });
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let names = ["a1", "a2", "a3", "a4", "a5", "a6"];
+        let refused = names
+            .iter()
+            .filter(|name| fair.submit(A, job(name, 20, &log)).is_err())
+            .count();
+        // Three wait; a fourth may have been taken by the worker already.
+        assert!((2..=3).contains(&refused), "{refused} refused");
+        fair.submit(B, job("b1", 20, &log)).unwrap();
+        let order = settled(&fair, &log, 7).await;
+        let b = order.iter().position(|n| n == "b1").unwrap();
+        let ran_before_b = order[..b].iter().filter(|n| !n.starts_with('-')).count();
+        assert!(ran_before_b <= 2, "{order:?}");
+    }
+
+    #[tokio::test]
+    async fn a_job_that_waited_too_long_is_dropped_unrun() {
+        let fair = Fair::new(Limits {
+            workers: 1,
+            per_client: 10,
+            total: 100,
+            max_wait: Duration::from_millis(10),
+        });
+        let log = Arc::new(Mutex::new(Vec::new()));
+        fair.submit(A, job("slow", 60, &log)).unwrap();
+        fair.submit(B, job("late", 1, &log)).unwrap();
+        let order = settled(&fair, &log, 2).await;
+        assert_eq!(order, ["slow", "-late"]);
+    }
+
+    #[tokio::test]
+    async fn when_all_is_full_a_new_client_still_gets_in() {
+        let fair = Fair::new(Limits {
+            workers: 1,
+            per_client: 10,
+            total: 3,
+            max_wait: Duration::from_secs(60),
+        });
+        let log = Arc::new(Mutex::new(Vec::new()));
+        fair.submit(A, job("a0", 50, &log)).unwrap();
+        let mut accepted = 0;
+        for name in ["a1", "a2", "a3", "a4"] {
+            accepted += usize::from(fair.submit(A, job(name, 1, &log)).is_ok());
+        }
+        assert!(accepted <= 3);
+        fair.submit(B, job("b1", 1, &log)).unwrap();
+        let order = settled(&fair, &log, 6).await;
+        assert!(order.contains(&"b1".to_string()), "{order:?}");
+    }
+
+    #[test]
+    fn ipv6_clients_are_their_64s() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(Client::from(a), Client::from(b));
+        assert_ne!(Client::from(a), Client::from(c));
+        let mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        assert_eq!(
+            Client::from(mapped),
+            Client::from(IpAddr::from([127, 0, 0, 2]))
+        );
+    }
+}
