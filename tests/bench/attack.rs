@@ -412,10 +412,13 @@ fn handshakes(report: &mut Report) {
         let server = ours_with(&web);
         let url = format!("https://127.0.0.1:{}/metrics", server.port());
         let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let flood = flooded.then(|| {
             let (addr, stop, hello) = (server.addr.clone(), stop.clone(), hello.clone());
+            let answers = answers.clone();
             thread::spawn(move || {
-                util::attack::handshake_flood(&addr, THERE, flood_size, &hello, &stop)
+                util::attack::handshake_flood(&addr, THERE, flood_size, &hello, &stop, &answers);
+                answers.load(Ordering::SeqCst)
             })
         });
         if flooded {

@@ -85,7 +85,6 @@ pub fn connect_from(from: std::net::Ipv4Addr, addr: &str) -> std::io::Result<Tcp
 /// A TLS ClientHello, as rustls' client sends it for `localhost`: a flood
 /// replays these bytes, which cost the client nothing and the server a key
 /// exchange and a signature each.
-#[allow(dead_code)] // the attack benchmark's
 pub fn client_hello() -> Vec<u8> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -105,16 +104,16 @@ pub fn client_hello() -> Vec<u8> {
 
 /// Keeps `clients` connections from `from` to `addr` replaying `hello`
 /// until `stop`: each sends it, waits for the server's answer (or its
-/// close), and starts over on a new connection. Returns how many answers
-/// came.
-#[allow(dead_code)] // the attack benchmark's
+/// close), and starts over on a new connection. Counts the answers in
+/// `answers`.
 pub fn handshake_flood(
     addr: &str,
     from: std::net::Ipv4Addr,
     clients: usize,
     hello: &[u8],
     stop: &AtomicBool,
-) -> usize {
+    answers: &std::sync::atomic::AtomicUsize,
+) {
     let open = || {
         let mut stream = connect_from(from, addr).ok()?;
         stream.write_all(hello).ok()?;
@@ -122,7 +121,6 @@ pub fn handshake_flood(
         Some(stream)
     };
     let mut conns: Vec<Option<TcpStream>> = (0..clients).map(|_| open()).collect();
-    let mut answers = 0;
     let mut buf = [0; 4096];
     while !stop.load(Ordering::Relaxed) {
         let mut idle = true;
@@ -132,7 +130,7 @@ pub fn handshake_flood(
                 Some(s) => match s.read(&mut buf) {
                     Ok(0) => true,
                     Ok(_) => {
-                        answers += 1;
+                        answers.fetch_add(1, Ordering::SeqCst);
                         true
                     }
                     Err(err) => err.kind() != std::io::ErrorKind::WouldBlock,
@@ -150,5 +148,4 @@ pub fn handshake_flood(
             thread::sleep(Duration::from_millis(1));
         }
     }
-    answers
 }
