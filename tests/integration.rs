@@ -9,6 +9,8 @@ mod util;
 
 /// --generate rules: promtool checks and unit-tests the alerting rules.
 mod alerts;
+/// Basic auth against floods of wrong and unknown credentials.
+mod auth;
 /// Exact under churn: stable listeners in churning hash buckets.
 mod churn;
 /// Usage errors, --help, --version, exit codes.
@@ -51,6 +53,7 @@ fn main() -> std::process::ExitCode {
     util::harness::main(&[
         serve::TESTS,
         webconfig::TESTS,
+        auth::TESTS,
         churn::TESTS,
         labels::TESTS,
         netns::TESTS,

@@ -4,33 +4,52 @@
 //!   result is cached. The cache key is an HMAC, under a key drawn at
 //!   start, of the user, the hash in force and the password: a changed
 //!   password or a changed hash is a new key and never hits, and the
-//!   plaintext password is not kept.
-//! - Single flight: requests that arrive while the same check runs wait
-//!   for it, so 32 clients with the same credentials cost one bcrypt.
-//! - An unknown user is checked against a configured user's hash (the
-//!   costliest) and refused whatever the outcome: the same answer, after
-//!   about the same time, as a wrong password. Its result is cached the
-//!   same way.
-//! - bcrypt runs on the blocking pool, one at a time, so a flood of wrong
-//!   passwords can occupy at most one of its threads and never the thread
-//!   that serves connections.
-//! - Failures are cached in a set of their own, bounded and emptied when
-//!   full, so they can never push out the successes.
+//!   plaintext password is not kept. Successes and failures are kept in
+//!   sets of their own, each bounded and emptied when full, so failures
+//!   can never push out the successes.
+//! - Single flight: requests that arrive while the same check waits or
+//!   runs wait for it, so 32 clients with the same credentials cost one
+//!   bcrypt.
+//! - An unknown user is checked against a dummy hash and refused whatever
+//!   the outcome, so that it answers after about the time a wrong password
+//!   takes. The dummy's cost is the median cost of the configured hashes,
+//!   at most [`MAX_DUMMY_COST`] (exporter-toolkit's fixed dummy costs 10):
+//!   an unknown user never costs more than a typical check.
+//! - The checks run on the blocking pool, one at a time, through a
+//!   [`Fair`] queue: per client address, round robin, bounded per client
+//!   ([`PER_CLIENT`]) and in all ([`QUEUED`]), and a check that has waited
+//!   [`MAX_WAIT`] to start is dropped. A request whose check cannot be
+//!   queued or was dropped is answered [`Verdict::Busy`] at once, so that
+//!   waiting requests do not pile up. A check that every requester gave up
+//!   on is dropped unrun, and its entry goes with it: nothing a client
+//!   sends grows memory beyond these bounds.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::{Arc, Mutex, PoisonError},
+    net::IpAddr,
+    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
+    time::Duration,
 };
 
 use hyper::header::HeaderValue;
 use ring::{hmac, rand::SystemRandom};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::watch;
+
+use super::fair::{Fair, Job, Limits};
 
 /// How many successful checks are remembered (users × passwords × hashes
 /// seen since start; emptied if ever full).
 const MAX_GOOD: usize = 1024;
 /// How many failed checks are remembered before the set is emptied.
 const MAX_BAD: usize = 4096;
+/// Checks one client address may have waiting.
+pub const PER_CLIENT: usize = 4;
+/// Checks waiting, all clients together.
+pub const QUEUED: usize = 256;
+/// How long a check may wait for its turn.
+pub const MAX_WAIT: Duration = Duration::from_secs(4);
+/// The highest cost of the dummy hash unknown users are checked against.
+pub const MAX_DUMMY_COST: u32 = 10;
 
 /// A cache key: HMAC-SHA256 of (user, hash, password).
 type Key = [u8; 32];
@@ -43,17 +62,31 @@ fn bcrypt_verify(password: &[u8], hash: &str) -> bool {
     bcrypt::verify(password, hash).unwrap_or(false)
 }
 
+/// What a request's credentials get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The credentials of a configured user.
+    Allow,
+    /// None, malformed, unknown or wrong credentials.
+    Deny,
+    /// Too many checks wait (this client's, or everyone's): try again.
+    Busy,
+}
+
 /// The checker, shared by all connections for the server's lifetime (it
 /// survives reloads of the web config: its keys include the hash).
 pub struct Authenticator {
+    shared: Arc<Shared>,
+    queue: Arc<Fair>,
+}
+
+struct Shared {
     /// The HMAC key of the cache keys.
     key: hmac::Key,
     /// The check itself (bcrypt; replaced in tests to count calls).
     verify: Verify,
     /// Results and checks in flight.
-    cache: Arc<Mutex<Cache>>,
-    /// One bcrypt at a time.
-    bcrypt_slot: Arc<Semaphore>,
+    cache: Mutex<Cache>,
 }
 
 /// What the authenticator remembers.
@@ -61,27 +94,13 @@ pub struct Authenticator {
 struct Cache {
     good: HashSet<Key>,
     bad: HashSet<Key>,
-    pending: HashMap<Key, Arc<OnceCell<bool>>>,
+    /// Checks waiting or running; the result is sent to every subscriber.
+    pending: HashMap<Key, watch::Sender<Option<bool>>>,
 }
 
-impl Cache {
-    /// The recorded result of a check, if any.
-    fn known(&self, key: &Key) -> Option<bool> {
-        (self.good.contains(key) || self.bad.contains(key)).then(|| self.good.contains(key))
-    }
-
-    /// Records the result of a check and forgets it as pending.
-    fn record(&mut self, key: Key, matched: bool) {
-        self.pending.remove(&key);
-        let (set, limit) = if matched {
-            (&mut self.good, MAX_GOOD)
-        } else {
-            (&mut self.bad, MAX_BAD)
-        };
-        if set.len() >= limit {
-            set.clear();
-        }
-        set.insert(key);
+impl Shared {
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -94,84 +113,92 @@ impl Authenticator {
     /// An authenticator that checks with `verify`.
     pub fn with_verify(verify: Verify) -> Authenticator {
         Authenticator {
-            key: hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())
-                .expect("the system's random source failed"),
-            verify,
-            cache: Arc::new(Mutex::new(Cache::default())),
-            bcrypt_slot: Arc::new(Semaphore::new(1)),
+            shared: Arc::new(Shared {
+                key: hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())
+                    .expect("the system's random source failed"),
+                verify,
+                cache: Mutex::new(Cache::default()),
+            }),
+            queue: Fair::new(Limits {
+                workers: 1,
+                per_client: PER_CLIENT,
+                total: QUEUED,
+                max_wait: MAX_WAIT,
+            }),
         }
     }
 
-    /// Whether the `Authorization` header carries the credentials of one of
-    /// `users`.
-    pub async fn allows(
+    /// Whether the `Authorization` header, sent from `client`, carries the
+    /// credentials of one of `users`.
+    pub async fn check(
         &self,
         users: &BTreeMap<String, String>,
         authorization: Option<&HeaderValue>,
-    ) -> bool {
+        client: IpAddr,
+    ) -> Verdict {
         let Some((user, password)) = authorization.and_then(|h| credentials(h.as_bytes())) else {
-            return false;
+            return Verdict::Deny;
         };
         let (known, hash) = match users.get(&user) {
-            Some(hash) => (true, hash),
-            None => match costliest(users) {
+            Some(hash) => (true, hash.as_str()),
+            None => match dummy(users) {
                 Some(hash) => (false, hash),
-                None => return false,
+                None => return Verdict::Deny,
             },
         };
         let key = self.key_of(&user, hash, &password);
-        let cell = {
-            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let verdict = |matched: bool| {
+            if known && matched {
+                Verdict::Allow
+            } else {
+                Verdict::Deny
+            }
+        };
+        let mut result = {
+            let mut cache = self.shared.cache();
             if cache.good.contains(&key) {
-                return known;
+                return verdict(true);
             }
             if cache.bad.contains(&key) {
-                return false;
+                return verdict(false);
             }
-            cache.pending.entry(key).or_default().clone()
+            if let Some(flight) = cache.pending.get(&key) {
+                flight.subscribe()
+            } else {
+                let (flight, result) = watch::channel(None);
+                cache.pending.insert(key, flight.clone());
+                drop(cache);
+                let job = Check {
+                    shared: self.shared.clone(),
+                    key,
+                    password,
+                    hash: hash.to_string(),
+                    flight: Some(flight),
+                };
+                // Refused: the job is dropped, and with it the entry.
+                if self.queue.submit(client.into(), Box::new(job)).is_err() {
+                    return Verdict::Busy;
+                }
+                result
+            }
         };
-        let matched = *cell
-            .get_or_init(|| self.check(key, password, hash.clone()))
-            .await;
-        known && matched
+        match result.wait_for(Option::is_some).await {
+            Ok(matched) => verdict(matched.unwrap_or(false)),
+            // The check was dropped unrun: it waited too long.
+            Err(_) => Verdict::Busy,
+        }
     }
 
-    /// Runs one bcrypt check on the blocking pool and records its result.
-    /// The result is recorded by the blocking task itself, so that a check
-    /// whose client went away (a scraper's timeout) is not thrown away and
-    /// redone for the next request with the same credentials.
-    async fn check(&self, key: Key, password: Vec<u8>, hash: String) -> bool {
-        // The semaphore is never closed, so acquiring cannot fail. The slot
-        // goes with the bcrypt itself: if this request goes away meanwhile,
-        // the bcrypt still runs to its end, and no other may start before.
-        let slot = self.bcrypt_slot.clone().acquire_owned().await;
-        // A check whose client went away may have finished meanwhile.
-        if let Some(known) = self
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .known(&key)
-        {
-            return known;
-        }
-        let (verify, cache) = (self.verify, self.cache.clone());
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let matched = verify(&password, &hash);
-            cache
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .record(key, matched);
-            matched
-        })
-        .await
-        .unwrap_or(false)
+    /// Checks waiting or running now.
+    #[cfg(test)]
+    fn pending(&self) -> usize {
+        self.shared.cache().pending.len()
     }
 
     /// The cache key of a check: each part length-prefixed, so that no two
     /// different triples encode alike.
     fn key_of(&self, user: &str, hash: &str, password: &[u8]) -> Key {
-        let mut context = hmac::Context::with_key(&self.key);
+        let mut context = hmac::Context::with_key(&self.shared.key);
         for part in [user.as_bytes(), hash.as_bytes(), password] {
             context.update(&(part.len() as u64).to_be_bytes());
             context.update(part);
@@ -189,12 +216,84 @@ impl Default for Authenticator {
     }
 }
 
-/// The hash with the highest cost (an unknown user is checked against it,
-/// so that an unknown user never answers faster than a known one).
-fn costliest(users: &BTreeMap<String, String>) -> Option<&String> {
-    users
-        .values()
-        .max_by_key(|hash| hash.get(4..6).and_then(|c| c.parse::<u32>().ok()))
+/// One bcrypt check in the queue. Dropped, run or not, it takes its entry
+/// out of `pending`, which tells its waiters.
+struct Check {
+    shared: Arc<Shared>,
+    key: Key,
+    password: Vec<u8>,
+    hash: String,
+    /// Taken when the result is sent.
+    flight: Option<watch::Sender<Option<bool>>>,
+}
+
+impl Job for Check {
+    fn wanted(&self) -> bool {
+        // The requesters hold the receivers: none left, nobody waits.
+        self.flight
+            .as_ref()
+            .is_some_and(|flight| flight.receiver_count() > 0)
+    }
+
+    fn run(mut self: Box<Self>) {
+        let matched = (self.shared.verify)(&self.password, &self.hash);
+        let mut cache = self.shared.cache();
+        cache.pending.remove(&self.key);
+        let (set, limit) = if matched {
+            (&mut cache.good, MAX_GOOD)
+        } else {
+            (&mut cache.bad, MAX_BAD)
+        };
+        if set.len() >= limit {
+            set.clear();
+        }
+        set.insert(self.key);
+        drop(cache);
+        if let Some(flight) = self.flight.take() {
+            flight.send_replace(Some(matched));
+        }
+    }
+}
+
+impl Drop for Check {
+    fn drop(&mut self) {
+        if self.flight.is_some() {
+            // Not run: forget it, so that its waiters see the senders go.
+            self.shared.cache().pending.remove(&self.key);
+        }
+    }
+}
+
+/// The dummy hash unknown users are checked against: a well-formed bcrypt
+/// hash (of no password anyone sends with any chance) whose cost is the
+/// median of the configured hashes' costs, at most [`MAX_DUMMY_COST`].
+fn dummy(users: &BTreeMap<String, String>) -> Option<&'static str> {
+    static DUMMIES: OnceLock<Vec<String>> = OnceLock::new();
+    let mut costs: Vec<u32> = users.values().map(|hash| cost(hash)).collect();
+    if costs.is_empty() {
+        return None;
+    }
+    costs.sort_unstable();
+    let cost = costs[costs.len() / 2].clamp(4, MAX_DUMMY_COST);
+    let dummies = DUMMIES.get_or_init(|| {
+        // One real hash at the lowest cost, to get a salt and digest of the
+        // right form; the cost field is what sets the work.
+        let base = bcrypt::hash_with_salt(b"unknown user", 4, [0x5a; 16])
+            .expect("bcrypt of a fixed input")
+            .format_for_version(bcrypt::Version::TwoY);
+        (4..=MAX_DUMMY_COST)
+            .map(|cost| format!("$2y${cost:02}${}", &base[7..]))
+            .collect()
+    });
+    dummies.get((cost - 4) as usize).map(String::as_str)
+}
+
+/// The cost of a bcrypt hash (`$2y$10$...`); what does not parse counts as
+/// the lowest.
+fn cost(hash: &str) -> u32 {
+    hash.get(4..6)
+        .and_then(|c| c.parse::<u32>().ok())
+        .unwrap_or(4)
 }
 
 /// The user and password of a `Basic` authorization header.
@@ -251,6 +350,17 @@ mod tests {
         sync::atomic::{AtomicUsize, Ordering},
         time::Duration,
     };
+
+    const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    /// Whether `auth` lets `header` in, from [`HERE`].
+    async fn allows(
+        auth: &Authenticator,
+        users: &BTreeMap<String, String>,
+        header: Option<&HeaderValue>,
+    ) -> bool {
+        auth.check(users, header, HERE).await == Verdict::Allow
+    }
 
     fn header(user: &str, password: &str) -> HeaderValue {
         let raw = format!("{user}:{password}");
@@ -337,7 +447,7 @@ mod tests {
             .map(|_| {
                 let (auth, alice) = (auth.clone(), alice.clone());
                 tokio::spawn(
-                    async move { auth.allows(&alice, Some(&header("alice", "right"))).await },
+                    async move { allows(&auth, &alice, Some(&header("alice", "right"))).await },
                 )
             })
             .collect();
@@ -346,47 +456,59 @@ mod tests {
         }
         assert_eq!(calls(), 1);
         // Cached from now on.
-        assert!(auth.allows(&alice, Some(&header("alice", "right"))).await);
+        assert!(allows(&auth, &alice, Some(&header("alice", "right"))).await);
         assert_eq!(calls(), 1);
 
         // A wrong password: one check, then cached as a failure.
-        assert!(!auth.allows(&alice, Some(&header("alice", "wrong"))).await);
-        assert!(!auth.allows(&alice, Some(&header("alice", "wrong"))).await);
+        assert!(!allows(&auth, &alice, Some(&header("alice", "wrong"))).await);
+        assert!(!allows(&auth, &alice, Some(&header("alice", "wrong"))).await);
         assert_eq!(calls(), 2);
 
-        // An unknown user costs the same single check, and fails even with
-        // a password that matches the hash it is checked against.
-        assert!(!auth.allows(&alice, Some(&header("mallory", "right"))).await);
-        assert!(!auth.allows(&alice, Some(&header("mallory", "right"))).await);
+        // An unknown user costs one check too (against the dummy hash), and
+        // is then refused from the cache.
+        assert!(!allows(&auth, &alice, Some(&header("mallory", "right"))).await);
+        assert!(!allows(&auth, &alice, Some(&header("mallory", "right"))).await);
         assert_eq!(calls(), 3);
 
         // A changed hash never hits the cache: the old password now fails
         // after a fresh check, the new one passes after another.
         let rotated = users(&[("alice", "new")]);
-        assert!(!auth.allows(&rotated, Some(&header("alice", "right"))).await);
+        assert!(!allows(&auth, &rotated, Some(&header("alice", "right"))).await);
         assert_eq!(calls(), 4);
-        assert!(auth.allows(&rotated, Some(&header("alice", "new"))).await);
+        assert!(allows(&auth, &rotated, Some(&header("alice", "new"))).await);
         assert_eq!(calls(), 5);
 
         // No credentials, or malformed ones: refused without a check.
-        assert!(!auth.allows(&alice, None).await);
-        assert!(
-            !auth
-                .allows(&alice, Some(&HeaderValue::from_static("Basic x")))
-                .await
-        );
-        assert!(!auth.allows(&BTreeMap::new(), Some(&header("a", "b"))).await);
+        assert!(!allows(&auth, &alice, None).await);
+        assert!(!allows(&auth, &alice, Some(&HeaderValue::from_static("Basic x"))).await);
+        assert!(!allows(&auth, &BTreeMap::new(), Some(&header("a", "b"))).await);
         assert_eq!(calls(), 5);
     }
 
     #[test]
-    fn the_dummy_hash_is_the_costliest() {
-        let users: BTreeMap<String, String> =
-            [("a", "$2y$04$x"), ("b", "$2y$12$y"), ("c", "$2y$10$z")]
+    fn the_dummy_costs_the_median_and_at_most_10() {
+        let users = |costs: &[u32]| -> BTreeMap<String, String> {
+            costs
                 .iter()
-                .map(|(u, h)| (u.to_string(), h.to_string()))
-                .collect();
-        assert_eq!(costliest(&users).map(String::as_str), Some("$2y$12$y"));
+                .enumerate()
+                .map(|(i, c)| (format!("u{i}"), format!("$2y${c:02}$x")))
+                .collect()
+        };
+        for (costs, want) in [
+            (&[4, 12, 10][..], 10),
+            (&[14], 10),
+            (&[18, 4], 10),
+            (&[4, 4, 12], 4),
+            (&[6, 8, 8, 12], 8),
+        ] {
+            let hash = dummy(&users(costs)).unwrap();
+            assert_eq!(cost(hash), want, "{costs:?}: {hash}");
+            // Well formed: bcrypt checks it (and no password matches).
+            if want == 4 {
+                assert_eq!(bcrypt::verify("unknown", hash).ok(), Some(false));
+            }
+        }
+        assert_eq!(dummy(&BTreeMap::new()), None);
     }
 
     #[test]
@@ -425,14 +547,116 @@ mod tests {
         for round in 0..10 {
             let (auth, users) = (auth.clone(), users.clone());
             let client = tokio::spawn(async move {
-                auth.allows(&users, Some(&header("alice", &format!("guess {round}"))))
-                    .await
+                allows(
+                    &auth,
+                    &users,
+                    Some(&header("alice", &format!("guess {round}"))),
+                )
+                .await
             });
             tokio::time::sleep(Duration::from_millis(10)).await;
             client.abort();
         }
-        assert!(!auth.allows(&users, Some(&header("alice", "last"))).await);
+        assert!(!allows(&auth, &users, Some(&header("alice", "last"))).await);
         assert_eq!(MOST.load(Ordering::SeqCst), 1, "bcrypts ran side by side");
+    }
+
+    fn quick(_password: &[u8], _hash: &str) -> bool {
+        std::thread::sleep(Duration::from_millis(2));
+        false
+    }
+
+    #[tokio::test]
+    async fn abandoned_requests_leave_nothing_behind() {
+        let auth = Arc::new(Authenticator::with_verify(quick));
+        let users = Arc::new(users(&[("alice", "right")]));
+        // 3,000 requests with distinct wrong passwords from 600 addresses,
+        // each given up while its check waits.
+        for round in 0..3000u32 {
+            let client = IpAddr::from([10, 0, (round % 600 / 256) as u8, (round % 256) as u8]);
+            let (auth2, users) = (auth.clone(), users.clone());
+            let task = tokio::spawn(async move {
+                let guess = header("alice", &format!("guess {round}"));
+                auth2.check(&users, Some(&guess), client).await
+            });
+            tokio::task::yield_now().await;
+            task.abort();
+            assert!(auth.pending() <= QUEUED + 1, "{} pending", auth.pending());
+        }
+        let start = std::time::Instant::now();
+        while auth.pending() > 0 || auth.queue.waiting() > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{} checks still pending",
+                auth.pending()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The passwords checked, in order.
+    static CHECKED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    fn logged(password: &[u8], hash: &str) -> bool {
+        let password = String::from_utf8_lossy(password).into_owned();
+        CHECKED.lock().unwrap().push(password.clone());
+        std::thread::sleep(Duration::from_millis(20));
+        hash.strip_prefix("$2y$10$") == Some(&password)
+    }
+
+    #[tokio::test]
+    async fn a_flooding_address_delays_another_by_at_most_two_checks() {
+        let auth = Arc::new(Authenticator::with_verify(logged));
+        let users = Arc::new(users(&[("alice", "right")]));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flooder = IpAddr::from([10, 0, 0, 2]);
+        // 20 clients from one address: wrong passwords and unknown users.
+        let flood: Vec<_> = (0..20)
+            .map(|n| {
+                let (auth, users, stop) = (auth.clone(), users.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut busy = 0;
+                    for round in 0.. {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let user = if round % 2 == 0 { "alice" } else { "mallory" };
+                        let guess = header(user, &format!("flood {n} {round}"));
+                        let verdict = auth.check(&users, Some(&guess), flooder).await;
+                        assert_ne!(verdict, Verdict::Allow);
+                        if verdict == Verdict::Busy {
+                            busy += 1;
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                    busy
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = CHECKED.lock().unwrap().len();
+        let verdict = auth
+            .check(&users, Some(&header("alice", "right")), HERE)
+            .await;
+        assert_eq!(verdict, Verdict::Allow);
+        stop.store(true, Ordering::SeqCst);
+        let mut busy = 0;
+        for task in flood {
+            busy += task.await.unwrap();
+        }
+        let checked = CHECKED.lock().unwrap().clone();
+        let at = checked.iter().position(|p| p == "right").unwrap();
+        assert!(before >= 4, "the flood did not start: {checked:?}");
+        assert!(
+            // The worker may start one more between the count and the submit.
+            at <= before + 2,
+            "{} flood checks ran before the login's (one may have been running)",
+            at - before
+        );
+        assert!(
+            busy > 0,
+            "the flood's own checks never waited in a full queue"
+        );
+        assert!(auth.pending() == 0);
     }
 
     /// Calls of [`kept`].
@@ -449,14 +673,18 @@ mod tests {
         let users: BTreeMap<String, String> =
             [("alice".to_string(), "$2y$10$x".to_string())].into();
         let (auth2, users2) = (auth.clone(), users.clone());
-        let client =
-            tokio::spawn(async move { auth2.allows(&users2, Some(&header("alice", "pw"))).await });
+        let client = tokio::spawn(async move {
+            auth2
+                .check(&users2, Some(&header("alice", "pw")), HERE)
+                .await
+        });
         while KEPT_CALLS.load(Ordering::SeqCst) == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         // The scraper times out while bcrypt runs; the next scrape comes.
         client.abort();
-        assert!(auth.allows(&users, Some(&header("alice", "pw"))).await);
+        let verdict = auth.check(&users, Some(&header("alice", "pw")), HERE).await;
+        assert_eq!(verdict, Verdict::Allow);
         assert_eq!(KEPT_CALLS.load(Ordering::SeqCst), 1, "the check was redone");
     }
 }

@@ -33,6 +33,7 @@ use std::{
     collections::BTreeMap,
     future::Future,
     io,
+    net::IpAddr,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError, Weak},
@@ -44,7 +45,7 @@ use http_body_util::Full;
 use hyper::{
     Request, Response, StatusCode,
     body::{Bytes, Incoming},
-    header::{AUTHORIZATION, HeaderName, HeaderValue, WWW_AUTHENTICATE},
+    header::{AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE},
 };
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -52,7 +53,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::log::log;
 
 use super::{
-    auth::Authenticator,
+    auth::{Authenticator, Verdict},
+    handshake::Handshakes,
     plain,
     ratelimit::Limiter,
     stream::Stream,
@@ -250,6 +252,8 @@ struct InForce {
 pub struct Live {
     /// Basic auth's checker and cache; lives across reloads.
     auth: Authenticator,
+    /// TLS handshakes' costly step, off the serving thread.
+    handshakes: Handshakes,
     /// What is in force; the watcher thread replaces it.
     in_force: Arc<Mutex<InForce>>,
 }
@@ -276,6 +280,7 @@ impl Live {
             .map_err(|err| anyhow!("cannot start the web config watcher: {err}"))?;
         Ok(Live {
             auth: Authenticator::new(),
+            handshakes: Handshakes::new(super::HEADER_TIMEOUT),
             in_force,
         })
     }
@@ -305,12 +310,14 @@ impl Live {
 
     /// The TLS handshake, if TLS is on, within `limit`: a client that never
     /// finishes it is dropped like one that never sends a request head.
-    pub async fn accept(&self, tcp: TcpStream, limit: Duration) -> Option<Stream> {
+    pub async fn accept(&self, tcp: TcpStream, client: IpAddr, limit: Duration) -> Option<Stream> {
         let active = self.current();
         let Some(acceptor) = &active.tls else {
             return Some(Stream::Plain(tcp));
         };
-        match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+        let config = acceptor.config().clone();
+        let handshake = self.handshakes.accept(config, tcp, client);
+        match tokio::time::timeout(limit, handshake).await {
             Ok(Ok(tls)) => Some(Stream::Tls(Box::new(tls))),
             // Refused certificates, garbage, timeouts: the client's fault,
             // and the client has been told by an alert where possible.
@@ -318,32 +325,46 @@ impl Live {
         }
     }
 
-    /// The rate limit, basic auth and headers around `handler`'s answer.
+    /// The rate limit, basic auth and headers around `handler`'s answer to
+    /// a request from `client`.
     pub async fn answer(
         &self,
         request: &Request<Incoming>,
+        client: IpAddr,
         handler: impl Future<Output = Response<Full<Bytes>>>,
     ) -> Response<Full<Bytes>> {
         let active = self.current();
-        let mut response = if active
+        let limited = active
             .limiter
             .as_ref()
-            .is_some_and(|limiter| !limiter.allow(Instant::now()))
-        {
-            plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n".into())
-        } else if !active.users.is_empty()
-            && !self
-                .auth
-                .allows(&active.users, request.headers().get(AUTHORIZATION))
-                .await
-        {
-            let mut response = plain(StatusCode::UNAUTHORIZED, "Unauthorized\n".into());
-            response
-                .headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
-            response
+            .is_some_and(|limiter| !limiter.allow(Instant::now()));
+        let verdict = if limited {
+            None
+        } else if active.users.is_empty() {
+            Some(Verdict::Allow)
         } else {
-            handler.await
+            let authorization = request.headers().get(AUTHORIZATION);
+            Some(self.auth.check(&active.users, authorization, client).await)
+        };
+        let mut response = match verdict {
+            None => plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n".into()),
+            // Too many password checks wait: not a refusal, a retry.
+            Some(Verdict::Busy) => {
+                let mut response =
+                    plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n".into());
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                response
+            }
+            Some(Verdict::Deny) => {
+                let mut response = plain(StatusCode::UNAUTHORIZED, "Unauthorized\n".into());
+                response
+                    .headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+                response
+            }
+            Some(Verdict::Allow) => handler.await,
         };
         for (name, value) in &active.headers {
             response.headers_mut().insert(name.clone(), value.clone());

@@ -30,7 +30,9 @@ mod activation;
 mod auth;
 mod clientcert;
 mod conns;
+mod fair;
 mod gate;
+mod handshake;
 mod listen;
 mod live;
 mod ratelimit;
@@ -42,7 +44,7 @@ pub mod webconfig;
 
 use std::{
     convert::Infallible,
-    net::TcpListener as StdListener,
+    net::{IpAddr, TcpListener as StdListener},
     panic::{self, AssertUnwindSafe},
     path::Path,
     pin::Pin,
@@ -237,8 +239,8 @@ async fn accept_loop(
 ) {
     let mut last_complaint: Option<Instant> = None;
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _peer)) => stream,
+        let (stream, client) = match listener.accept().await {
+            Ok((stream, peer)) => (stream, peer.ip()),
             Err(err) => {
                 // Out of descriptors or memory, or a connection reset while
                 // queued: not the listener's fault. Pause so a persistent
@@ -261,6 +263,7 @@ async fn accept_loop(
         let slot = Arc::new(slot);
         let connection = serve_connection(
             stream,
+            client,
             slot.clone(),
             http.clone(),
             Arc::downgrade(&graceful),
@@ -282,6 +285,7 @@ async fn accept_loop(
 /// head, both within [`HEADER_TIMEOUT`] of the accept, then HTTP.
 async fn serve_connection(
     stream: tokio::net::TcpStream,
+    client: IpAddr,
     slot: Arc<Slot>,
     http: http1::Builder,
     graceful: Weak<GracefulShutdown>,
@@ -290,7 +294,7 @@ async fn serve_connection(
 ) {
     let deadline = tokio::time::Instant::now() + HEADER_TIMEOUT;
     let mut stream = match &web {
-        Some(web) => match web.accept(stream, HEADER_TIMEOUT).await {
+        Some(web) => match web.accept(stream, client, HEADER_TIMEOUT).await {
             Some(stream) => stream,
             None => return,
         },
@@ -312,7 +316,7 @@ async fn serve_connection(
         async move {
             let answer = respond(&request, &scraper);
             let response = match &web {
-                Some(web) => web.answer(&request, answer).await,
+                Some(web) => web.answer(&request, client, answer).await,
                 None => answer.await,
             };
             Ok::<_, Infallible>(response.map(|body| Answer { body, slot }))

@@ -18,6 +18,18 @@
 //! server; printed: how long the next scrape takes (target ≤ 3 s) and how
 //! long SIGTERM then takes to end the server (target ≤ 2 s).
 //!
+//! Section `login`: a web config with ten users whose hashes cost 10; 20
+//! clients on 127.0.0.2 send wrong passwords and unknown users as fast as
+//! they are answered, while each user logs in for the first time from
+//! 127.0.0.1, one after the other. Target: every login answered 200
+//! within 2 s. For scale, the same logins without the flood.
+//!
+//! Section `handshakes`: HTTPS (a P-256 certificate); 1,000 connections
+//! from 127.0.0.2 replay a ClientHello, each starting over as soon as the
+//! server answers it, while curl scrapes from 127.0.0.1 on a new
+//! connection every 250 ms. Target: p90 of the scrapes under 1 s. For
+//! scale, the same scrapes without the flood and with 3,000 connections.
+//!
 //! `cargo bench --bench attack -- slowloris` runs one section. Only
 //! loopback inside the benchmark's own namespace is used.
 
@@ -29,7 +41,7 @@ mod util;
 
 use std::{
     io::{Read, Write},
-    net::TcpStream,
+    net::{Ipv4Addr, TcpStream},
     process::{Command, Stdio},
     sync::{
         Arc,
@@ -49,6 +61,8 @@ const WARMUP: Duration = Duration::from_secs(6);
 /// How long scrapes are measured, one every [`SCRAPE_EVERY`].
 const MEASURE: Duration = Duration::from_secs(30);
 const SCRAPE_EVERY: Duration = Duration::from_millis(250);
+/// The attackers' source address in the login and handshakes sections.
+const THERE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
 fn main() {
     let filters: Vec<String> = std::env::args()
@@ -70,6 +84,12 @@ fn main() {
         }
         if wants("aborts") {
             aborts(&mut report);
+        }
+        if wants("login") {
+            login(&mut report);
+        }
+        if wants("handshakes") {
+            handshakes(&mut report);
         }
     });
     report.summary();
@@ -262,5 +282,202 @@ fn aborts(report: &mut Report) {
             (2.0, "≤ 2 s"),
             String::new(),
         );
+    }
+}
+
+/// Starts our release binary with `web` as its web config file.
+fn ours_with(web: &std::path::Path) -> Server {
+    let mut command = Bin::new()
+        .args(["--serve", "127.0.0.1:0", "--web.config.file"])
+        .arg(web)
+        .command();
+    command.env_clear();
+    Server::spawn(command)
+}
+
+/// One `GET /metrics` from `from` with `user`'s credentials on a new
+/// connection: its status and latency.
+fn get_as(addr: &str, from: Ipv4Addr, user: &str, password: &str) -> (u16, f64) {
+    let started = Instant::now();
+    let Ok(mut stream) = util::connect_from(from, addr) else {
+        return (0, started.elapsed().as_secs_f64());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nHost: bench\r\n{}\r\nConnection: close\r\n\r\n",
+        util::basic_auth(user, password)
+    );
+    let mut answer = Vec::new();
+    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_end(&mut answer).is_err() {
+        return (0, started.elapsed().as_secs_f64());
+    }
+    let status = std::str::from_utf8(&answer)
+        .ok()
+        .and_then(|text| text.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, started.elapsed().as_secs_f64())
+}
+
+/// The login section.
+fn login(report: &mut Report) {
+    const USERS: usize = 10;
+    let dir = util::open_tempdir();
+    let web = dir.path().join("web.yml");
+    let mut text = "basic_auth_users:\n".to_string();
+    for user in 0..USERS {
+        let hash = bcrypt::hash(format!("secret {user}"), 10).unwrap();
+        text.push_str(&format!("  user{user}: '{hash}'\n"));
+    }
+    std::fs::write(&web, text).unwrap();
+    for flooded in [false, true] {
+        let server = ours_with(&web);
+        let stop = Arc::new(AtomicBool::new(false));
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let flood: Vec<_> = (0..if flooded { 20 } else { 0 })
+            .map(|n| {
+                let (addr, stop, refused) = (server.addr.clone(), stop.clone(), refused.clone());
+                thread::spawn(move || {
+                    let mut round = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        round += 1;
+                        let user = if round % 2 == 0 { "user0" } else { "mallory" };
+                        let (status, _) = get_as(&addr, THERE, user, &format!("flood {n} {round}"));
+                        match status {
+                            401 => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                            _ => thread::sleep(Duration::from_millis(5)),
+                        }
+                    }
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_secs(if flooded { 3 } else { 0 }));
+        let mut latencies = Vec::new();
+        let mut failed = 0;
+        for user in 0..USERS {
+            let (status, took) = get_as(
+                &server.addr,
+                Ipv4Addr::LOCALHOST,
+                &format!("user{user}"),
+                &format!("secret {user}"),
+            );
+            if status == 200 {
+                latencies.push(took);
+            } else {
+                failed += 1;
+            }
+            thread::sleep(Duration::from_millis(500));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for thread in flood {
+            thread.join().unwrap();
+        }
+        let worst = if failed > 0 {
+            f64::INFINITY
+        } else {
+            latencies.iter().copied().fold(0.0, f64::max)
+        };
+        let detail = format!(
+            "{} of {USERS} answered 200; median {}; flood answered 401 {} times",
+            latencies.len(),
+            latencies_at(&latencies, 0.5),
+            refused.load(Ordering::Relaxed)
+        );
+        if flooded {
+            report.at_most(
+                "first logins (cost 10) while 20 clients flood wrong credentials: slowest",
+                (worst, secs(worst)),
+                (2.0, "≤ 2 s"),
+                detail,
+            );
+        } else {
+            report.info(
+                "first logins (cost 10), no flood: slowest",
+                secs(worst),
+                detail,
+            );
+        }
+    }
+}
+
+/// The handshakes section.
+fn handshakes(report: &mut Report) {
+    let pki = util::pki::Pki::new();
+    let web = pki.config("tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n");
+    let hello = util::attack::client_hello();
+    for flood_size in [0, 1000, 3000] {
+        let flooded = flood_size > 0;
+        let server = ours_with(&web);
+        let url = format!("https://127.0.0.1:{}/metrics", server.port());
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let flood = flooded.then(|| {
+            let (addr, stop, hello) = (server.addr.clone(), stop.clone(), hello.clone());
+            let answers = answers.clone();
+            thread::spawn(move || {
+                util::attack::handshake_flood(&addr, THERE, flood_size, &hello, &stop, &answers);
+                answers.load(Ordering::SeqCst)
+            })
+        });
+        if flooded {
+            thread::sleep(WARMUP);
+        }
+        let mut latencies = Vec::new();
+        let mut failed = 0;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            let next = Instant::now() + SCRAPE_EVERY;
+            let begun = Instant::now();
+            let out = Command::new("curl")
+                .args([
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "10",
+                ])
+                .arg("--cacert")
+                .arg(pki.path("ca.pem"))
+                .arg(&url)
+                .output()
+                .expect("cannot run curl");
+            if out.stdout == b"200" {
+                latencies.push(begun.elapsed().as_secs_f64());
+            } else {
+                failed += 1;
+            }
+            thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let answered = flood.map(|f| f.join().unwrap());
+        let p90 = if latencies.is_empty() {
+            f64::INFINITY
+        } else {
+            Samples::new(latencies.clone()).quantile(0.9)
+        };
+        let detail = format!(
+            "{} scrapes, {failed} failed; p50 {}, p99 {}; {} flood handshakes answered; peak RSS {}",
+            latencies.len() + failed,
+            latencies_at(&latencies, 0.5),
+            latencies_at(&latencies, 0.99),
+            answered.map_or("no".into(), |n| n.to_string()),
+            kib(server.peak_rss_kib() as f64),
+        );
+        let what = format!("HTTPS scrape p90 during a {flood_size}-connection ClientHello flood");
+        if flood_size == 1000 {
+            report.at_most(&what, (p90, secs(p90)), (1.0, "< 1 s"), detail);
+        } else if flooded {
+            report.info(&what, secs(p90), detail);
+        } else {
+            report.info(
+                "HTTPS scrape p90, no flood (curl, new connection)",
+                secs(p90),
+                detail,
+            );
+        }
     }
 }

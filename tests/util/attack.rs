@@ -67,3 +67,85 @@ pub fn slowloris(addr: &str, clients: usize, stop: &AtomicBool) -> usize {
     }
     reconnects
 }
+
+/// A connection to `addr` from the loopback address `from` (127.0.0.2,
+/// say), so that a test can play two clients the server tells apart.
+pub fn connect_from(from: std::net::Ipv4Addr, addr: &str) -> std::io::Result<TcpStream> {
+    use std::net::ToSocketAddrs;
+    let target = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("no address in {addr}")))?;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&std::net::SocketAddr::from((from, 0)).into())?;
+    socket.connect(&target.into())?;
+    Ok(socket.into())
+}
+
+/// A TLS ClientHello, as rustls' client sends it for `localhost`: a flood
+/// replays these bytes, which cost the client nothing and the server a key
+/// exchange and a signature each.
+pub fn client_hello() -> Vec<u8> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let mut client =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
+    let mut hello = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut hello).unwrap();
+    }
+    hello
+}
+
+/// Keeps `clients` connections from `from` to `addr` replaying `hello`
+/// until `stop`: each sends it, waits for the server's answer (or its
+/// close), and starts over on a new connection. Counts the answers in
+/// `answers`.
+pub fn handshake_flood(
+    addr: &str,
+    from: std::net::Ipv4Addr,
+    clients: usize,
+    hello: &[u8],
+    stop: &AtomicBool,
+    answers: &std::sync::atomic::AtomicUsize,
+) {
+    let open = || {
+        let mut stream = connect_from(from, addr).ok()?;
+        stream.write_all(hello).ok()?;
+        stream.set_nonblocking(true).ok()?;
+        Some(stream)
+    };
+    let mut conns: Vec<Option<TcpStream>> = (0..clients).map(|_| open()).collect();
+    let mut buf = [0; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        let mut idle = true;
+        for conn in &mut conns {
+            let done = match conn {
+                None => true,
+                Some(s) => match s.read(&mut buf) {
+                    Ok(0) => true,
+                    Ok(_) => {
+                        answers.fetch_add(1, Ordering::SeqCst);
+                        true
+                    }
+                    Err(err) => err.kind() != std::io::ErrorKind::WouldBlock,
+                },
+            };
+            if done {
+                idle = false;
+                if let Some(s) = conn.take() {
+                    abort(s);
+                }
+                *conn = open();
+            }
+        }
+        if idle {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+}

@@ -83,3 +83,22 @@ pub fn parse_http(raw: &str) -> HttpResponse {
         body: body.to_string(),
     }
 }
+
+/// An `Authorization: Basic` header line (no line end) for `user` and
+/// `password`, base64 as RFC 7617 says.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let raw = format!("{user}:{password}");
+    let mut encoded = String::new();
+    for chunk in raw.as_bytes().chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, &b| (n << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            encoded.push(if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char
+            } else {
+                '='
+            });
+        }
+    }
+    format!("Authorization: Basic {encoded}")
+}

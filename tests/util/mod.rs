@@ -13,10 +13,10 @@ pub mod prometheus;
 pub mod server;
 pub mod system;
 
-pub use attack::{abort, slowloris};
+pub use attack::{abort, connect_from, slowloris};
 pub use bin::{Bin, one_error_line, run, stderr_of, stdout_of};
 pub use harness::{Need::*, *};
-pub use http::{HttpResponse, exchange, http, parse_http, request};
+pub use http::{HttpResponse, basic_auth, exchange, http, parse_http, request};
 pub use metrics::*;
 pub use server::{ANSWER_LIMIT, Server};
 pub use system::*;
