@@ -16,3 +16,4 @@ pub mod scan;
 pub mod serve;
 pub mod textfile;
 pub mod views;
+pub mod watch;
