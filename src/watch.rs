@@ -341,10 +341,9 @@ pub fn run(job: &Job, interval: Duration) -> anyhow::Result<()> {
 fn wait(signals: &SignalFd, deadline: Instant) -> io::Result<bool> {
     let stdout = io::stdout();
     loop {
+        // Polled even when the deadline has passed, so that a watch whose
+        // scans overrun their interval still hears its signals.
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(true);
-        }
         // Rounded up: poll counts whole milliseconds.
         let millis = left.as_nanos().div_ceil(1_000_000);
         let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
@@ -353,6 +352,7 @@ fn wait(signals: &SignalFd, deadline: Instant) -> io::Result<bool> {
             PollFd::new(stdout.as_fd(), PollFlags::empty()),
         ];
         match poll(&mut fds, timeout) {
+            Ok(0) if left.is_zero() => return Ok(true),
             Ok(0) | Err(Errno::EINTR) => continue,
             Ok(_) => {
                 let gone = PollFlags::POLLERR | PollFlags::POLLHUP;

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::{
     netns::{self, Place},
-    util::{self, Bin, Netns, UNSHARE, one_error_line, tests},
+    util::{self, Bin, Netns, STRACE, UNSHARE, one_error_line, tests},
 };
 
 tests![
@@ -35,6 +35,12 @@ tests![
     ),
     (a_namespace_that_appears_is_watched, Netns, UNSHARE),
     (signals_and_a_closed_pipe_end_it_quietly, Netns, UNSHARE),
+    (
+        failed_scans_are_said_once_and_the_watch_goes_on,
+        Netns,
+        UNSHARE,
+        STRACE
+    ),
     usage_errors_are_one_line,
 ];
 
@@ -47,6 +53,7 @@ pub fn role() -> Option<ExitCode> {
         "watch-process" => process_change(),
         "watch-netns" => namespace_appears(),
         "watch-signals" => signals(),
+        "watch-failures" => failures(),
         _ => return None,
     }
     eprintln!("{role}: done");
@@ -92,9 +99,13 @@ struct Watch {
 
 impl Watch {
     fn start(args: &[&str]) -> Watch {
-        let mut child = Bin::new()
+        Watch::start_bin(Bin::new().args(args))
+    }
+
+    /// Starts `bin` with `--watch 100ms --format json` added.
+    fn start_bin(bin: Bin) -> Watch {
+        let mut child = bin
             .args(["--watch", "100ms", "--format", "json"])
-            .args(args)
             .command()
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -154,6 +165,20 @@ impl Watch {
         }
     }
 
+    /// The pid of port_exporter: the child, or under strace the child's.
+    fn pid(&self) -> u32 {
+        let child = self.child.id();
+        let comm = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap();
+        if comm.trim_end() != "strace" {
+            return child;
+        }
+        let children = format!("/proc/{child}/task/{child}/children");
+        util::wait_until("strace's child", LIMIT, || {
+            let text = std::fs::read_to_string(&children).unwrap();
+            text.split_whitespace().next().map(|p| p.parse().unwrap())
+        })
+    }
+
     /// The last line read.
     fn last(&self) -> &str {
         &self.seen.last().unwrap().0
@@ -162,7 +187,7 @@ impl Watch {
     /// Stops it with `signal` and returns its exit status, every line it
     /// printed, and its stderr.
     fn stop(mut self, signal: nix::sys::signal::Signal) -> (ExitStatus, Vec<String>, String) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
         nix::sys::signal::kill(pid, signal).unwrap();
         let status = self.child.wait().unwrap();
         let mut all: Vec<String> = self.seen.drain(..).map(|(line, _)| line).collect();
@@ -480,6 +505,39 @@ fn signals() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     assert!(stdout.starts_with("TIME "), "{stdout}");
     assert!(stdout.contains(&format!(" {port}  127.0.0.1 ")), "{stdout}");
+}
+
+fn failed_scans_are_said_once_and_the_watch_goes_on() {
+    scenario("watch-failures", false);
+}
+
+/// Netlink dumps that fail for a while (strace makes sendto fail from the
+/// third call to the twelfth): the failure is said once, the watch goes on,
+/// and a listener opened meanwhile is seen when scans work again.
+fn failures() {
+    sh("ip", &["link", "set", "lo", "up"]);
+    let stays = TcpListener::bind("127.0.0.1:0").unwrap();
+    let stays = stays.local_addr().unwrap().port();
+    let mut watch = Watch::start_bin(
+        Bin::new()
+            .inject("sendto:error=ENOBUFS:when=3..12")
+            .args(["--method", "netlink"]),
+    );
+    watch.expect("listening", "the listener", |v| is(v, "tcp", stays));
+    let late = TcpListener::bind("127.0.0.1:0").unwrap();
+    let late = late.local_addr().unwrap().port();
+    watch.expect("open", "the listener opened meanwhile", |v| {
+        is(v, "tcp", late)
+    });
+    let (status, all, stderr) = watch.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("port_exporter: warning: a scan failed")
+            && stderr.contains("No buffer space available"),
+        "{stderr}"
+    );
 }
 
 fn usage_errors_are_one_line() {
