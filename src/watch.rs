@@ -39,9 +39,98 @@ use nix::{
 use crate::{
     job::{Format, Job},
     log::log,
-    scan::Scan,
+    scan::{
+        Scan, Sockets,
+        owner::{self, Processes},
+    },
     views::{self, Row},
 };
+
+/// The longest the watch trusts what it knows of the listeners' holders
+/// without walking the processes again (see [`Holders`]).
+const REWALK: Duration = Duration::from_secs(1);
+
+/// Who holds each listener, remembered between scans.
+///
+/// Finding a socket's process means reading the descriptors of processes
+/// ([`owner::attribute`]): with 1,000 listeners it costs more than the
+/// rest of a scan. So the watch walks the processes again only when it
+/// must: when a socket it has not attributed yet appears, when a holder it
+/// knows has exited or changed its name, and at least every [`REWALK`].
+/// Between walks, each socket keeps its holder. What the walk alone can
+/// see, a socket handed to another process while its holder lives on, is
+/// seen within a second.
+#[derive(Default)]
+struct Holders {
+    /// Each socket's holder (0 for none found), by inode, sorted.
+    pids: Vec<(u32, u32)>,
+    /// The holders' names, by pid, sorted.
+    names: Vec<(u32, String)>,
+    /// Processes whose descriptors could not be read in the last walk.
+    denied: usize,
+    /// When the processes were last walked.
+    walked: Option<Instant>,
+}
+
+impl Holders {
+    /// Sets the holder of each listener of `sockets`, walking the
+    /// processes only when it must.
+    fn attribute(&mut self, sockets: &mut Sockets) {
+        let proc_root = std::path::Path::new("/proc");
+        let pid_of = |inode: u32| {
+            self.pids
+                .binary_search_by_key(&inode, |(i, _)| *i)
+                .ok()
+                .map(|i| self.pids[i].1)
+        };
+        let mut held: Vec<u32> = Vec::new();
+        let known = self.walked.is_some_and(|at| at.elapsed() < REWALK)
+            && sockets.listeners.iter().all(|l| match pid_of(l.inode) {
+                Some(pid) => {
+                    held.push(pid);
+                    true
+                }
+                None => false,
+            });
+        held.sort_unstable();
+        held.dedup();
+        let names: Option<Vec<(u32, String)>> = known
+            .then(|| {
+                held.iter()
+                    .filter(|&&pid| pid != 0)
+                    .map(|&pid| {
+                        let i = self.names.binary_search_by_key(&pid, |(p, _)| *p).ok()?;
+                        let name = &self.names[i].1;
+                        (owner::comm(proc_root, pid).as_ref() == Some(name))
+                            .then(|| (pid, name.clone()))
+                    })
+                    .collect()
+            })
+            .flatten();
+        let processes = match names {
+            Some(names) => {
+                for listener in &mut sockets.listeners {
+                    listener.pid = pid_of(listener.inode).unwrap_or(0);
+                }
+                Processes {
+                    names,
+                    unattributed: sockets.listeners.iter().filter(|l| l.pid == 0).count(),
+                    denied: self.denied,
+                }
+            }
+            None => {
+                let processes = owner::attribute(&mut sockets.listeners, proc_root);
+                self.pids = sockets.listeners.iter().map(|l| (l.inode, l.pid)).collect();
+                self.pids.sort_unstable();
+                self.names = processes.names.clone();
+                self.denied = processes.denied;
+                self.walked = Some(Instant::now());
+                processes
+            }
+        };
+        sockets.processes = Some(processes);
+    }
+}
 
 /// What happened to a listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +219,38 @@ impl Ord for Entry {
 impl PartialOrd for Entry {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
+    }
+}
+
+/// What a scan found, as it found it: two scans with equal fingerprints
+/// have the same rows, and comparing them costs far less than making rows.
+/// (Not the other way round: with `--netns all` the namespaces come in no
+/// particular order, and then the rows decide.)
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Fingerprint {
+    listeners: Vec<crate::scan::Listener>,
+    interfaces: Vec<(crate::scan::Interface, String)>,
+    users: Vec<(u32, String)>,
+    processes: Vec<(u32, String)>,
+    namespaces: Vec<String>,
+}
+
+impl Fingerprint {
+    fn of(scan: &Scan) -> Fingerprint {
+        let Some(sockets) = &scan.sockets else {
+            return Fingerprint::default();
+        };
+        Fingerprint {
+            listeners: sockets.listeners.clone(),
+            interfaces: sockets.interfaces.clone(),
+            users: sockets.users.clone(),
+            processes: sockets
+                .processes
+                .as_ref()
+                .map(|p| p.names.clone())
+                .unwrap_or_default(),
+            namespaces: sockets.namespaces.clone(),
+        }
     }
 }
 
@@ -294,9 +415,22 @@ pub fn run(job: &Job, interval: Duration) -> anyhow::Result<()> {
         stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     let notices = job.notices();
 
+    // The plan finds no processes: the holders do, walking less often.
+    let mut plan = job.plan.clone();
+    let processes = plan.detail.processes;
+    plan.detail.processes = false;
+    let mut holders = Holders::default();
+    let mut scan_once = || -> anyhow::Result<Scan> {
+        let mut scan = plan.run()?;
+        if let Some(sockets) = scan.sockets.as_mut().filter(|_| processes) {
+            holders.attribute(sockets);
+        }
+        notices.scanned(&scan);
+        Ok(scan)
+    };
+
     let mut next = Instant::now() + interval;
-    let scan = job.plan.run()?;
-    notices.scanned(&scan);
+    let scan = scan_once()?;
     let netns = scan
         .sockets
         .as_ref()
@@ -308,20 +442,21 @@ pub fn run(job: &Job, interval: Duration) -> anyhow::Result<()> {
         netns,
     );
     let mut seen = entries(&scan)?;
+    let mut last = Fingerprint::of(&scan);
     printer.listing(&seen, scan.started)?;
 
     let mut failures = BTreeSet::new();
     while wait(&signals, next)? {
         let started = Instant::now();
         next = (next + interval).max(started);
-        let scanned = job.plan.run().and_then(|scan| {
-            notices.scanned(&scan);
-            Ok((entries(&scan)?, scan.started))
-        });
-        match scanned {
-            Ok((now, time)) => {
-                printer.changes(&changes(&seen, &now), time)?;
+        match scan_once() {
+            // Most scans find what the last one found: no rows to make.
+            Ok(scan) if Fingerprint::of(&scan) == last => {}
+            Ok(scan) => {
+                let now = entries(&scan)?;
+                printer.changes(&changes(&seen, &now), scan.started)?;
                 seen = now;
+                last = Fingerprint::of(&scan);
             }
             Err(err) => {
                 let cause = format!("{err:#}");

@@ -294,6 +294,13 @@ impl Walk {
     }
 }
 
+/// The command name of process `pid` under `proc_root` (`/proc`), or
+/// `None` if it exited: how `--watch` checks, between two walks, that the
+/// holders it knows are still there as they were.
+pub fn comm(proc_root: &Path, pid: u32) -> Option<String> {
+    Walk::new(proc_root).comm(pid)
+}
+
 /// Whether an error means the reader lacks the privilege.
 fn is_denied(err: &io::Error) -> bool {
     err.kind() == ErrorKind::PermissionDenied
