@@ -77,7 +77,8 @@ Examples:
       port_exporter --generate rules > /etc/prometheus/port_exporter.rules.yml
 
 Exit status:
-  0  the metrics were printed or written
+  0  the metrics were printed or written; --watch or --serve stopped on
+     SIGINT or SIGTERM
   1  the scan or the write failed; an existing FILE is left as it was
   2  usage error, such as a bad port list; nothing is scanned or written";
 

@@ -46,9 +46,10 @@ use crate::{
     views::{self, Row},
 };
 
-/// The longest the watch trusts what it knows of the listeners' holders
-/// without walking the processes again (see [`Holders`]).
-const REWALK: Duration = Duration::from_secs(1);
+/// How often the watch checks that each holder it knows still holds its
+/// sockets, and how often it walks every process anyway (see [`Holders`]).
+const RECHECK: Duration = Duration::from_secs(1);
+const REWALK: Duration = Duration::from_secs(30);
 
 /// Who holds each listener, remembered between scans.
 ///
@@ -56,10 +57,12 @@ const REWALK: Duration = Duration::from_secs(1);
 /// ([`owner::attribute`]): with 1,000 listeners it costs more than the
 /// rest of a scan. So the watch walks the processes again only when it
 /// must: when a socket it has not attributed yet appears, when a holder it
-/// knows has exited or changed its name, and at least every [`REWALK`].
-/// Between walks, each socket keeps its holder. What the walk alone can
-/// see, a socket handed to another process while its holder lives on, is
-/// seen within a second.
+/// knows has exited, changed its name, or no longer holds its socket
+/// (checked every [`RECHECK`], reading the holders' descriptors only), and
+/// every [`REWALK`]. Between walks, each socket keeps its holder: a socket
+/// handed to another process is seen within [`RECHECK`] once its holder
+/// closes it, and one that a process of a lower pid starts sharing (the
+/// rule is the lowest pid) within [`REWALK`].
 #[derive(Default)]
 struct Holders {
     /// Each socket's holder (0 for none found), by inode, sorted.
@@ -68,11 +71,27 @@ struct Holders {
     names: Vec<(u32, String)>,
     /// Processes whose descriptors could not be read in the last walk.
     denied: usize,
-    /// When the processes were last walked.
+    /// When the processes were last walked, and the holders last checked.
     walked: Option<Instant>,
+    checked: Option<Instant>,
 }
 
 impl Holders {
+    /// Whether each holder in `held` (pids, sorted) still holds the
+    /// sockets the last walk found it holding.
+    fn still_hold(&self, held: &[u32]) -> bool {
+        let proc_root = std::path::Path::new("/proc");
+        held.iter().filter(|&&pid| pid != 0).all(|&pid| {
+            let Some(inodes) = owner::sockets_of(proc_root, pid) else {
+                return false;
+            };
+            self.pids
+                .iter()
+                .filter(|(_, p)| *p == pid)
+                .all(|(inode, _)| inodes.binary_search(inode).is_ok())
+        })
+    }
+
     /// Sets the holder of each listener of `sockets`, walking the
     /// processes only when it must.
     fn attribute(&mut self, sockets: &mut Sockets) {
@@ -107,6 +126,17 @@ impl Holders {
                     .collect()
             })
             .flatten();
+        let check = self.checked.is_none_or(|at| at.elapsed() >= RECHECK);
+        let names = match names {
+            Some(_) if check && !self.still_hold(&held) => None,
+            Some(names) => {
+                if check {
+                    self.checked = Some(Instant::now());
+                }
+                Some(names)
+            }
+            None => None,
+        };
         let processes = match names {
             Some(names) => {
                 for listener in &mut sockets.listeners {
@@ -125,6 +155,7 @@ impl Holders {
                 self.names = processes.names.clone();
                 self.denied = processes.denied;
                 self.walked = Some(Instant::now());
+                self.checked = self.walked;
                 processes
             }
         };

@@ -489,6 +489,24 @@ fn signals() {
         assert_eq!(stderr, "", "{signal}");
         assert_eq!(all.len(), 1, "{signal}: {all:?}");
     }
+    // Scans every millisecond, overrunning: signals are heard all the same.
+    let mut busy = Bin::new()
+        .args(["--watch", "1ms", "--format", "json"])
+        .command()
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kept open until it stops: a closed pipe would stop it too.
+    let mut reader = BufReader::new(busy.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    check_line(first.trim_end());
+    let pid = nix::unistd::Pid::from_raw(busy.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = util::wait_until("the busy watch to stop", LIMIT, || busy.try_wait().unwrap());
+    assert_eq!(status.code(), Some(0), "{status}");
+    drop(reader);
+
     // `| head -n 2`, as a shell runs it; the table is the default there.
     // Nothing changes afterwards: the watch must notice the reader gone.
     let command = format!(
