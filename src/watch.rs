@@ -40,7 +40,7 @@ use crate::{
     job::{Format, Job},
     log::log,
     scan::{
-        Scan, Sockets,
+        Listener, Scan, Sockets,
         owner::{self, Processes},
     },
     views::{self, Row},
@@ -77,40 +77,49 @@ struct Holders {
 }
 
 impl Holders {
-    /// Whether each holder in `held` (pids, sorted) still holds the
-    /// sockets the last walk found it holding.
-    fn still_hold(&self, held: &[u32]) -> bool {
+    /// Whether each of `listeners` is still held by the holder the last
+    /// walk found for it; `held` are those holders' pids, sorted.
+    fn still_hold(&self, listeners: &[Listener], held: &[u32]) -> bool {
         let proc_root = std::path::Path::new("/proc");
-        held.iter().filter(|&&pid| pid != 0).all(|&pid| {
-            let Some(inodes) = owner::sockets_of(proc_root, pid) else {
-                return false;
-            };
-            self.pids
-                .iter()
-                .filter(|(_, p)| *p == pid)
-                .all(|(inode, _)| inodes.binary_search(inode).is_ok())
+        let mut held_now = Vec::with_capacity(held.len());
+        for &pid in held.iter().filter(|&&pid| pid != 0) {
+            match owner::sockets_of(proc_root, pid) {
+                Some(inodes) => held_now.push((pid, inodes)),
+                None => return false,
+            }
+        }
+        listeners.iter().all(|l| match self.pid_of(l.inode) {
+            None | Some(0) => true,
+            Some(pid) => held_now
+                .binary_search_by_key(&pid, |(p, _)| *p)
+                .is_ok_and(|i| held_now[i].1.binary_search(&l.inode).is_ok()),
         })
+    }
+
+    /// The holder the last walk found for socket `inode`, if it saw it.
+    fn pid_of(&self, inode: u32) -> Option<u32> {
+        self.pids
+            .binary_search_by_key(&inode, |(i, _)| *i)
+            .ok()
+            .map(|i| self.pids[i].1)
     }
 
     /// Sets the holder of each listener of `sockets`, walking the
     /// processes only when it must.
     fn attribute(&mut self, sockets: &mut Sockets) {
         let proc_root = std::path::Path::new("/proc");
-        let pid_of = |inode: u32| {
-            self.pids
-                .binary_search_by_key(&inode, |(i, _)| *i)
-                .ok()
-                .map(|i| self.pids[i].1)
-        };
         let mut held: Vec<u32> = Vec::new();
         let known = self.walked.is_some_and(|at| at.elapsed() < REWALK)
-            && sockets.listeners.iter().all(|l| match pid_of(l.inode) {
-                Some(pid) => {
-                    held.push(pid);
-                    true
-                }
-                None => false,
-            });
+            && sockets
+                .listeners
+                .iter()
+                .all(|l| match self.pid_of(l.inode) {
+                    Some(pid) => {
+                        held.push(pid);
+                        true
+                    }
+                    None => false,
+                });
         held.sort_unstable();
         held.dedup();
         let names: Option<Vec<(u32, String)>> = known
@@ -128,7 +137,7 @@ impl Holders {
             .flatten();
         let check = self.checked.is_none_or(|at| at.elapsed() >= RECHECK);
         let names = match names {
-            Some(_) if check && !self.still_hold(&held) => None,
+            Some(_) if check && !self.still_hold(&sockets.listeners, &held) => None,
             Some(names) => {
                 if check {
                     self.checked = Some(Instant::now());
@@ -140,7 +149,7 @@ impl Holders {
         let processes = match names {
             Some(names) => {
                 for listener in &mut sockets.listeners {
-                    listener.pid = pid_of(listener.inode).unwrap_or(0);
+                    listener.pid = self.pid_of(listener.inode).unwrap_or(0);
                 }
                 Processes {
                     names,
@@ -259,7 +268,7 @@ impl PartialOrd for Entry {
 /// particular order, and then the rows decide.)
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Fingerprint {
-    listeners: Vec<crate::scan::Listener>,
+    listeners: Vec<Listener>,
     interfaces: Vec<(crate::scan::Interface, String)>,
     users: Vec<(u32, String)>,
     processes: Vec<(u32, String)>,
