@@ -316,8 +316,9 @@ fn come_and_go() {
 }
 
 /// The holder role: name itself, open HOLD_SPEC (see `labels::open`), say
-/// `port N` for each socket and `ready`; then rename itself to each line
-/// read from stdin, until stdin closes.
+/// `port N` for each socket and `ready`; then, for each line read from
+/// stdin until it closes, `name NAME` renames itself, and `hand NAME`
+/// starts a child named so that inherits its sockets, and closes its own.
 fn holder() {
     crate::labels::set_name(&std::env::var("HOLD_NAME").unwrap());
     let spec = std::env::var("HOLD_SPEC").unwrap();
@@ -334,10 +335,35 @@ fn holder() {
     writeln!(out, "ready").unwrap();
     out.flush().unwrap();
     drop(out);
+    let mut kept = kept;
+    let mut heirs = Vec::new();
     for line in std::io::stdin().lock().lines() {
-        crate::labels::set_name(&line.unwrap());
+        let line = line.unwrap();
+        match line.split_once(' ') {
+            Some(("name", name)) => crate::labels::set_name(name),
+            Some(("hand", name)) => {
+                // A child of that name inherits the sockets; this process
+                // closes its own and lives on.
+                for socket in &kept {
+                    socket.set_cloexec(false).unwrap();
+                }
+                let (heir, _) = util::start_helper(
+                    Command::new(std::env::current_exe().unwrap())
+                        .env(util::ROLE, "watch-holder")
+                        .env("HOLD_NAME", name)
+                        .env("HOLD_SPEC", ""),
+                );
+                kept.clear();
+                heirs.push(heir);
+            }
+            _ => panic!("unknown holder command {line:?}"),
+        }
     }
     drop(kept);
+    for mut heir in heirs {
+        drop(heir.stdin.take());
+        heir.wait().unwrap();
+    }
 }
 
 /// A holder whose command name changes while it keeps its listener: the
@@ -361,7 +387,7 @@ fn process_change() {
     // within comm's 15.
     let evil = "beta\u{202e}\u{200b}x";
     let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{evil}").unwrap();
+    writeln!(stdin, "name {evil}").unwrap();
     let comm = format!("/proc/{}/comm", child.id());
     util::wait_until("the holder's new name", LIMIT, || {
         (std::fs::read_to_string(&comm).unwrap() == format!("{evil}\n")).then_some(())
@@ -414,11 +440,25 @@ fn process_change() {
     table_watch.kill().unwrap();
     table_watch.wait().unwrap();
 
-    // The holder exits: its listener closes under its new name.
-    drop(stdin);
-    child.wait().unwrap();
+    // The socket handed to a child while the holder lives on, named and
+    // unchanged: seen within the second the watch trusts what it knows.
+    writeln!(stdin, "hand heir").unwrap();
     let closed = watch.expect("close", "the renamed holder", |v| is(v, "tcp", port));
     assert_eq!(closed["process"], evil, "{closed}");
+    let opened = watch.expect("open", "the heir", |v| is(v, "tcp", port));
+    assert_eq!(opened["process"], "heir", "{opened}");
+    assert_ne!(opened["pid"], pid, "{opened}");
+    assert_eq!(
+        std::fs::read_to_string(&comm).unwrap(),
+        format!("{evil}\n"),
+        "the holder lives on"
+    );
+
+    // The holder exits, and its heir with it: the listener closes.
+    drop(stdin);
+    child.wait().unwrap();
+    let closed = watch.expect("close", "the heir", |v| is(v, "tcp", port));
+    assert_eq!(closed["process"], "heir", "{closed}");
     let (status, _, stderr) = watch.stop(nix::sys::signal::Signal::SIGINT);
     assert!(status.success(), "{status}: {stderr}");
 }
