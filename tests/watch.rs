@@ -263,7 +263,15 @@ fn come_and_go() {
     sh("ip", &["link", "set", "lo", "up"]);
     let stays = TcpListener::bind("127.0.0.1:0").unwrap();
     let stays = stays.local_addr().unwrap().port();
-    let mut watch = Watch::start(&["--protocol", "tcp,udp"]);
+    for method in ["netlink", "procfs"] {
+        come_and_go_with(method, stays);
+    }
+    ports_and_exclude();
+}
+
+/// [`come_and_go`] with `--method METHOD`.
+fn come_and_go_with(method: &str, stays: u16) {
+    let mut watch = Watch::start(&["--protocol", "tcp,udp", "--method", method]);
     let listed = watch.expect("listening", "the listener that stays", |v| {
         is(v, "tcp", stays)
     });
@@ -313,6 +321,25 @@ fn come_and_go() {
     events.sort();
     expected.sort();
     assert_eq!(events, expected);
+}
+
+/// `--ports` and `--exclude` apply to every scan: listeners on other
+/// ports never show.
+fn ports_and_exclude() {
+    let sentinel = TcpListener::bind("127.0.0.1:7010").unwrap();
+    let mut watch = Watch::start(&["--ports", "7000-7010", "--exclude", "7005"]);
+    watch.expect("listening", "7010", |v| is(v, "tcp", 7010));
+    let listeners: Vec<TcpListener> = [7005, 7011, 7000]
+        .map(|port| TcpListener::bind(("127.0.0.1", port)).unwrap())
+        .into();
+    watch.expect("open", "7000", |v| is(v, "tcp", 7000));
+    drop(listeners);
+    watch.expect("close", "7000", |v| is(v, "tcp", 7000));
+    drop(sentinel);
+    watch.expect("close", "7010", |v| is(v, "tcp", 7010));
+    let (status, all, stderr) = watch.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(all.len(), 4, "{all:#?}");
 }
 
 /// The holder role: name itself, open HOLD_SPEC (see `labels::open`), say
