@@ -23,7 +23,7 @@ _port_exporter() {
 
     case "${cmd}" in
         port_exporter)
-            opts="-o -p -x -m -j -v -h -V --output --serve --web-config-file --web.config.file --ports --exclude --include-closed --protocol --labels --netns --format --method --threads --verbose --generate --help --version"
+            opts="-o -p -x -m -j -v -h -V --output --serve --web-config-file --web.config.file --ports --exclude --include-closed --protocol --labels --netns --format --watch --method --threads --verbose --generate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -79,6 +79,10 @@ _port_exporter() {
                     ;;
                 --format)
                     COMPREPLY=($(compgen -W "prometheus table json" -- "${cur}"))
+                    return 0
+                    ;;
+                --watch)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --method)

@@ -11,9 +11,10 @@ scope\t'any (a wildcard address), loopback, link-local or specific: is it expose
 user\t'The socket\'s owner, by name (the number when none resolves)'
 process\t'The command name of the process holding the socket (the lowest pid), "" when it cannot be found'"
 complete -c port_exporter -l netns -d 'Scan every network namespace of the host: all (needs root)' -r -f -a "all\t'Every network namespace with a process or a name, each entered in turn'"
-complete -c port_exporter -l format -d 'Print as prometheus, table or json' -r -f -a "prometheus\t'The Prometheus text format, for node_exporter or a scrape'
+complete -c port_exporter -l format -d 'Print as prometheus, table or json [default: prometheus; table with --watch]' -r -f -a "prometheus\t'The Prometheus text format, for node_exporter or a scrape'
 table\t'An aligned table of every listener, for people'
 json\t'A JSON array of every listener, for scripts (jq)'"
+complete -c port_exporter -l watch -d 'List the listeners, then print each that opens or closes, scanning every INTERVAL [default INTERVAL: 1s]' -r
 complete -c port_exporter -s m -l method -d 'How to find the open ports' -r -f -a "auto\t'On Linux netlink, falling back to procfs if netlink is refused (--verbose says so); bind on other systems'
 netlink\t'The kernel\'s listener table over NETLINK_SOCK_DIAG, as ss asks for it: exact, the fastest, no privilege'
 procfs\t'/proc/net/tcp and tcp6: exact, but slower the more connections the host has'

@@ -4,12 +4,14 @@
 use std::{
     ffi::{OsStr, OsString},
     path::PathBuf,
+    time::Duration,
 };
 
 use clap::{
-    Arg, Command, CommandFactory, Parser,
+    Arg, Command, CommandFactory, FromArgMatches, Parser,
     builder::{PossibleValue, TypedValueParser},
     error::{ContextKind, ContextValue, ErrorKind},
+    parser::ValueSource,
 };
 
 use crate::{
@@ -56,6 +58,9 @@ Examples:
   What listens in every container and ip netns namespace (as root):
       port_exporter --netns all --format table
 
+  See what opens and closes while a service starts (Ctrl-C stops):
+      port_exporter --watch 100ms --protocol tcp,udp
+
   Ports that must stay open, with 0 when one is closed (one series each):
       port_exporter --ports 22,443 --include-closed
 
@@ -83,7 +88,8 @@ Examples:
       port_exporter --generate rules > /etc/prometheus/port_exporter.rules.yml
 
 Exit status:
-  0  the metrics were printed or written
+  0  the metrics were printed or written; --watch or --serve stopped on
+     SIGINT or SIGTERM
   1  the scan or the write failed; an existing FILE is left as it was
   2  usage error, such as a bad port list; nothing is scanned or written";
 
@@ -223,15 +229,52 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "WHICH")]
     pub netns: Option<Namespaces>,
 
-    /// Print as prometheus, table or json
+    /// Print as prometheus, table or json [default: prometheus; table with --watch]
     ///
     /// table and json list every listener with all it can find (protocol,
     /// port, address, scope, user, process, pid; netns with --netns all),
     /// whatever --labels says,
     /// on stdout only: --output is for node_exporter, and --serve answers
-    /// Prometheus.
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Prometheus)]
+    /// Prometheus. With --watch, table is the default whether stdout is a
+    /// terminal or not (in colour only on a terminal), and json prints
+    /// JSON Lines.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = Format::Prometheus,
+        hide_default_value = true
+    )]
     pub format: Format,
+
+    /// Whether --format was given (with --watch, table is the default).
+    #[arg(skip)]
+    pub format_given: bool,
+
+    /// List the listeners, then print each that opens or closes, scanning every INTERVAL [default INTERVAL: 1s]
+    ///
+    /// INTERVAL is a duration such as 100ms, 2s or 1m (from 1ms to a day).
+    /// First every listener is listed (marked = in the table, "event":
+    /// "listening" in JSON), then one line per listener that opened (+,
+    /// "open") or closed (-, "close"), each with the time of the scan that
+    /// saw it, in RFC 3339 UTC. A listener is its socket, with its address,
+    /// user and process: one whose process or user changes closes and opens
+    /// again. A listener that lives at least two intervals is always seen.
+    /// --format table (the default, also when stdout is not a terminal)
+    /// prints aligned lines, coloured on a terminal unless NO_COLOR is set;
+    /// --format json prints JSON Lines: "event", "time", then the keys of
+    /// a --format json row. --protocol, --ports, --exclude, --netns and
+    /// --method netlink or procfs apply to every scan. A scan that fails is
+    /// said once per cause on stderr, and the watch goes on. Runs until
+    /// SIGINT or SIGTERM, or until the reader of stdout goes away; exits 0.
+    #[arg(
+        long,
+        value_name = "INTERVAL",
+        num_args = 0..=1,
+        default_missing_value = "1s",
+        value_parser = parse_interval
+    )]
+    pub watch: Option<Duration>,
 
     /// How to find the open ports
     #[arg(short, long, value_enum, value_name = "METHOD", default_value_t = Method::Auto)]
@@ -253,6 +296,20 @@ pub struct Args {
     /// save them to a file that prometheus.yml lists under rule_files:.
     #[arg(long, value_enum, value_name = "KIND", exclusive = true)]
     pub generate: Option<GenerateKind>,
+}
+
+/// The value of `--watch`: a duration of at least a millisecond and at
+/// most a day, such as `100ms`, `2s` or `1m`.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text)
+        .map_err(|why| format!("{why} (write it as 100ms, 2s or 1m)"))?;
+    if interval < Duration::from_millis(1) {
+        return Err("the interval must be at least 1ms".into());
+    }
+    if interval > Duration::from_secs(86_400) {
+        return Err("the interval must be at most a day".into());
+    }
+    Ok(interval)
 }
 
 /// The values of `--ports` and `--exclude`: a port list
@@ -479,6 +536,9 @@ impl Args {
             .as_deref()
             .is_some_and(|path| path != std::path::Path::new("-"));
         let format = self.format.name();
+        if let Some(why) = self.watch_conflict(to_file) {
+            return Some(why);
+        }
         if self.format != Format::Prometheus {
             if to_file {
                 return Some(format!(
@@ -537,6 +597,47 @@ impl Args {
     }
 }
 
+impl Args {
+    /// Why these options do not go with `--watch`, if they do not.
+    fn watch_conflict(&self, to_file: bool) -> Option<String> {
+        self.watch?;
+        if to_file {
+            return Some(
+                "--watch prints changes on stdout: --output writes one scan to FILE, for \
+                 node_exporter"
+                    .into(),
+            );
+        }
+        if self.serve.is_some() {
+            return Some(
+                "--watch and --serve do not go together: --watch prints changes on stdout, \
+                 --serve answers scrapes"
+                    .into(),
+            );
+        }
+        if self.format == Format::Prometheus {
+            return Some(
+                "--watch prints --format table or json: the Prometheus format has no events".into(),
+            );
+        }
+        if self.include_closed {
+            return Some(
+                "--include-closed applies to the Prometheus format: --watch shows listeners, \
+                 and a closed port has none"
+                    .into(),
+            );
+        }
+        if self.method == Method::Bind {
+            return Some(
+                "--watch shows listeners, which --method bind cannot see (it learns only which \
+                 ports are in use); use --method netlink or procfs"
+                    .into(),
+            );
+        }
+        None
+    }
+}
+
 /// Parses the command line, including the checks that clap cannot express.
 pub fn parse() -> Result<Args, clap::Error> {
     parse_from(std::env::args_os().collect())
@@ -544,7 +645,15 @@ pub fn parse() -> Result<Args, clap::Error> {
 
 /// Parses `argv` (the program name first) as [`parse`] does.
 pub fn parse_from(argv: Vec<OsString>) -> Result<Args, clap::Error> {
-    let args = Args::try_parse_from(&argv).map_err(|err| with_hint(err, &argv))?;
+    let matches = Args::command()
+        .try_get_matches_from(&argv)
+        .map_err(|err| with_hint(err, &argv))?;
+    let mut args =
+        Args::from_arg_matches(&matches).map_err(|err| err.format(&mut Args::command()))?;
+    args.format_given = matches.value_source("format") == Some(ValueSource::CommandLine);
+    if args.watch.is_some() && !args.format_given {
+        args.format = Format::Table;
+    }
     if args.include_closed && args.ports.is_none() {
         return Err(Args::command().error(
             ErrorKind::ArgumentConflict,

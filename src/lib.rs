@@ -16,3 +16,4 @@ pub mod scan;
 pub mod serve;
 pub(crate) mod textfile;
 pub(crate) mod views;
+pub mod watch;

@@ -113,6 +113,9 @@ fn run(args: &cli::Args, stdout_closed: bool) -> anyhow::Result<()> {
     if let Some(addr) = &args.serve {
         return serve::serve(addr.as_ref(), args.web_config_file.as_deref(), args.job());
     }
+    if let Some(interval) = args.watch {
+        return port_exporter::watch::run(&args.job(), interval);
+    }
     oneshot::run(&args.job(), output)
 }
 

@@ -28,30 +28,6 @@ fn rows(sockets: &Sockets) -> Vec<u32> {
     sorted
 }
 
-/// The text of a row's cells, in column order: the netns column only with
-/// `--netns all`.
-fn cells(listener: &Listener, sockets: &Sockets) -> Vec<String> {
-    let user = sockets
-        .user(listener.uid)
-        .map_or_else(|| listener.uid.to_string(), str::to_string);
-    let (process, pid) = match sockets.process(listener.pid) {
-        Some(name) => (name.to_string(), listener.pid.to_string()),
-        None => ("-".to_string(), "-".to_string()),
-    };
-    let mut cells = vec![
-        listener.protocol.name().to_string(),
-        listener.port.to_string(),
-        Address::of(listener, sockets).to_string(),
-        user,
-        process,
-        pid,
-    ];
-    if let Some(netns) = namespace(listener, sockets) {
-        cells.push(netns.to_string());
-    }
-    cells
-}
-
 /// The label of a listener's namespace, with `--netns all`.
 fn namespace<'a>(listener: &Listener, sockets: &'a Sockets) -> Option<&'a str> {
     sockets
@@ -61,45 +37,43 @@ fn namespace<'a>(listener: &Listener, sockets: &'a Sockets) -> Option<&'a str> {
 }
 
 /// The column headings of the table; NETNS only with `--netns all`.
-fn headings(sockets: &Sockets) -> Vec<String> {
+pub fn headings(netns: bool) -> Vec<String> {
     let mut headings = ["PROTOCOL", "PORT", "ADDRESS", "USER", "PROCESS", "PID"]
         .map(str::to_string)
         .to_vec();
-    if !sockets.namespaces.is_empty() {
+    if netns {
         headings.push("NETNS".to_string());
     }
     headings
 }
 
 /// Writes an aligned table: a heading row, then one row per listener,
-/// sorted by port. Unknown processes show as `-`; control characters in
-/// names as `?`, so that a name cannot forge rows.
+/// sorted by port. Unknown processes show as `-`; control, format and
+/// bidirectional characters in names as `?` ([`printable`]), so that a
+/// name cannot forge or hide rows.
 pub fn write_table(sockets: &Sockets, out: &mut impl Write) -> io::Result<()> {
     let sorted = rows(sockets);
-    let headings = headings(sockets);
+    let headings = headings(!sockets.namespaces.is_empty());
     let mut widths: Vec<usize> = headings.iter().map(String::len).collect();
     for &i in &sorted {
         for (width, cell) in widths
             .iter_mut()
-            .zip(cells(&sockets.listeners[i as usize], sockets))
+            .zip(Row::of(&sockets.listeners[i as usize], sockets).cells())
         {
             *width = (*width).max(printable(&cell).chars().count());
         }
     }
     row(out, &headings, &widths)?;
     for &i in &sorted {
-        row(
-            out,
-            &cells(&sockets.listeners[i as usize], sockets),
-            &widths,
-        )?;
+        let cells = Row::of(&sockets.listeners[i as usize], sockets).cells();
+        row(out, &cells, &widths)?;
     }
     Ok(())
 }
 
 /// One table row: cells padded to their column's width, two spaces apart,
 /// the port right-aligned, nothing after the last cell.
-fn row(out: &mut impl Write, cells: &[String], widths: &[usize]) -> io::Result<()> {
+pub fn row(out: &mut impl Write, cells: &[String], widths: &[usize]) -> io::Result<()> {
     let last = cells.len() - 1;
     for (k, (cell, &width)) in cells.iter().zip(widths).enumerate() {
         let cell = printable(cell);
@@ -118,11 +92,12 @@ fn row(out: &mut impl Write, cells: &[String], widths: &[usize]) -> io::Result<(
     out.write_all(b"\n")
 }
 
-/// `text` with control characters replaced by `?`.
-fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.chars().any(char::is_control) {
+/// `text` with the characters a terminal would act on or hide
+/// ([`hidden`]) replaced by `?`.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(hidden) {
         text.chars()
-            .map(|c| if c.is_control() { '?' } else { c })
+            .map(|c| if hidden(c) { '?' } else { c })
             .collect::<String>()
             .into()
     } else {
@@ -130,10 +105,63 @@ fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Writes a JSON array of listener objects, one per line, sorted as the
-/// table is, with the keys `protocol`, `port`, `address`, `scope`, `user`,
-/// `uid`, `process` and `pid` (`process` and `pid` are null when no
-/// process was found), and `netns` with `--netns all`.
+/// One listener as `--format json` shows it (and `--watch` with it): the
+/// keys `protocol`, `port`, `address`, `scope`, `user`, `uid`, `process`
+/// and `pid` (`process` and `pid` are null when no process was found), and
+/// `netns` with `--netns all`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Row {
+    pub protocol: &'static str,
+    pub port: u16,
+    pub address: String,
+    pub scope: &'static str,
+    pub user: String,
+    pub uid: u32,
+    pub process: Option<String>,
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+}
+
+impl Row {
+    /// The row of `listener`.
+    pub fn of(listener: &Listener, sockets: &Sockets) -> Row {
+        let process = sockets.process(listener.pid);
+        Row {
+            protocol: listener.protocol.name(),
+            port: listener.port,
+            address: Address::of(listener, sockets).to_string(),
+            scope: Scope::of(listener.address).name(),
+            user: sockets
+                .user(listener.uid)
+                .map_or_else(|| listener.uid.to_string(), str::to_string),
+            uid: listener.uid,
+            process: process.map(str::to_string),
+            pid: process.map(|_| listener.pid),
+            netns: namespace(listener, sockets).map(str::to_string),
+        }
+    }
+
+    /// The table's cells, in column order ([`HEADINGS`]): unknown
+    /// processes as `-`, the netns column only with `--netns all`.
+    pub fn cells(&self) -> Vec<String> {
+        let mut cells = vec![
+            self.protocol.to_string(),
+            self.port.to_string(),
+            self.address.clone(),
+            self.user.clone(),
+            self.process.clone().unwrap_or_else(|| "-".into()),
+            self.pid.map_or_else(|| "-".into(), |pid| pid.to_string()),
+        ];
+        if let Some(netns) = &self.netns {
+            cells.push(netns.clone());
+        }
+        cells
+    }
+}
+
+/// Writes a JSON array of listener objects ([`Row`]), one per line, sorted
+/// as the table is.
 pub fn write_json(sockets: &Sockets, out: &mut impl Write) -> io::Result<()> {
     let sorted = rows(sockets);
     if sorted.is_empty() {
@@ -141,53 +169,100 @@ pub fn write_json(sockets: &Sockets, out: &mut impl Write) -> io::Result<()> {
     }
     out.write_all(b"[\n")?;
     for (n, &i) in sorted.iter().enumerate() {
-        let listener = &sockets.listeners[i as usize];
-        write!(
-            out,
-            "{{\"protocol\":\"{}\",\"port\":{},\"address\":",
-            listener.protocol.name(),
-            listener.port
-        )?;
-        json_string(out, &Address::of(listener, sockets).to_string())?;
-        write!(
-            out,
-            ",\"scope\":\"{}\",\"user\":",
-            Scope::of(listener.address).name()
-        )?;
-        match sockets.user(listener.uid) {
-            Some(name) => json_string(out, name)?,
-            None => json_string(out, &listener.uid.to_string())?,
-        }
-        write!(out, ",\"uid\":{},\"process\":", listener.uid)?;
-        match sockets.process(listener.pid) {
-            Some(name) => {
-                json_string(out, name)?;
-                write!(out, ",\"pid\":{}", listener.pid)?;
-            }
-            None => out.write_all(b"null,\"pid\":null")?,
-        }
-        if let Some(netns) = namespace(listener, sockets) {
-            out.write_all(b",\"netns\":")?;
-            json_string(out, netns)?;
-        }
-        out.write_all(b"}")?;
+        let row = Row::of(&sockets.listeners[i as usize], sockets);
+        write_json_value(&row, &mut *out)?;
         out.write_all(if n + 1 < sorted.len() { b",\n" } else { b"\n" })?;
     }
     out.write_all(b"]\n")
 }
 
-/// Writes `text` as a JSON string.
-fn json_string(out: &mut impl Write, text: &str) -> io::Result<()> {
-    out.write_all(b"\"")?;
-    for c in text.chars() {
-        match c {
-            '"' => out.write_all(b"\\\"")?,
-            '\\' => out.write_all(b"\\\\")?,
-            c if (c as u32) < 0x20 || c == '\u{7f}' => write!(out, "\\u{:04x}", c as u32)?,
-            c => write!(out, "{c}")?,
+/// Writes `value` as one line of JSON, with every character that a
+/// terminal would act on or hide escaped as `\uXXXX` ([`hidden`]): the
+/// text stays the same for a JSON reader, and none of it reaches a
+/// terminal raw.
+pub fn write_json_value(value: &impl serde::Serialize, out: &mut impl Write) -> io::Result<()> {
+    let mut serializer = serde_json::Serializer::with_formatter(out, Escaping);
+    value.serialize(&mut serializer).map_err(io::Error::from)
+}
+
+/// serde_json's compact output, with control, format and bidirectional
+/// characters escaped: all of them as `\u00XX` (not `\n`), and also those
+/// JSON allows raw (DEL, C1, U+202E, U+200B, ...).
+struct Escaping;
+
+impl serde_json::ser::Formatter for Escaping {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if hidden(c) {
+                writer.write_all(&fragment.as_bytes()[start..i])?;
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    write!(writer, "\\u{unit:04x}")?;
+                }
+                start = i + c.len_utf8();
+            }
         }
+        writer.write_all(&fragment.as_bytes()[start..])
     }
-    out.write_all(b"\"")
+
+    fn write_char_escape<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        escape: serde_json::ser::CharEscape,
+    ) -> io::Result<()> {
+        use serde_json::ser::CharEscape;
+        let byte = match escape {
+            CharEscape::Quote => return writer.write_all(b"\\\""),
+            CharEscape::ReverseSolidus => return writer.write_all(b"\\\\"),
+            CharEscape::Solidus => b'/',
+            CharEscape::Backspace => 0x08,
+            CharEscape::FormFeed => 0x0c,
+            CharEscape::LineFeed => b'\n',
+            CharEscape::CarriageReturn => b'\r',
+            CharEscape::Tab => b'\t',
+            CharEscape::AsciiControl(byte) => byte,
+        };
+        write!(writer, "\\u{byte:04x}")
+    }
+}
+
+/// Whether a terminal would act on `c` or not show it: control characters
+/// (C0, DEL, C1, so ESC too), and the invisible format characters of
+/// Unicode, above all those that reorder or hide text (bidirectional
+/// overrides, embeddings, isolates and marks; zero-width spaces and
+/// joiners; line and paragraph separators), so that a name cannot forge
+/// or hide text in the rows around it.
+pub fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{600}'..='\u{605}'
+                | '\u{61c}'
+                | '\u{6dd}'
+                | '\u{70f}'
+                | '\u{890}'..='\u{891}'
+                | '\u{8e2}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{110bd}'
+                | '\u{110cd}'
+                | '\u{13430}'..='\u{1343f}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0001}'
+                | '\u{e0020}'..='\u{e007f}'
+        )
 }
 
 #[cfg(test)]

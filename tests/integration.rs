@@ -33,6 +33,8 @@ mod peers;
 mod serve;
 /// The atomic .prom write: modes, failures, concurrent writers.
 mod textfile;
+/// --watch: listeners that open and close, in the JSON stream.
+mod watch;
 /// --web.config.file: TLS, client certificates, basic auth, rotation,
 /// socket activation.
 mod webconfig;
@@ -43,6 +45,9 @@ fn main() -> std::process::ExitCode {
         return code;
     }
     if let Some(code) = docker::role() {
+        return code;
+    }
+    if let Some(code) = watch::role() {
         return code;
     }
     // Last: it takes any other role for a mistake.
@@ -57,6 +62,7 @@ fn main() -> std::process::ExitCode {
         churn::TESTS,
         labels::TESTS,
         netns::TESTS,
+        watch::TESTS,
         docker::TESTS,
         namespace::TESTS,
         peers::TESTS,

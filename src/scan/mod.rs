@@ -191,7 +191,7 @@ pub enum Namespaces {
 }
 
 /// What to scan: the same for one-shot runs and for every scrape.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Plan {
     /// `--method`.
     pub method: Method,

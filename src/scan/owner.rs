@@ -338,6 +338,33 @@ impl Walk {
     }
 }
 
+/// The command name of process `pid` under `proc_root` (`/proc`), or
+/// `None` if it exited: how `--watch` checks, between two walks, that the
+/// holders it knows are still there as they were.
+pub fn comm(proc_root: &Path, pid: u32) -> Option<String> {
+    Walk::new(proc_root).comm(pid)
+}
+
+/// The inodes of the sockets process `pid` under `proc_root` holds,
+/// sorted, or `None` if its descriptors cannot be read (it exited, or
+/// permission denied).
+pub fn sockets_of(proc_root: &Path, pid: u32) -> Option<Vec<u32>> {
+    let mut walk = Walk::new(proc_root);
+    fs::metadata(walk.at(pid, &["fd"])).ok()?;
+    walk.back(2);
+    let mut inodes = Vec::new();
+    let mut processes = Processes::default();
+    walk.sockets(pid, &mut processes, |inode| {
+        inodes.push(inode);
+        true
+    });
+    if processes.denied > 0 {
+        return None;
+    }
+    inodes.sort_unstable();
+    Some(inodes)
+}
+
 /// Whether an error means the reader lacks the privilege.
 fn is_denied(err: &io::Error) -> bool {
     err.kind() == ErrorKind::PermissionDenied

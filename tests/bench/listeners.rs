@@ -84,12 +84,12 @@ pub fn helper() -> bool {
 }
 
 /// Helpers, stopped (stdin closed, killed, reaped) when dropped.
-struct Helpers(Vec<Child>);
+pub struct Helpers(Vec<Child>);
 
 impl Helpers {
     /// Starts `count` helpers of `role`, as `uid` if given, and waits until
     /// each is ready.
-    fn start(count: usize, role: impl Fn(usize) -> String, uid: Option<u32>) -> Helpers {
+    pub fn start(count: usize, role: impl Fn(usize) -> String, uid: Option<u32>) -> Helpers {
         let exe = env::current_exe().unwrap();
         let mut helpers = Helpers(Vec::new());
         for i in 0..count {
