@@ -35,9 +35,11 @@ fn main() -> ExitCode {
 /// Rust's runtime has put /dev/null there before `main`, opened read-write
 /// (std's `sanitize_standard_fds`); a shell's `>/dev/null` opens it
 /// write-only, and `>/dev/null` is a success that prints nothing, so only
-/// the read-write /dev/null counts as closed. The one case taken for a
-/// closed stdout by mistake is a stdout opened read-write on /dev/null by
-/// hand (`1<>/dev/null`).
+/// the read-write /dev/null counts as closed. Taken for a closed stdout by
+/// mistake: a stdout opened read-write on /dev/null by hand
+/// (`1<>/dev/null`) or by daemon(3), which puts one on all of 0-2; only a
+/// run printing to stdout is refused then (not `-o` or `--serve`), whose
+/// output would have been thrown away.
 fn stdout_was_closed() -> bool {
     let stdout = io::stdout();
     let fd = stdout.as_fd();

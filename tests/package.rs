@@ -33,6 +33,7 @@ tests![
         UNSHARE,
         CARGO_DEB,
         SYSTEMD,
+        CURL,
         util::NODE_EXPORTER
     ),
     (
@@ -45,6 +46,7 @@ tests![
 const SYSTEMD_ANALYZE: Need = Need::Program("systemd-analyze", "systemd");
 const SYSTEMD: Need = Need::Program("systemctl", "systemd");
 const LINTIAN: Need = Need::Program("lintian", "lintian");
+const CURL: Need = Need::Program("curl", "curl");
 const CARGO_DEB: Need = Check(|| {
     find_program("cargo-deb")
         .is_none()
@@ -121,15 +123,7 @@ fn units_score_at_most_2_in_systemd_analyze_security() {
                 .arg(dir.path().join(name)),
         );
         let text = stdout_of(&out);
-        let score: f64 = text
-            .lines()
-            .find_map(|l| {
-                l.split_once("Overall exposure level for ")?
-                    .1
-                    .split_once(": ")
-            })
-            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no overall score in:\n{text}"));
+        let score = exposure(&text);
         assert!(score <= 2.0, "{name} scores {score}:\n{text}");
         // What the scan needs stays allowed.
         for allowed in [
@@ -143,6 +137,19 @@ fn units_score_at_most_2_in_systemd_analyze_security() {
             );
         }
     }
+}
+
+/// The overall exposure level in what `systemd-analyze security UNIT` said.
+#[track_caller]
+fn exposure(text: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.split_once("Overall exposure level for ")?
+                .1
+                .split_once(": ")
+        })
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no overall score in:\n{text}"))
 }
 
 /// The package of the binary under test, built once by `cargo deb` from
@@ -417,7 +424,12 @@ fn the_package_works_under_a_real_systemd_and_purges_clean() {
     );
     assert_eq!(open_ports(&scraped), listening);
 
-    // The oneshot's hardening as systemd applies it.
+    // The oneshot's hardening as systemd applies it, and as this systemd
+    // scores it.
+    for unit in ["port_exporter.service", "port_exporter-http.service"] {
+        let text = ct.ok(&format!("systemd-analyze security --no-pager {unit}"));
+        assert!(exposure(&text) <= 2.0, "{text}");
+    }
     for (property, value) in [
         ("User", "port_exporter"),
         ("NoNewPrivileges", "yes"),
