@@ -39,7 +39,7 @@ Register-ArgumentCompleter -Native -CommandName 'port_exporter' -ScriptBlock {
             [CompletionResult]::new('--method', '--method', [CompletionResultType]::ParameterName, 'How to find the open ports')
             [CompletionResult]::new('-j', '-j', [CompletionResultType]::ParameterName, 'Threads for --method bind [default: one per CPU]')
             [CompletionResult]::new('--threads', '--threads', [CompletionResultType]::ParameterName, 'Threads for --method bind [default: one per CPU]')
-            [CompletionResult]::new('--generate', '--generate', [CompletionResultType]::ParameterName, 'Print the man page, a shell completion script or alerting rules, then exit')
+            [CompletionResult]::new('--generate', '--generate', [CompletionResultType]::ParameterName, 'Print the man page, a shell completion script, alerting rules or a systemd unit, then exit')
             [CompletionResult]::new('--include-closed', '--include-closed', [CompletionResultType]::ParameterName, 'Also write 0 for each selected port that is closed (needs --ports)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Say on stderr which method ran, how long it took, what it found, and why a listener has no process')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Say on stderr which method ran, how long it took, what it found, and why a listener has no process')

@@ -102,7 +102,7 @@ _port_exporter() {
                     return 0
                     ;;
                 --generate)
-                    COMPREPLY=($(compgen -W "man bash zsh fish elvish powershell rules" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "man bash zsh fish elvish powershell rules service timer http-service http-socket sysusers tmpfiles options" -- "${cur}"))
                     return 0
                     ;;
                 *)

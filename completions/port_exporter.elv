@@ -36,7 +36,7 @@ set edit:completion:arg-completer[port_exporter] = {|@words|
             cand --method 'How to find the open ports'
             cand -j 'Threads for --method bind [default: one per CPU]'
             cand --threads 'Threads for --method bind [default: one per CPU]'
-            cand --generate 'Print the man page, a shell completion script or alerting rules, then exit'
+            cand --generate 'Print the man page, a shell completion script, alerting rules or a systemd unit, then exit'
             cand --include-closed 'Also write 0 for each selected port that is closed (needs --ports)'
             cand -v 'Say on stderr which method ran, how long it took, what it found, and why a listener has no process'
             cand --verbose 'Say on stderr which method ran, how long it took, what it found, and why a listener has no process'

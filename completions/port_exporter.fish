@@ -20,13 +20,20 @@ netlink\t'The kernel\'s listener table over NETLINK_SOCK_DIAG, as ss asks for it
 procfs\t'/proc/net/tcp and tcp6: exact, but slower the more connections the host has'
 bind\t'Try to bind each port, in parallel (--threads): portable but slow; counts ports that are only bound (outgoing connections, TIME_WAIT) as open, holds each free port for a moment, and checks ports below 1024 only as root or with CAP_NET_BIND_SERVICE'"
 complete -c port_exporter -s j -l threads -d 'Threads for --method bind [default: one per CPU]' -r
-complete -c port_exporter -l generate -d 'Print the man page, a shell completion script or alerting rules, then exit' -r -f -a "man\t'The man page, in roff (man/port_exporter.1)'
+complete -c port_exporter -l generate -d 'Print the man page, a shell completion script, alerting rules or a systemd unit, then exit' -r -f -a "man\t'The man page, in roff (man/port_exporter.1)'
 bash\t'Bash completion (completions/port_exporter.bash)'
 zsh\t'Zsh completion (completions/_port_exporter)'
 fish\t'Fish completion (completions/port_exporter.fish)'
 elvish\t'Elvish completion (completions/port_exporter.elv)'
 powershell\t'PowerShell completion (completions/_port_exporter.ps1)'
-rules\t'Prometheus alerting rules (src/rules.yml)'"
+rules\t'Prometheus alerting rules (src/rules.yml)'
+service\t'systemd: the textfile job, run by the timer (port_exporter.service)'
+timer\t'systemd: its timer, every minute (port_exporter.timer)'
+http-service\t'systemd: --serve, socket-activated (port_exporter-http.service)'
+http-socket\t'systemd: its socket, 127.0.0.1:8000 (port_exporter-http.socket)'
+sysusers\t'systemd-sysusers: the system user (sysusers.d/port_exporter.conf)'
+tmpfiles\t'systemd-tmpfiles: its directories and link (tmpfiles.d/port_exporter.conf)'
+options\t'The units\' options file (/etc/default/port_exporter)'"
 complete -c port_exporter -l include-closed -d 'Also write 0 for each selected port that is closed (needs --ports)'
 complete -c port_exporter -s v -l verbose -d 'Say on stderr which method ran, how long it took, what it found, and why a listener has no process'
 complete -c port_exporter -s h -l help -d 'Print help (see more with \'--help\')'

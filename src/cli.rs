@@ -288,12 +288,14 @@ pub struct Args {
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// Print the man page, a shell completion script or alerting rules, then exit
+    /// Print the man page, a shell completion script, alerting rules or a systemd unit, then exit
     ///
     /// man/port_exporter.1 and completions/ in the source tree are this
     /// option's output. `rules` prints Prometheus alerting rules for these
     /// metrics (new, exposed and vanished ports; stale or failing scans):
     /// save them to a file that prometheus.yml lists under rule_files:.
+    /// The systemd units and files are those the Debian package installs,
+    /// for installing a copied binary the same way.
     #[arg(long, value_enum, value_name = "KIND", exclusive = true)]
     pub generate: Option<GenerateKind>,
 }
@@ -360,6 +362,20 @@ pub enum GenerateKind {
     Powershell,
     /// Prometheus alerting rules (src/rules.yml)
     Rules,
+    /// systemd: the textfile job, run by the timer (port_exporter.service)
+    Service,
+    /// systemd: its timer, every minute (port_exporter.timer)
+    Timer,
+    /// systemd: --serve, socket-activated (port_exporter-http.service)
+    HttpService,
+    /// systemd: its socket, 127.0.0.1:8000 (port_exporter-http.socket)
+    HttpSocket,
+    /// systemd-sysusers: the system user (sysusers.d/port_exporter.conf)
+    Sysusers,
+    /// systemd-tmpfiles: its directories and link (tmpfiles.d/port_exporter.conf)
+    Tmpfiles,
+    /// The units' options file (/etc/default/port_exporter)
+    Options,
 }
 
 /// The values of `--protocol`.

@@ -1,6 +1,10 @@
 //! `--generate`: the man page and shell completions, rendered from the clap
-//! definition so they can never drift from `--help`; and the Prometheus
-//! alerting rules, whose text lives in `rules.yml` beside this file.
+//! definition so they can never drift from `--help`; the Prometheus
+//! alerting rules, whose text lives in `rules.yml` beside this file; and the
+//! systemd units, sysusers.d and tmpfiles.d entries and options file under
+//! `units/`, which the Debian package installs (Cargo.toml's
+//! `[package.metadata.deb]`), so that a copied static binary can install
+//! the very same files.
 
 use std::io::{self, Write};
 
@@ -13,11 +17,27 @@ use crate::cli::{Args, GenerateKind};
 /// see them (tests/promtool/alerts.test.yml).
 const RULES: &str = include_str!("rules.yml");
 
+/// The files under `units/`, as the package installs them.
+const SERVICE: &str = include_str!("units/port_exporter.service");
+const TIMER: &str = include_str!("units/port_exporter.timer");
+const HTTP_SERVICE: &str = include_str!("units/port_exporter-http.service");
+const HTTP_SOCKET: &str = include_str!("units/port_exporter-http.socket");
+const SYSUSERS: &str = include_str!("units/sysusers.d/port_exporter.conf");
+const TMPFILES: &str = include_str!("units/tmpfiles.d/port_exporter.conf");
+const OPTIONS: &str = include_str!("units/port_exporter.default");
+
 /// Writes the artifact `kind` to `out`. The program name is fixed, not taken
 /// from `argv[0]`, so the output does not depend on how we were invoked.
 pub fn generate(kind: GenerateKind, out: &mut dyn Write) -> io::Result<()> {
     let shell = match kind {
         GenerateKind::Rules => return rules(out),
+        GenerateKind::Service => return out.write_all(SERVICE.as_bytes()),
+        GenerateKind::Timer => return out.write_all(TIMER.as_bytes()),
+        GenerateKind::HttpService => return out.write_all(HTTP_SERVICE.as_bytes()),
+        GenerateKind::HttpSocket => return out.write_all(HTTP_SOCKET.as_bytes()),
+        GenerateKind::Sysusers => return out.write_all(SYSUSERS.as_bytes()),
+        GenerateKind::Tmpfiles => return out.write_all(TMPFILES.as_bytes()),
+        GenerateKind::Options => return out.write_all(OPTIONS.as_bytes()),
         GenerateKind::Man => return clap_mangen::Man::new(Args::command()).render(out),
         GenerateKind::Bash => Shell::Bash,
         GenerateKind::Zsh => Shell::Zsh,

@@ -2,61 +2,55 @@
 //! the outcome into one line on stderr and an exit status (0 ok, 1 runtime
 //! failure, 2 usage).
 //!
-//! `main` is the C runtime's, not Rust's (`no_main`): a one-shot run is
-//! over in well under a millisecond, most of it process start-up, and Rust's
-//! own start-up would add a tenth to it (it reads /proc/self/maps through
-//! glibc to guard the main thread's stack, and sets up a handler for stack
-//! overflows, which a run this short does not need). What of it matters is
-//! done here: SIGPIPE is ignored, so that a closed pipe is an error to
-//! handle (`port_exporter | head`); descriptors 0-2 are checked and, when
-//! closed, given /dev/null; stdout is flushed before exit.
-#![no_main]
+//! Rust's runtime already does what a command-line tool needs at start-up:
+//! it ignores SIGPIPE (so a closed pipe is an error to handle, as in
+//! `port_exporter | head`), opens /dev/null on any of descriptors 0-2 that
+//! is closed (so no socket or file opened later takes its number), exits
+//! 101 on a panic and flushes stdout at exit. What it does not give is an
+//! error for a closed stdout (`>&-`): [`stdout_was_closed`] tells it apart.
 
 use std::{
-    fs::File,
     io::{self, Write},
-    os::fd::{AsRawFd, IntoRawFd},
-    panic::{self, AssertUnwindSafe},
+    os::fd::AsFd,
     path::Path,
+    process::ExitCode,
     time::Duration,
 };
 
 use anyhow::bail;
 use clap::error::ErrorKind;
+use nix::{
+    fcntl::{FcntlArg, OFlag, fcntl},
+    sys::stat::{SFlag, fstat, major, minor},
+};
 
 use port_exporter::{cli, generate, log, oneshot, serve};
 
-// The unwinder (`_Unwind_*`, which panics use) comes from GCC's static
-// libgcc_eh rather than the shared libgcc_s.so.1 that std links by default,
-// as `-static-libgcc` does for C++. Loading libgcc_s costs a one-shot run
-// about 0.1 ms, a sixth of it: its constructor probes the CPU with CPUID
-// instructions, each a trap to the hypervisor in a virtual machine. With
-// the archive named here, before std's libraries, the linker resolves the
-// unwinder from it and `--as-needed` drops libgcc_s. Unwinding works as
-// before: it finds the frame tables through `dl_iterate_phdr`.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[link(name = "gcc_eh", kind = "static")]
-#[allow(unsafe_code)]
-unsafe extern "C" {}
+fn main() -> ExitCode {
+    ExitCode::from(exit_code(stdout_was_closed()))
+}
 
-/// The program, as the C runtime calls it.
-// SAFETY (no_mangle): with `no_main`, this is the only symbol named `main`
-// in the program, with the signature the C runtime calls.
-#[unsafe(no_mangle)]
-#[allow(unsafe_code)]
-extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler
-    // code; nothing else runs yet that could race with it.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
-    let stdout_closed = !is_open(1);
-    fill_closed_std_fds();
-    // A panic is a bug: say so as Rust's runtime does (the hook has
-    // printed the message) and exit 101, rather than abort.
-    let code = panic::catch_unwind(AssertUnwindSafe(|| exit_code(stdout_closed))).unwrap_or(101);
-    let _ = io::stdout().flush();
-    libc::c_int::from(code)
+/// Whether the program was started with descriptor 1 closed (`>&-`).
+///
+/// Rust's runtime has put /dev/null there before `main`, opened read-write
+/// (std's `sanitize_standard_fds`); a shell's `>/dev/null` opens it
+/// write-only, and `>/dev/null` is a success that prints nothing, so only
+/// the read-write /dev/null counts as closed. Taken for a closed stdout by
+/// mistake: a stdout opened read-write on /dev/null by hand
+/// (`1<>/dev/null`) or by daemon(3), which puts one on all of 0-2; only a
+/// run printing to stdout is refused then (not `-o` or `--serve`), whose
+/// output would have been thrown away.
+fn stdout_was_closed() -> bool {
+    let stdout = io::stdout();
+    let fd = stdout.as_fd();
+    let is_dev_null = fstat(fd).is_ok_and(|st| {
+        st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFCHR.bits()
+            && major(st.st_rdev) == 1
+            && minor(st.st_rdev) == 3
+    });
+    is_dev_null
+        && fcntl(fd, FcntlArg::F_GETFL)
+            .is_ok_and(|flags| OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE == OFlag::O_RDWR)
 }
 
 /// Runs the program and returns its exit status.
@@ -117,29 +111,6 @@ fn run(args: &cli::Args, stdout_closed: bool) -> anyhow::Result<()> {
         return port_exporter::watch::run(&args.job(), interval);
     }
     oneshot::run(&args.job(), output)
-}
-
-/// Whether descriptor `fd` is open.
-fn is_open(fd: libc::c_int) -> bool {
-    #[allow(unsafe_code)]
-    // SAFETY: F_GETFD only reads the flags of a descriptor number; a closed
-    // one makes it fail with EBADF.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-    flags != -1
-}
-
-/// Opens /dev/null on any of descriptors 0, 1 and 2 that is closed, so that
-/// no socket or file opened later takes its number: a log line meant for a
-/// closed stderr must never go to a client or into the .prom file.
-fn fill_closed_std_fds() {
-    // open(2) returns the lowest free descriptor: keep each one below 3.
-    while let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
-        if null.as_raw_fd() > 2 {
-            break;
-        }
-        // Kept open for the life of the process.
-        let _ = null.into_raw_fd();
-    }
 }
 
 /// Whether the error is stdout closing early, as in `port_exporter | head`:

@@ -274,6 +274,13 @@ fn a_closed_stdout_is_an_error() {
         line.contains("cannot write to stdout: Bad file descriptor"),
         "{line}"
     );
+    // `>/dev/null` is not a closed stdout: it succeeds, printing nothing.
+    let output = std::process::Command::new("sh")
+        .args(["-c", "exec \"$0\" --ports 1-10 >/dev/null"])
+        .arg(util::bin::path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
     // Writing a file needs no stdout.
     let dir = util::open_tempdir();
     let target = dir.path().join("open_ports.prom");

@@ -27,6 +27,8 @@ mod labels;
 mod namespace;
 /// --netns all: every namespace against `ss` run inside it.
 mod netns;
+/// The Debian package under a real systemd; the static musl build.
+mod package;
 /// promtool and node_exporter read what we write.
 mod peers;
 /// --serve: HTTP answers, coalescing, abuse, shutdown, a Prometheus server.
@@ -57,6 +59,7 @@ fn main() -> std::process::ExitCode {
     // The slowest modules first, so that they overlap with the rest.
     util::harness::main(&[
         serve::TESTS,
+        package::TESTS,
         webconfig::TESTS,
         auth::TESTS,
         churn::TESTS,

@@ -41,7 +41,7 @@ tests![
 ];
 
 /// Sockets of every kind that matters, kept open while the zoo lives.
-struct Zoo {
+pub(crate) struct Zoo {
     /// Ports that have a listener.
     listeners: BTreeSet<u16>,
     /// Ports that are bound but not listening: an established client's
@@ -70,7 +70,7 @@ fn port_of(socket: &Socket) -> u16 {
 
 /// Opens the zoo in the current (fresh) namespace. `low` adds a listener on
 /// port 80, which only a privileged process may bind.
-fn zoo(low: bool) -> Zoo {
+pub(crate) fn zoo(low: bool) -> Zoo {
     let mut listeners = Vec::new();
     for addr in ["0.0.0.0:0", "127.0.0.1:0", "127.0.0.2:0", "[::1]:0"] {
         listeners.push(TcpListener::bind(addr).unwrap());

@@ -49,6 +49,9 @@ pub enum Need {
     Netns,
     /// A program in PATH, installed by `.ci/run` from the named package.
     Program(&'static str, &'static str),
+    /// Anything else `.ci/run` installs (a cargo tool, a rustup target):
+    /// the check returns why it is unmet, saying how to install it.
+    Check(fn() -> Option<String>),
 }
 
 /// Shorthands for the programs tests use, with their Debian package.
@@ -78,6 +81,7 @@ impl Need {
             Need::Program(program, package) => find_program(program)
                 .is_none()
                 .then(|| format!("needs {program} (apt-get install {package})")),
+            Need::Check(check) => check(),
         }
     }
 }

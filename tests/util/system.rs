@@ -97,8 +97,14 @@ pub fn ss(args: &[&str]) -> Vec<String> {
 /// The oracle: the ports of all TCP listeners, as `ss -Htln` lists them.
 #[track_caller]
 pub fn ss_listeners() -> BTreeSet<u16> {
-    ss(&["-tln"])
-        .iter()
+    ss_ports(&ss(&["-tln"]).join("\n"))
+}
+
+/// The ports of the local addresses in what `ss -Htln` printed (run
+/// elsewhere, say in a container).
+#[track_caller]
+pub fn ss_ports(text: &str) -> BTreeSet<u16> {
+    text.lines()
         .map(|line| {
             let local = line.split_whitespace().nth(3).expect(line);
             local.rsplit(':').next().unwrap().parse().expect(line)
