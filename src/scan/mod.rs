@@ -516,3 +516,28 @@ impl Plan {
 /// The context of a procfs failure.
 #[cfg(target_os = "linux")]
 const PROCFS_FAILED: &str = "reading the /proc listener tables failed";
+
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) mod tests {
+    /// 1,000 SO_REUSEPORT listeners on one address and port of `ip`: one
+    /// bucket of the listener hash, larger than one datagram of a netlink
+    /// dump and than one page of /proc/net/tcp. (inode, socket) each.
+    pub(crate) fn one_bucket(ip: [u8; 4]) -> Vec<(u32, Option<socket2::Socket>)> {
+        use socket2::{Domain, Socket, Type};
+        use std::os::{fd::AsRawFd, unix::fs::MetadataExt};
+        let mut port = 0;
+        (0..1000)
+            .map(|_| {
+                let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                socket.set_reuse_port(true).unwrap();
+                let addr = std::net::SocketAddr::from((ip, port));
+                socket.bind(&addr.into()).unwrap();
+                socket.listen(1).unwrap();
+                port = socket.local_addr().unwrap().as_socket().unwrap().port();
+                let fd = format!("/proc/self/fd/{}", socket.as_raw_fd());
+                let inode = std::fs::metadata(fd).unwrap().ino() as u32;
+                (inode, Some(socket))
+            })
+            .collect()
+    }
+}

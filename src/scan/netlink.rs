@@ -626,27 +626,6 @@ mod tests {
         }
     }
 
-    /// 1,000 SO_REUSEPORT listeners on one address and port: one bucket of
-    /// the listener hash, larger than one datagram of a dump.
-    fn one_bucket() -> Vec<(u32, Option<socket2::Socket>)> {
-        use socket2::{Domain, Socket, Type};
-        use std::os::{fd::AsRawFd, unix::fs::MetadataExt};
-        let mut port = 0;
-        (0..1000)
-            .map(|_| {
-                let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-                socket.set_reuse_port(true).unwrap();
-                let addr = std::net::SocketAddr::from(([127, 0, 0, 77], port));
-                socket.bind(&addr.into()).unwrap();
-                socket.listen(1).unwrap();
-                port = socket.local_addr().unwrap().as_socket().unwrap().port();
-                let fd = format!("/proc/self/fd/{}", socket.as_raw_fd());
-                let inode = std::fs::metadata(fd).unwrap().ino() as u32;
-                (inode, Some(socket))
-            })
-            .collect()
-    }
-
     /// The sockets of `churn` still open that its dump did not report.
     fn missed(churn: &Churn) -> usize {
         churn
@@ -662,7 +641,7 @@ mod tests {
         // listened all along. (This shows the test reproduces the fault.)
         let mut churn = Churn {
             inner: Vec::new(),
-            ours: one_bucket(),
+            ours: crate::scan::tests::one_bucket([127, 0, 0, 77]),
             fired: false,
         };
         let mut dumper = Dumper::new().unwrap();
@@ -678,7 +657,7 @@ mod tests {
         // dump_all, as every scan does: the second dump finds them.
         let mut churn = Churn {
             inner: Vec::new(),
-            ours: one_bucket(),
+            ours: crate::scan::tests::one_bucket([127, 0, 0, 77]),
             fired: false,
         };
         dumper.dump_all(Protocol::Tcp, &mut churn).unwrap();

@@ -480,27 +480,6 @@ mod tests {
         assert!(err.to_string().contains("cannot read"), "{err}");
     }
 
-    /// 1,000 SO_REUSEPORT listeners on one address and port: one bucket of
-    /// the listener hash, many pages of /proc/net/tcp. (inode, socket).
-    fn one_bucket() -> Vec<(u32, Option<socket2::Socket>)> {
-        use socket2::{Domain, Socket, Type};
-        use std::os::{fd::AsRawFd, unix::fs::MetadataExt};
-        let mut port = 0;
-        (0..1000)
-            .map(|_| {
-                let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-                socket.set_reuse_port(true).unwrap();
-                let addr = std::net::SocketAddr::from(([127, 0, 0, 78], port));
-                socket.bind(&addr.into()).unwrap();
-                socket.listen(1).unwrap();
-                port = socket.local_addr().unwrap().as_socket().unwrap().port();
-                let fd = format!("/proc/self/fd/{}", socket.as_raw_fd());
-                let inode = std::fs::metadata(fd).unwrap().ino() as u32;
-                (inode, Some(socket))
-            })
-            .collect()
-    }
-
     /// The inodes of the rows of a table's text.
     fn inodes(text: &[u8]) -> std::collections::HashSet<u32> {
         String::from_utf8_lossy(text)
@@ -542,7 +521,7 @@ mod tests {
         let path = Path::new("/proc/self/net/tcp");
         // One reading, as before the fix: listeners that listened all
         // along are missing. (This shows the test reproduces the fault.)
-        let mut ours = one_bucket();
+        let mut ours = crate::scan::tests::one_bucket([127, 0, 0, 78]);
         let mut text = Vec::new();
         let parts = read_table(path, &mut text, &mut closer(&mut ours)).unwrap();
         assert!(parts > 1, "/proc/net/tcp came in one part");
@@ -552,7 +531,7 @@ mod tests {
             "one reading missed nothing: the fault did not show"
         );
         // read, as every scan does: the second reading finds them.
-        let mut ours = one_bucket();
+        let mut ours = crate::scan::tests::one_bucket([127, 0, 0, 78]);
         let mut found = Vec::new();
         read_with(
             Path::new("/proc/self/net"),
