@@ -301,6 +301,37 @@ impl Container {
             .unwrap()
     }
 
+    /// Copies the host's file `from` to `to` inside. The host's /tmp and
+    /// /run are not visible inside (tmpfs of the container's own), and a
+    /// clone of this repository may well be under /tmp.
+    fn put(&self, from: &Path, to: &str) {
+        let out = Command::new("nsenter")
+            .arg("-t")
+            .arg(self.pid.to_string())
+            .args([
+                "-m",
+                "-p",
+                "-n",
+                "-u",
+                "-i",
+                "--",
+                "sh",
+                "-c",
+                "cat > \"$1\"",
+                "sh",
+                to,
+            ])
+            .stdin(fs::File::open(from).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "copying {} into the container failed: {}",
+            from.display(),
+            stderr_of(&out)
+        );
+    }
+
     /// Runs `script` inside and returns its stdout; fails the test when it
     /// fails.
     #[track_caller]
@@ -358,6 +389,8 @@ impl Drop for Container {
 /// reads it through.
 const TEXTFILE: &str = "/var/lib/port_exporter/open_ports.prom";
 const LINK: &str = "/var/lib/prometheus/node-exporter/open_ports.prom";
+/// Where the package is copied to inside the container.
+const DEB: &str = "/root/port-exporter.deb";
 
 fn the_package_works_under_a_real_systemd_and_purges_clean() {
     let deb = deb();
@@ -367,7 +400,8 @@ fn the_package_works_under_a_real_systemd_and_purges_clean() {
     wait_until("node_exporter to listen", Duration::from_secs(60), || {
         ct.ok("ss -Htln").contains(":9100 ").then_some(())
     });
-    ct.ok(&format!("dpkg -i {}", deb.display()));
+    ct.put(deb, DEB);
+    ct.ok(&format!("dpkg -i {DEB}"));
     let files: Vec<String> = ct
         .ok("dpkg -L port-exporter")
         .lines()
@@ -522,7 +556,7 @@ fn the_package_works_under_a_real_systemd_and_purges_clean() {
         "dpkg --purge prometheus-node-exporter-collectors prometheus-node-exporter \
          && test ! -e /var/lib/prometheus/node-exporter",
     );
-    ct.ok(&format!("dpkg -i {}", deb.display()));
+    ct.ok(&format!("dpkg -i {DEB}"));
     wait_until("the textfile", Duration::from_secs(30), || {
         ct.sh(&format!("test -s {LINK}"))
             .status
