@@ -255,7 +255,7 @@ fn check_listed_leaf(der: &[u8], now: u64) -> Result<(), Error> {
 /// The Subject Alternative Names of a DER certificate, as Go formats them
 /// (`x509.Certificate`'s DNSNames, EmailAddresses, IPAddresses, URIs);
 /// `None` when the certificate or one of these names is malformed.
-pub fn subject_alt_names(der: &[u8]) -> Option<Vec<String>> {
+fn subject_alt_names(der: &[u8]) -> Option<Vec<String>> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let mut names = Vec::new();
     for extension in cert.extensions() {
