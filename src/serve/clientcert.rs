@@ -19,9 +19,8 @@ use std::{
     sync::Arc,
 };
 
-use rustls::CertificateError;
 use rustls::{
-    DigitallySignedStruct, DistinguishedName, Error, SignatureScheme,
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme,
     client::danger::HandshakeSignatureValid,
     crypto::{
         CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
@@ -469,6 +468,36 @@ mod tests {
         assert_eq!(
             refusal(&[0x30, 0x00], now),
             invalid(CertificateError::BadEncoding)
+        );
+    }
+
+    #[test]
+    fn checked_asks_the_inner_verifier_then_the_names() {
+        let any = Arc::new(AnyCert::new(
+            &rustls::crypto::ring::default_provider(),
+            true,
+        ));
+        let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_790_000_000));
+        let with_name = |name: &[u8]| {
+            let names = der(SEQUENCE, &der(0x82, name));
+            CertificateDer::from(certificate(&[extension(SUBJECT_ALT_NAME, false, &names)]))
+        };
+        // Nothing to check: the inner verifier itself.
+        let bare = Checked::around(any.clone(), Vec::new(), None);
+        assert!(format!("{bare:?}").starts_with("AnyCert"));
+        let checked = Checked::around(any, Vec::new(), Some(vec!["a.example".to_string()]));
+        assert!(checked.client_auth_mandatory());
+        let verify = |cert: &CertificateDer<'_>| checked.verify_client_cert(cert, &[], now).err();
+        assert_eq!(verify(&with_name(b"a.example")), None);
+        assert_eq!(
+            verify(&with_name(b"b.example")),
+            Some(Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure
+            ))
+        );
+        assert_eq!(
+            verify(&CertificateDer::from(vec![0x30, 0x00])),
+            Some(Error::InvalidCertificate(CertificateError::BadEncoding))
         );
     }
 }
