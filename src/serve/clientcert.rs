@@ -1,26 +1,26 @@
-//! Client certificate checks that rustls does not ship: Go's
-//! `RequestClientCert` and `RequireAnyClientCert` (any certificate, no
-//! chain verification, but the client must still prove it holds the key),
-//! and exporter-toolkit's `client_allowed_sans` (the certificate must carry
-//! one of the listed Subject Alternative Names, compared as Go prints them:
-//! DNS names, e-mail addresses, IP addresses and URIs).
-//!
-//! Also Go's acceptance of a self-signed client certificate that is itself
-//! listed in the client CA file ([`AnchorAsLeaf`]): webpki refuses a CA
-//! certificate as an end entity, Go trusts a certificate found in its root
-//! pool. exporter-toolkit's own test data relies on it.
+//! Client certificate checks that rustls does not ship, so this module
+//! exists: Go's `RequestClientCert` and `RequireAnyClientCert` ([`AnyCert`]:
+//! any certificate, no chain verification, but the client must still prove
+//! it holds the key), and around another verifier ([`Checked`]):
+//! exporter-toolkit's `client_allowed_sans` (the certificate must carry one
+//! of the listed Subject Alternative Names, compared as Go prints them: DNS
+//! names, e-mail addresses, IP addresses and URIs), and Go's acceptance of
+//! a self-signed client certificate that is itself listed in the client CA
+//! file (webpki refuses a CA certificate as an end entity, Go trusts a
+//! certificate found in its root pool; exporter-toolkit's own test data
+//! relies on it). rustls exposes no certificate fields, so x509-parser
+//! reads them.
 //!
 //! All act during the handshake, so a refused client gets a TLS alert and
 //! never reaches HTTP, as with the peer.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv6Addr},
     sync::Arc,
 };
 
-use rustls::CertificateError;
 use rustls::{
-    DigitallySignedStruct, DistinguishedName, Error, SignatureScheme,
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme,
     client::danger::HandshakeSignatureValid,
     crypto::{
         CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
@@ -28,6 +28,16 @@ use rustls::{
     server::danger::{ClientCertVerified, ClientCertVerifier},
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
+use x509_parser::{
+    asn1_rs::Oid,
+    extensions::{GeneralName, ParsedExtension},
+    oid_registry::{
+        OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER, OID_X509_EXT_BASIC_CONSTRAINTS,
+        OID_X509_EXT_EXTENDED_KEY_USAGE, OID_X509_EXT_KEY_USAGE, OID_X509_EXT_SUBJECT_ALT_NAME,
+        OID_X509_EXT_SUBJECT_KEY_IDENTIFIER,
+    },
+    prelude::{FromDer, X509Certificate},
+};
 
 /// Accepts any client certificate, checking only the handshake signature
 /// made with its key. `mandatory`: refuse clients that send none.
@@ -90,102 +100,37 @@ impl ClientCertVerifier for AnyCert {
     }
 }
 
-/// Another verifier, then `client_allowed_sans`.
+/// Another verifier, then the checks rustls lacks: a certificate the inner
+/// verifier refuses is still accepted when it is byte for byte one of
+/// `anchors` (the client CA file's certificates; see [`check_listed_leaf`]),
+/// and with `allowed_sans` any certificate must carry one of them.
 #[derive(Debug)]
-pub struct SanCheck {
-    inner: Arc<dyn ClientCertVerifier>,
-    allowed: Vec<String>,
-}
-
-impl SanCheck {
-    /// Wraps `inner`; a certificate must also carry one of `allowed`.
-    pub fn new(inner: Arc<dyn ClientCertVerifier>, allowed: Vec<String>) -> SanCheck {
-        SanCheck { inner, allowed }
-    }
-}
-
-impl ClientCertVerifier for SanCheck {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        let names = subject_alt_names(end_entity).ok_or(Error::InvalidCertificate(
-            rustls::CertificateError::BadEncoding,
-        ))?;
-        if names.iter().any(|name| self.allowed.contains(name)) {
-            Ok(verified)
-        } else {
-            Err(Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// Another verifier (webpki's, against the client CA file), and when it
-/// refuses: a certificate byte for byte equal to one of the CA file's own
-/// certificates, as `openssl req -x509` makes them (self-signed, `CA:TRUE`),
-/// which Go accepts because it finds the certificate itself in its roots.
-/// Such a certificate is trusted as listed (it is its own anchor) and still
-/// checked: its validity dates at the time of the handshake, its extended
-/// key usage (clientAuth or any, when present), its key usage
-/// (digitalSignature, when present), and no critical extension this check
-/// does not know. The handshake signature is checked with its key as for
-/// any client, and `client_allowed_sans` (a [`SanCheck`] around this one)
-/// applies as well.
-#[derive(Debug)]
-pub struct AnchorAsLeaf {
+pub struct Checked {
     inner: Arc<dyn ClientCertVerifier>,
     anchors: Vec<CertificateDer<'static>>,
+    allowed_sans: Option<Vec<String>>,
 }
 
-impl AnchorAsLeaf {
-    /// Wraps `inner`, built from `anchors`.
-    pub fn new(inner: Arc<dyn ClientCertVerifier>, anchors: Vec<CertificateDer<'static>>) -> Self {
-        AnchorAsLeaf { inner, anchors }
+impl Checked {
+    /// `inner` with these checks, or `inner` itself when there is nothing
+    /// to check.
+    pub fn around(
+        inner: Arc<dyn ClientCertVerifier>,
+        anchors: Vec<CertificateDer<'static>>,
+        allowed_sans: Option<Vec<String>>,
+    ) -> Arc<dyn ClientCertVerifier> {
+        if anchors.is_empty() && allowed_sans.is_none() {
+            return inner;
+        }
+        Arc::new(Checked {
+            inner,
+            anchors,
+            allowed_sans,
+        })
     }
 }
 
-impl ClientCertVerifier for AnchorAsLeaf {
+impl ClientCertVerifier for Checked {
     fn offer_client_auth(&self) -> bool {
         self.inner.offer_client_auth()
     }
@@ -204,22 +149,33 @@ impl ClientCertVerifier for AnchorAsLeaf {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        let refused = match self
+        let verified = match self
             .inner
             .verify_client_cert(end_entity, intermediates, now)
         {
-            Ok(verified) => return Ok(verified),
-            Err(err) => err,
+            Ok(verified) => verified,
+            Err(refused) => {
+                if !self
+                    .anchors
+                    .iter()
+                    .any(|a| a.as_ref() == end_entity.as_ref())
+                {
+                    return Err(refused);
+                }
+                check_listed_leaf(end_entity, now.as_secs())?;
+                ClientCertVerified::assertion()
+            }
         };
-        if !self
-            .anchors
-            .iter()
-            .any(|anchor| anchor.as_ref() == end_entity.as_ref())
-        {
-            return Err(refused);
+        if let Some(allowed) = &self.allowed_sans {
+            let names = subject_alt_names(end_entity)
+                .ok_or(Error::InvalidCertificate(CertificateError::BadEncoding))?;
+            if !names.iter().any(|name| allowed.contains(name)) {
+                return Err(Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ));
+            }
         }
-        check_listed_leaf(end_entity, now.as_secs())?;
-        Ok(ClientCertVerified::assertion())
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
@@ -245,58 +201,49 @@ impl ClientCertVerifier for AnchorAsLeaf {
     }
 }
 
-/// The OIDs of the extensions [`check_listed_leaf`] knows.
-const BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
-const KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x0f];
-const EXT_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
-const SUBJECT_KEY_ID: &[u8] = &[0x55, 0x1d, 0x0e];
-const AUTHORITY_KEY_ID: &[u8] = &[0x55, 0x1d, 0x23];
-/// id-kp-clientAuth, 1.3.6.1.5.5.7.3.2.
-const CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
-/// anyExtendedKeyUsage, 2.5.29.37.0.
-const ANY_EKU: &[u8] = &[0x55, 0x1d, 0x25, 0x00];
+/// The extensions [`check_listed_leaf`] knows.
+const KNOWN: [Oid<'static>; 6] = [
+    OID_X509_EXT_BASIC_CONSTRAINTS,
+    OID_X509_EXT_KEY_USAGE,
+    OID_X509_EXT_EXTENDED_KEY_USAGE,
+    OID_X509_EXT_SUBJECT_ALT_NAME,
+    OID_X509_EXT_SUBJECT_KEY_IDENTIFIER,
+    OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER,
+];
 
-/// The checks of a listed certificate presented as a client's own (see
-/// [`AnchorAsLeaf`]), at `now` (seconds since the epoch).
-fn check_listed_leaf(cert: &[u8], now: u64) -> Result<(), Error> {
-    let bad = || Error::InvalidCertificate(CertificateError::BadEncoding);
-    let (not_before, not_after) = validity(cert).ok_or_else(bad)?;
+/// The checks of a client certificate trusted because the client CA file
+/// lists it (self-signed, `CA:TRUE`, as `openssl req -x509` makes them), at
+/// `now` (seconds since the epoch): its validity dates, its extended key
+/// usage (clientAuth or any, when present), its key usage
+/// (digitalSignature, when present), and no critical extension this check
+/// does not know. The handshake signature is checked with its key as for
+/// any client.
+fn check_listed_leaf(der: &[u8], now: u64) -> Result<(), Error> {
+    let refused = |why| Err(Error::InvalidCertificate(why));
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return refused(CertificateError::BadEncoding);
+    };
     let now = i64::try_from(now).unwrap_or(i64::MAX);
-    if now < not_before {
-        return Err(Error::InvalidCertificate(CertificateError::NotValidYet));
+    if now < cert.validity().not_before.timestamp() {
+        return refused(CertificateError::NotValidYet);
     }
-    if now > not_after {
-        return Err(Error::InvalidCertificate(CertificateError::Expired));
+    if now > cert.validity().not_after.timestamp() {
+        return refused(CertificateError::Expired);
     }
-    let usage = || Error::InvalidCertificate(CertificateError::InvalidPurpose);
-    for (oid, critical, value) in extensions(cert).ok_or_else(bad)? {
-        match oid {
-            KEY_USAGE => {
-                // BIT STRING: the unused-bit count, then digitalSignature
-                // as the first bit.
-                let mut input = value;
-                let bits = expect(&mut input, 0x03).ok_or_else(bad)?;
-                if bits.get(1).is_none_or(|first| first & 0x80 == 0) {
-                    return Err(usage());
-                }
+    for extension in cert.extensions() {
+        let known = KNOWN.contains(&extension.oid);
+        match extension.parsed_extension() {
+            ParsedExtension::KeyUsage(usage) if !usage.digital_signature() => {
+                return refused(CertificateError::InvalidPurpose);
             }
-            EXT_KEY_USAGE => {
-                let mut input = value;
-                let mut purposes = expect(&mut input, SEQUENCE).ok_or_else(bad)?;
-                let mut allowed = false;
-                while !purposes.is_empty() {
-                    let purpose = expect(&mut purposes, 0x06).ok_or_else(bad)?;
-                    allowed |= purpose == CLIENT_AUTH || purpose == ANY_EKU;
-                }
-                if !allowed {
-                    return Err(usage());
-                }
+            ParsedExtension::ExtendedKeyUsage(usage) if !usage.any && !usage.client_auth => {
+                return refused(CertificateError::InvalidPurpose);
             }
-            BASIC_CONSTRAINTS | SUBJECT_ALT_NAME | SUBJECT_KEY_ID | AUTHORITY_KEY_ID => {}
-            _ if critical => {
-                return Err(Error::InvalidCertificate(
-                    CertificateError::ApplicationVerificationFailure,
-                ));
+            ParsedExtension::ParseError { .. } if known || extension.critical => {
+                return refused(CertificateError::BadEncoding);
+            }
+            _ if extension.critical && !known => {
+                return refused(CertificateError::ApplicationVerificationFailure);
             }
             _ => {}
         }
@@ -304,165 +251,37 @@ fn check_listed_leaf(cert: &[u8], now: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// The TBSCertificate of a DER certificate.
-fn tbs(cert: &[u8]) -> Option<&[u8]> {
-    let mut input = cert;
-    let mut certificate = expect(&mut input, SEQUENCE)?;
-    expect(&mut certificate, SEQUENCE)
-}
-
-/// notBefore and notAfter, in seconds since the epoch.
-fn validity(cert: &[u8]) -> Option<(i64, i64)> {
-    let mut tbs = tbs(cert)?;
-    // [0] version (optional), serial, signature algorithm, issuer.
-    let (mut tag, _) = element(&mut tbs)?;
-    if tag == 0xa0 {
-        (tag, _) = element(&mut tbs)?;
-    }
-    if tag != 0x02 {
-        return None;
-    }
-    expect(&mut tbs, SEQUENCE)?;
-    expect(&mut tbs, SEQUENCE)?;
-    let mut validity = expect(&mut tbs, SEQUENCE)?;
-    let not_before = time(&mut validity)?;
-    let not_after = time(&mut validity)?;
-    Some((not_before, not_after))
-}
-
-/// A UTCTime or GeneralizedTime (`Z` only, as RFC 5280 requires), in
-/// seconds since the epoch.
-fn time(input: &mut &[u8]) -> Option<i64> {
-    let (tag, text) = element(input)?;
-    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
-    let (year, rest) = match (tag, text.len()) {
-        (0x17, 12) => {
-            let yy: i64 = text[..2].parse().ok()?;
-            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &text[2..])
-        }
-        (0x18, 14) => (text[..4].parse().ok()?, &text[4..]),
-        _ => return None,
-    };
-    if !rest.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let field = |i: usize| -> i64 { rest[i..i + 2].parse().unwrap_or(0) };
-    let (month, day) = (field(0), field(2));
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + field(4) * 3600 + field(6) * 60 + field(8))
-}
-
-/// One extension: (OID, critical, extnValue contents).
-type Extension<'a> = (&'a [u8], bool, &'a [u8]);
-
-/// The extensions of a DER certificate: (OID, critical, extnValue
-/// contents); empty without any, `None` when malformed.
-fn extensions(cert: &[u8]) -> Option<Vec<Extension<'_>>> {
-    let mut tbs = tbs(cert)?;
-    let mut out = Vec::new();
-    while !tbs.is_empty() {
-        // extensions [3] EXPLICIT, the last field of TBSCertificate.
-        let (tag, contents) = element(&mut tbs)?;
-        if tag != 0xa3 {
-            continue;
-        }
-        let mut wrapped = contents;
-        let mut list = expect(&mut wrapped, SEQUENCE)?;
-        while !list.is_empty() {
-            let mut extension = expect(&mut list, SEQUENCE)?;
-            let oid = expect(&mut extension, 0x06)?;
-            let (mut tag, mut value) = element(&mut extension)?;
-            let mut critical = false;
-            if tag == 0x01 {
-                critical = value.first().is_some_and(|b| *b != 0);
-                (tag, value) = element(&mut extension)?;
-            }
-            if tag != 0x04 {
-                return None;
-            }
-            out.push((oid, critical, value));
-        }
-    }
-    Some(out)
-}
-
-/// One DER element off the front of `input`: (tag, contents).
-fn element<'a>(input: &mut &'a [u8]) -> Option<(u8, &'a [u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let octets = usize::from(first & 0x7f);
-        if octets == 0 || octets > 4 || rest.len() < octets {
-            return None;
-        }
-        let (bytes, after) = rest.split_at(octets);
-        rest = after;
-        bytes.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b))
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let (contents, after) = rest.split_at(len);
-    *input = after;
-    Some((tag, contents))
-}
-
-/// The contents of the element at the front of `input`, which must have
-/// `tag`.
-fn expect<'a>(input: &mut &'a [u8], tag: u8) -> Option<&'a [u8]> {
-    match element(input)? {
-        (t, contents) if t == tag => Some(contents),
-        _ => None,
-    }
-}
-
-const SEQUENCE: u8 = 0x30;
-/// The OID 2.5.29.17, id-ce-subjectAltName.
-const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
-
 /// The Subject Alternative Names of a DER certificate, as Go formats them
 /// (`x509.Certificate`'s DNSNames, EmailAddresses, IPAddresses, URIs);
-/// `None` when the DER is malformed.
-pub fn subject_alt_names(cert: &[u8]) -> Option<Vec<String>> {
+/// `None` when the certificate or one of these names is malformed.
+fn subject_alt_names(der: &[u8]) -> Option<Vec<String>> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
     let mut names = Vec::new();
-    for (oid, _, mut value) in extensions(cert)? {
-        if oid != SUBJECT_ALT_NAME {
-            continue;
-        }
-        let mut general_names = expect(&mut value, SEQUENCE)?;
-        while !general_names.is_empty() {
-            let (tag, name) = element(&mut general_names)?;
-            let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_string);
-            match tag {
-                // rfc822Name, dNSName, uniformResourceIdentifier
-                0x81 | 0x82 | 0x86 => names.push(text(name)?),
-                // iPAddress
-                0x87 => names.push(match name.len() {
-                    4 => Ipv4Addr::from(<[u8; 4]>::try_from(name).ok()?).to_string(),
-                    16 => {
-                        let ip = Ipv6Addr::from(<[u8; 16]>::try_from(name).ok()?);
-                        // Go prints IPv4-mapped addresses as IPv4.
-                        match ip.to_ipv4_mapped() {
-                            Some(v4) => v4.to_string(),
-                            None => ip.to_string(),
-                        }
-                    }
-                    _ => return None,
-                }),
-                _ => {}
+    for extension in cert.extensions() {
+        let general_names = match extension.parsed_extension() {
+            ParsedExtension::SubjectAlternativeName(san) => &san.general_names,
+            ParsedExtension::ParseError { .. }
+                if extension.oid == OID_X509_EXT_SUBJECT_ALT_NAME =>
+            {
+                return None;
             }
+            _ => continue,
+        };
+        for name in general_names {
+            names.push(match name {
+                GeneralName::RFC822Name(text)
+                | GeneralName::DNSName(text)
+                | GeneralName::URI(text) => text.to_string(),
+                // Go prints IPv4-mapped addresses as IPv4.
+                GeneralName::IPAddress(bytes) => match <[u8; 4]>::try_from(*bytes) {
+                    Ok(v4) => IpAddr::from(v4).to_string(),
+                    Err(_) => IpAddr::from(Ipv6Addr::from(<[u8; 16]>::try_from(*bytes).ok()?))
+                        .to_canonical()
+                        .to_string(),
+                },
+                GeneralName::Invalid(..) => return None,
+                _ => continue,
+            });
         }
     }
     Some(names)
@@ -471,6 +290,8 @@ pub fn subject_alt_names(cert: &[u8]) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SEQUENCE: u8 = 0x30;
 
     /// A DER element with `tag` around `contents`.
     fn der(tag: u8, contents: &[u8]) -> Vec<u8> {
@@ -484,30 +305,49 @@ mod tests {
         out
     }
 
-    /// The skeleton of a certificate with these extensions: the fields
-    /// before them only need to be well-formed elements.
-    fn certificate(extensions: &[Vec<u8>]) -> Vec<u8> {
-        let mut tbs = Vec::new();
-        tbs.extend(der(0xa0, &der(0x02, &[2])));
+    /// An X.509 v3 certificate valid between these UTCTime and
+    /// GeneralizedTime texts, with these extensions; an Ed25519 key and
+    /// signature of zeroes (nothing here checks signatures).
+    fn dated(not_before: &[u8], not_after: &[u8], extensions: &[Vec<u8>]) -> Vec<u8> {
+        let ed25519 = der(SEQUENCE, &der(0x06, &[0x2b, 0x65, 0x70]));
+        let mut tbs = der(0xa0, &der(0x02, &[2]));
         tbs.extend(der(0x02, &[1; 20]));
-        for _ in 0..5 {
-            tbs.extend(der(SEQUENCE, &[0x05, 0x00]));
+        tbs.extend(&ed25519);
+        tbs.extend(der(SEQUENCE, &[]));
+        let mut validity = der(0x17, not_before);
+        validity.extend(der(0x18, not_after));
+        tbs.extend(der(SEQUENCE, &validity));
+        tbs.extend(der(SEQUENCE, &[]));
+        tbs.extend(der(
+            SEQUENCE,
+            &[ed25519.clone(), der(0x03, &[0; 33])].concat(),
+        ));
+        if !extensions.is_empty() {
+            tbs.extend(der(0xa3, &der(SEQUENCE, &extensions.concat())));
         }
-        tbs.extend(der(0xa3, &der(SEQUENCE, &extensions.concat())));
         let mut cert = der(SEQUENCE, &tbs);
-        cert.extend(der(SEQUENCE, &[0x05, 0x00]));
-        cert.extend(der(0x03, &[0, 1, 2]));
+        cert.extend(ed25519);
+        cert.extend(der(0x03, &[0; 65]));
         der(SEQUENCE, &cert)
     }
 
-    fn extension(oid: &[u8], critical: bool, value: &[u8]) -> Vec<u8> {
-        let mut body = der(0x06, oid);
+    /// Valid from 2020 to 2121.
+    fn certificate(extensions: &[Vec<u8>]) -> Vec<u8> {
+        dated(b"200101000000Z", b"21210101000000Z", extensions)
+    }
+
+    /// An extension of the OID 2.5.29.`last`.
+    fn extension(last: u8, critical: bool, value: &[u8]) -> Vec<u8> {
+        let mut body = der(0x06, &[0x55, 0x1d, last]);
         if critical {
             body.extend(der(0x01, &[0xff]));
         }
         body.extend(der(0x04, value));
         der(SEQUENCE, &body)
     }
+
+    const SUBJECT_ALT_NAME: u8 = 0x11;
+    const BASIC_CONSTRAINTS: u8 = 0x13;
 
     #[test]
     fn names_of_every_kind_as_go_prints_them() {
@@ -528,7 +368,7 @@ mod tests {
         ]
         .concat();
         let cert = certificate(&[
-            extension(&[0x55, 0x1d, 0x13], true, &der(SEQUENCE, &[])),
+            extension(BASIC_CONSTRAINTS, true, &der(SEQUENCE, &[])),
             extension(SUBJECT_ALT_NAME, false, &der(SEQUENCE, &names)),
         ]);
         assert_eq!(
@@ -550,109 +390,114 @@ mod tests {
             subject_alt_names(&certificate(&[])).unwrap(),
             Vec::<String>::new()
         );
-        let cert = certificate(&[extension(
-            SUBJECT_ALT_NAME,
-            true,
-            &der(SEQUENCE, &der(0x87, &[1, 2, 3])),
-        )]);
-        assert_eq!(subject_alt_names(&cert), None);
-        let whole = certificate(&[extension(
-            SUBJECT_ALT_NAME,
-            false,
-            &der(SEQUENCE, &der(0x82, b"a")),
-        )]);
+        let san = |name: Vec<u8>| {
+            certificate(&[extension(SUBJECT_ALT_NAME, false, &der(SEQUENCE, &name))])
+        };
+        // An IP address of 3 bytes, a DNS name that is not text, a SAN
+        // extension that is not a list: refused as Go refuses them.
+        assert_eq!(subject_alt_names(&san(der(0x87, &[1, 2, 3]))), None);
+        assert_eq!(subject_alt_names(&san(der(0x82, &[0xff, 0xfe]))), None);
+        let not_a_list = certificate(&[extension(SUBJECT_ALT_NAME, false, &[0x05, 0x00])]);
+        assert_eq!(subject_alt_names(&not_a_list), None);
+        let whole = san(der(0x82, b"a"));
+        assert_eq!(subject_alt_names(&whole).unwrap(), ["a"]);
         for cut in 0..whole.len() {
-            // Every truncation is malformed somewhere: never a panic.
-            let _ = subject_alt_names(&whole[..cut]);
+            assert_eq!(subject_alt_names(&whole[..cut]), None, "cut at {cut}");
         }
-        assert_eq!(subject_alt_names(&[]), None);
         assert_eq!(
             subject_alt_names(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]),
             None
         );
     }
 
-    /// A certificate skeleton with a real validity and these extensions.
-    fn dated(not_before: &[u8], not_after: &[u8], extensions: &[Vec<u8>]) -> Vec<u8> {
-        let mut tbs = Vec::new();
-        tbs.extend(der(0xa0, &der(0x02, &[2])));
-        tbs.extend(der(0x02, &[1; 20]));
-        tbs.extend(der(SEQUENCE, &[0x05, 0x00]));
-        tbs.extend(der(SEQUENCE, &[]));
-        let mut validity = der(0x17, not_before);
-        validity.extend(der(0x18, not_after));
-        tbs.extend(der(SEQUENCE, &validity));
-        tbs.extend(der(SEQUENCE, &[]));
-        tbs.extend(der(SEQUENCE, &[0x05, 0x00]));
-        if !extensions.is_empty() {
-            tbs.extend(der(0xa3, &der(SEQUENCE, &extensions.concat())));
-        }
-        let mut cert = der(SEQUENCE, &tbs);
-        cert.extend(der(SEQUENCE, &[0x05, 0x00]));
-        cert.extend(der(0x03, &[0, 1, 2]));
-        der(SEQUENCE, &cert)
-    }
-
-    #[test]
-    fn asn1_times() {
-        let at = |tag: u8, text: &[u8]| time(&mut &der(tag, text)[..]);
-        assert_eq!(at(0x17, b"700101000000Z"), Some(0));
-        assert_eq!(at(0x17, b"491231235959Z"), Some(2_524_607_999));
-        assert_eq!(at(0x18, b"21210727153218Z"), Some(4_783_073_538));
-        assert_eq!(at(0x18, b"20240229120000Z"), Some(1_709_208_000));
-        for bad in [
-            &b"700101000000"[..],
-            b"7001010000Z",
-            b"701301000000Z",
-            b"70010100000aZ",
-        ] {
-            assert_eq!(at(0x17, bad), None, "{bad:?}");
-        }
-    }
-
     #[test]
     fn a_listed_certificate_is_still_checked() {
-        // Valid from 2020 to 2121; the handshake in 2026.
+        // The handshake in 2026.
         let now = 1_790_000_000;
-        let cert = |extensions: &[Vec<u8>]| dated(b"200101000000Z", b"21210101000000Z", extensions);
         let refusal = |c: &[u8], at| check_listed_leaf(c, at).err();
         let invalid = |e| Some(Error::InvalidCertificate(e));
         let ca = extension(BASIC_CONSTRAINTS, true, &der(SEQUENCE, &der(0x01, &[0xff])));
-        assert_eq!(refusal(&cert(std::slice::from_ref(&ca)), now), None);
+        assert_eq!(refusal(&certificate(std::slice::from_ref(&ca)), now), None);
+        // Validity: 2020-01-01T00:00:00Z is 1577836800, both ends included.
         assert_eq!(
-            refusal(&cert(&[]), 1_500_000_000),
+            refusal(&certificate(&[]), 1_577_836_799),
             invalid(CertificateError::NotValidYet)
         );
+        assert_eq!(refusal(&certificate(&[]), 1_577_836_800), None);
+        let until = |end: &[u8]| dated(b"200101000000Z", end, &[]);
+        // 2024-02-29T12:00:00Z, a leap day.
+        assert_eq!(refusal(&until(b"20240229120000Z"), 1_709_208_000), None);
         assert_eq!(
-            refusal(&cert(&[]), 4_800_000_000),
+            refusal(&until(b"20240229120000Z"), 1_709_208_001),
             invalid(CertificateError::Expired)
         );
-        let key_usage = |bits: u8| extension(KEY_USAGE, true, &der(0x03, &[1, bits]));
-        assert_eq!(refusal(&cert(&[key_usage(0x80)]), now), None);
+        assert_eq!(
+            refusal(&certificate(&[]), 4_800_000_000),
+            invalid(CertificateError::Expired)
+        );
+        let key_usage = |bits: u8| extension(0x0f, true, &der(0x03, &[1, bits]));
+        assert_eq!(refusal(&certificate(&[key_usage(0x80)]), now), None);
         // keyCertSign and cRLSign only: the key may not sign a handshake.
         assert_eq!(
-            refusal(&cert(&[key_usage(0x06)]), now),
+            refusal(&certificate(&[key_usage(0x06)]), now),
             invalid(CertificateError::InvalidPurpose)
         );
-        let eku = |oids: &[&[u8]]| {
-            let list: Vec<u8> = oids.iter().flat_map(|o| der(0x06, o)).collect();
-            extension(EXT_KEY_USAGE, false, &der(SEQUENCE, &list))
+        let eku = |purposes: &[&[u8]]| {
+            let list: Vec<u8> = purposes.iter().flat_map(|o| der(0x06, o)).collect();
+            extension(0x25, false, &der(SEQUENCE, &list))
         };
         let server_auth: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+        let client_auth: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+        let any: &[u8] = &[0x55, 0x1d, 0x25, 0x00];
         assert_eq!(
-            refusal(&cert(&[eku(&[server_auth])]), now),
+            refusal(&certificate(&[eku(&[server_auth])]), now),
             invalid(CertificateError::InvalidPurpose)
         );
         assert_eq!(
-            refusal(&cert(&[eku(&[server_auth, CLIENT_AUTH])]), now),
+            refusal(&certificate(&[eku(&[server_auth, client_auth])]), now),
             None
         );
-        assert_eq!(refusal(&cert(&[eku(&[ANY_EKU])]), now), None);
+        assert_eq!(refusal(&certificate(&[eku(&[any])]), now), None);
         // Name constraints, critical: not understood here, so refused.
-        let name_constraints: &[u8] = &[0x55, 0x1d, 0x1e];
-        let unknown = |critical| extension(name_constraints, critical, &der(SEQUENCE, &[]));
-        assert!(refusal(&cert(&[ca.clone(), unknown(true)]), now).is_some());
-        assert_eq!(refusal(&cert(&[ca, unknown(false)]), now), None);
-        assert!(refusal(&certificate(&[]), now).is_some());
+        let unknown = |critical| extension(0x1e, critical, &der(SEQUENCE, &[]));
+        assert_eq!(
+            refusal(&certificate(&[ca.clone(), unknown(true)]), now),
+            invalid(CertificateError::ApplicationVerificationFailure)
+        );
+        assert_eq!(refusal(&certificate(&[ca, unknown(false)]), now), None);
+        assert_eq!(
+            refusal(&[0x30, 0x00], now),
+            invalid(CertificateError::BadEncoding)
+        );
+    }
+
+    #[test]
+    fn checked_asks_the_inner_verifier_then_the_names() {
+        let any = Arc::new(AnyCert::new(
+            &rustls::crypto::ring::default_provider(),
+            true,
+        ));
+        let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_790_000_000));
+        let with_name = |name: &[u8]| {
+            let names = der(SEQUENCE, &der(0x82, name));
+            CertificateDer::from(certificate(&[extension(SUBJECT_ALT_NAME, false, &names)]))
+        };
+        // Nothing to check: the inner verifier itself.
+        let bare = Checked::around(any.clone(), Vec::new(), None);
+        assert!(format!("{bare:?}").starts_with("AnyCert"));
+        let checked = Checked::around(any, Vec::new(), Some(vec!["a.example".to_string()]));
+        assert!(checked.client_auth_mandatory());
+        let verify = |cert: &CertificateDer<'_>| checked.verify_client_cert(cert, &[], now).err();
+        assert_eq!(verify(&with_name(b"a.example")), None);
+        assert_eq!(
+            verify(&with_name(b"b.example")),
+            Some(Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure
+            ))
+        );
+        assert_eq!(
+            verify(&CertificateDer::from(vec![0x30, 0x00])),
+            Some(Error::InvalidCertificate(CertificateError::BadEncoding))
+        );
     }
 }

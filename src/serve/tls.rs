@@ -21,7 +21,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use super::{
-    clientcert::{AnchorAsLeaf, AnyCert, SanCheck},
+    clientcert::{AnyCert, Checked},
     webconfig::{ClientAuth, KeyError, Source, TlsSettings, TlsVersion},
 };
 
@@ -282,25 +282,24 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
     })
 }
 
-/// The client certificate policy of `client_auth_type`, with the SAN check
-/// of `client_allowed_sans` on top.
+/// The client certificate policy of `client_auth_type`, with the checks
+/// rustls lacks on top (`client_allowed_sans`, a client CA file's own
+/// certificate presented as a client's).
 fn client_verifier(
     settings: &TlsSettings,
     provider: &Arc<CryptoProvider>,
     read_file: ReadFile,
 ) -> Result<Arc<dyn ClientCertVerifier>, KeyError> {
-    let inner: Arc<dyn ClientCertVerifier> = match settings.client_auth {
-        ClientAuth::NoClientCert => Arc::new(NoClientAuth),
+    let (inner, anchors): (Arc<dyn ClientCertVerifier>, _) = match settings.client_auth {
+        ClientAuth::NoClientCert => (Arc::new(NoClientAuth), Vec::new()),
         ClientAuth::RequestClientCert | ClientAuth::RequireAnyClientCert => {
             // A CA here is never checked against (the caller says so);
             // like the peer, the file must still be readable.
             if let Some(source) = &settings.client_ca {
                 read(source, "client_ca_file", "client_ca", read_file)?;
             }
-            Arc::new(AnyCert::new(
-                provider,
-                settings.client_auth == ClientAuth::RequireAnyClientCert,
-            ))
+            let mandatory = settings.client_auth == ClientAuth::RequireAnyClientCert;
+            (Arc::new(AnyCert::new(provider, mandatory)), Vec::new())
         }
         ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
             let mut roots = RootCertStore::empty();
@@ -355,17 +354,14 @@ fn client_verifier(
             let webpki = builder
                 .build()
                 .map_err(|err| KeyError::new(key, err.to_string()))?;
-            if anchors.is_empty() {
-                webpki
-            } else {
-                Arc::new(AnchorAsLeaf::new(webpki, anchors))
-            }
+            (webpki, anchors)
         }
     };
-    Ok(match &settings.client_allowed_sans {
-        Some(sans) => Arc::new(SanCheck::new(inner, sans.clone())),
-        None => inner,
-    })
+    Ok(Checked::around(
+        inner,
+        anchors,
+        settings.client_allowed_sans.clone(),
+    ))
 }
 
 #[cfg(test)]
