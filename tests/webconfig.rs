@@ -116,12 +116,34 @@ struct Got {
 }
 
 impl Got {
+    /// The server certificate's subject line of curl's -v output.
+    fn subject(&self) -> &str {
+        self.verbose
+            .lines()
+            .find(|l| l.contains("subject:"))
+            .unwrap_or_default()
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// Waits until `server` answers 200 with a certificate whose subject
+/// holds `cn`.
+fn wait_until_served(pki: &Pki, server: &Server, cn: &str) {
+    util::wait_until(
+        "the new certificate to be served",
+        Duration::from_secs(30),
+        || {
+            let got = curl(pki, &url(server), &[]);
+            assert_eq!(got.status, 200, "{}", got.verbose);
+            got.subject().contains(cn).then_some(())
+        },
+    );
 }
 
 /// Runs curl against `url` trusting the test CA, with `extra` arguments
@@ -675,16 +697,9 @@ fn rate_limit_answers_429() {
 fn certificates_rotate_without_a_restart() {
     let pki = Pki::new();
     let server = serve(&pki.config(TLS));
-    let subject = |got: &Got| {
-        got.verbose
-            .lines()
-            .find(|l| l.contains("subject:"))
-            .unwrap_or_default()
-            .to_string()
-    };
     let got = curl(&pki, &url(&server), &[]);
     assert_eq!(got.status, 200);
-    assert!(subject(&got).contains("CN=localhost"), "{}", got.verbose);
+    assert!(got.subject().contains("CN=localhost"), "{}", got.verbose);
 
     // A key that does not match (as when a rotation is half done): the
     // old pair keeps being served and the error is said once.
@@ -701,7 +716,7 @@ fn certificates_rotate_without_a_restart() {
     );
     let got = curl(&pki, &url(&server), &[]);
     assert_eq!(got.status, 200);
-    assert!(subject(&got).contains("CN=localhost"), "{}", got.verbose);
+    assert!(got.subject().contains("CN=localhost"), "{}", got.verbose);
 
     // The new certificate arrives: served from a new connection on.
     pki.leaf(
@@ -713,15 +728,7 @@ fn certificates_rotate_without_a_restart() {
     );
     std::fs::copy(pki.path("next.key"), pki.path("server.key")).unwrap();
     std::fs::copy(pki.path("next.pem"), pki.path("server.pem")).unwrap();
-    util::wait_until(
-        "the new certificate to be served",
-        Duration::from_secs(30),
-        || {
-            let got = curl(&pki, &url(&server), &[]);
-            assert_eq!(got.status, 200, "{}", got.verbose);
-            subject(&got).contains("CN=localhost-next").then_some(())
-        },
-    );
+    wait_until_served(&pki, &server, "CN=localhost-next");
     let log = server.log_when("the reload to be said", |log| log.contains("reloaded"));
     assert_eq!(log.matches("do not match").count(), 1, "{log}");
     assert!(log.contains("web.yml reloaded"), "{log}");
@@ -955,15 +962,7 @@ fn a_certificate_named_before_it_exists_is_used_when_it_appears() {
     for (from, to) in [("made.pem", "next.pem"), ("made.key", "next.key")] {
         std::fs::rename(pki.path(from), pki.path(to)).unwrap();
     }
-    util::wait_until(
-        "the new certificate to be served",
-        Duration::from_secs(30),
-        || {
-            let got = curl(&pki, &url(&server), &[]);
-            assert_eq!(got.status, 200, "{}", got.verbose);
-            got.verbose.contains("CN=localhost-next").then_some(())
-        },
-    );
+    wait_until_served(&pki, &server, "CN=localhost-next");
     let log = server.log_when("the reload to be said", |log| log.contains("reloaded"));
     // Each state said once: the certificate missing, and (if the server
     // looked between the two renames) then the key.

@@ -70,34 +70,31 @@ impl Pki {
 
     /// A self-signed CA: NAME.pem, NAME.key.
     pub fn ca(&self, name: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
+        self.self_signed_with(
+            name,
+            &[
+                "basicConstraints=critical,CA:TRUE",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
     }
 
     /// A self-signed certificate NAME.pem (key NAME.key) as `openssl req
     /// -x509` makes one by default (`CA:TRUE`), with the SAN `san`: what
     /// exporter-toolkit's test data lists as its own client CA.
     pub fn self_signed(&self, name: &str, san: &str) {
-        self.openssl(&[
+        self.self_signed_with(name, &[&format!("subjectAltName={san}")]);
+    }
+
+    /// `openssl req -x509` for NAME.pem and NAME.key (P-256, two days,
+    /// CN=NAME), with these `-addext` extensions.
+    fn self_signed_with(&self, name: &str, extensions: &[&str]) {
+        let (key, pem, subject) = (
+            format!("{name}.key"),
+            format!("{name}.pem"),
+            format!("/CN={name}"),
+        );
+        let mut args = vec![
             "req",
             "-x509",
             "-newkey",
@@ -106,16 +103,18 @@ impl Pki {
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-keyout",
-            &format!("{name}.key"),
+            &key,
             "-out",
-            &format!("{name}.pem"),
+            &pem,
             "-days",
             "2",
             "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            &format!("subjectAltName={san}"),
-        ]);
+            &subject,
+        ];
+        for extension in extensions {
+            args.extend(["-addext", extension]);
+        }
+        self.openssl(&args);
     }
 
     /// A P-256 certificate NAME.pem (key NAME.key) signed by CA.
