@@ -10,8 +10,8 @@
 //! which is where port_exporter looks for Docker's namespace files. It
 //! makes no bridge and leaves iptables, forwarding and masquerading alone.
 //! Its one image is this test binary and the libraries it loads, imported
-//! from a tar stream (there is no registry); its containers run the
-//! `netns-holder` role with `--network none`: a namespace with a loopback
+//! from a tar stream (there is no registry); its containers run the kit's
+//! holder (`util::scenario`) with `--network none`: a namespace with a loopback
 //! only.
 //!
 //! Checked: every container's listeners are reported under its short id
@@ -27,9 +27,10 @@ use std::{
     time::Duration,
 };
 
-use crate::{
-    netns::{self, Place, Row},
-    util::{self, Bin, DOCKERD, Netns, UNSHARE, stdout_of, tests},
+use crate::util::{
+    self, Bin, DOCKERD, Netns, UNSHARE,
+    scenario::{self, Holder, NetnsRow, Place, netns_oracle, netns_rows, sh},
+    stdout_of, tests,
 };
 
 tests![(
@@ -189,22 +190,16 @@ impl Engine {
     }
 
     /// Runs a container `name` on `network` whose process, named `c-NAME`,
-    /// opens the sockets of `spec` (see `labels::open`) and holds them
+    /// opens the sockets of `spec` (see `util::scenario::open`) and holds them
     /// until the container is dropped.
     fn run(&self, name: &str, network: &str, spec: &str) -> Container {
         let mut command = self.docker(&["run", "-i", "--rm", "--network", network]);
         command.args(["--name", name]);
-        for (key, value) in [
-            (util::ROLE, "netns-holder"),
-            ("HOLD_IN_CONTAINER", "1"),
-            ("HOLD_NAME", &format!("c-{name}")),
-            ("HOLD_SPEC", spec),
-        ] {
+        for (key, value) in scenario::holder_env(&format!("c-{name}"), spec) {
             command.arg("--env").arg(format!("{key}={value}"));
         }
         command.args([IMAGE, "/holder"]);
-        let (client, said) = util::start_helper(&mut command);
-        assert!(said.is_empty(), "container {name} said {said:?}");
+        let (client, _) = util::start_helper(&mut command);
         let inspect = self.output(&["inspect", "--format", "{{.Id}} {{.State.Pid}}", name]);
         let (id, pid) = inspect.trim().split_once(' ').unwrap();
         Container {
@@ -314,21 +309,21 @@ impl Drop for Container {
 }
 
 /// `--netns all --protocol tcp,udp --format json` with `method`, as rows.
-fn json_rows(method: &str) -> Vec<Row> {
+fn json_rows(method: &str) -> Vec<NetnsRow> {
     let json = stdout_of(
         &Bin::new()
             .args(["--netns", "all", "--protocol", "tcp,udp"])
             .args(["--format", "json", "--method", method])
             .output(),
     );
-    netns::json_rows(&json)
+    netns_rows(&json)
 }
 
 /// What `ss` lists inside each of `spaces` (label, namespace file), sorted.
-fn expected(spaces: &[(String, String)]) -> Vec<Row> {
-    let mut rows: Vec<Row> = spaces
+fn expected(spaces: &[(String, String)]) -> Vec<NetnsRow> {
+    let mut rows: Vec<NetnsRow> = spaces
         .iter()
-        .flat_map(|(label, path)| netns::oracle(label, path))
+        .flat_map(|(label, path)| netns_oracle(label, path))
         .collect();
     rows.sort();
     rows
@@ -336,13 +331,13 @@ fn expected(spaces: &[(String, String)]) -> Vec<Row> {
 
 /// The scenario, as PID 1 of fresh mount, network and PID namespaces.
 fn scenario() {
-    netns::sh("mount", &["-t", "tmpfs", "tmpfs", "/run"]);
-    netns::sh("ip", &["link", "set", "lo", "up"]);
+    sh("mount", &["-t", "tmpfs", "tmpfs", "/run"]);
+    sh("ip", &["link", "set", "lo", "up"]);
     let engine = Engine::start();
     engine.import_image();
 
     // Port 8080 in three namespaces: the host's and two containers'.
-    let host = netns::start("h-host", Place::Here, "tcp 127.0.0.1 8080");
+    let host = Holder::start("h-host", Place::Here, "tcp 127.0.0.1 8080");
     let web = engine.run("web", "none", "tcp 0.0.0.0 8080;udp 0.0.0.0 5353");
     let db = engine.run("db", "none", "tcp 127.0.0.1 8080;tcp :: 5432 dual");
     // A sidecar in web's namespace: it is web's (the lowest pid's).
@@ -407,7 +402,7 @@ fn scenario() {
         "--protocol=tcp,udp",
         "--format=json",
     ]);
-    assert_eq!(netns::json_rows(&inside), all, "from inside a container");
+    assert_eq!(netns_rows(&inside), all, "from inside a container");
 
     // Paused (its processes frozen): reported as ever.
     engine.output(&["pause", "web"]);

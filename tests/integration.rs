@@ -42,7 +42,10 @@ mod watch;
 mod webconfig;
 
 fn main() -> std::process::ExitCode {
-    // The roles the netns and labels tests run this binary in.
+    // The roles the scenarios run this binary in.
+    if let Some(code) = util::scenario::role() {
+        return code;
+    }
     if let Some(code) = netns::role() {
         return code;
     }

@@ -5,20 +5,19 @@
 //! The test re-runs this test binary in roles (see [`role`]): a *scenario*
 //! as PID 1 of a fresh network and PID namespace (`unshare -n -p -f
 //! --mount-proc`), so that `/proc` holds only the processes it starts, and
-//! *holders* that name themselves (prctl PR_SET_NAME), become `nobody` if
-//! asked, open the sockets they are told to and wait. The scenario then
-//! compares every view of port_exporter with what `ss` says.
+//! the kit's holders (`util::scenario`), some of them as `nobody`. The
+//! scenario then compares every view of port_exporter with what `ss` says.
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, SocketAddrV6, TcpStream},
-    process::{Child, Command, ExitCode, Stdio},
+    process::{Command, ExitCode, Stdio},
 };
 
-use socket2::{Domain, Socket, Type};
-
-use crate::util::{self, Bin, Netns, PROMTOOL, SETPRIV, UNSHARE, stdout_of, tests};
+use crate::util::{
+    self, Bin, Netns, PROMTOOL, SETPRIV, UNSHARE,
+    scenario::{self, Holder, Place, sh},
+    stdout_of, tests,
+};
 
 tests![
     (
@@ -40,11 +39,7 @@ tests![
 pub fn role() -> Option<ExitCode> {
     match std::env::var(util::ROLE).ok()?.as_str() {
         "scenario" => {
-            scenario();
-            Some(ExitCode::SUCCESS)
-        }
-        "holder" => {
-            holder();
+            every_view();
             Some(ExitCode::SUCCESS)
         }
         "quiet" => {
@@ -82,7 +77,7 @@ fn a_scheduled_run_with_unattributed_listeners_is_silent() {
 fn quiet() {
     use std::os::unix::fs::PermissionsExt;
     sh("ip", &["link", "set", "lo", "up"]);
-    let holder = start_holder("root-daemon", false, "tcp 0.0.0.0 0");
+    let holder = Holder::start("root-daemon", Place::Here, "tcp 0.0.0.0 0");
     let port = holder.opened[0].1;
     let dir = util::open_tempdir();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -166,201 +161,13 @@ fn quiet() {
     );
     let out = below(&["--format", "json", "--verbose"]);
     one_line(&out, "\"process\":null");
-    assert!(
-        stdout_of(&out).contains("\"process\":null"),
-        "{}",
-        stdout_of(&out)
-    );
+    let rows = scenario::json_rows(&stdout_of(&out));
+    let row = rows.iter().find(|r| r.port == port).unwrap();
+    assert_eq!((&row.process, row.pid), (&None, None), "{row:?}");
 
     drop(holder);
     util::bin::remove_shared_bin();
     eprintln!("quiet: silent, counted, explained with --verbose");
-}
-
-/// Runs `cmd ARGS`, which must succeed.
-#[track_caller]
-fn sh(cmd: &str, args: &[&str]) {
-    let status = Command::new(cmd).args(args).status().unwrap();
-    assert!(status.success(), "{cmd} {args:?} failed");
-}
-
-/// A holder: its name, its user, and the ports of what it opened.
-struct Holder {
-    child: Child,
-    /// `kind port` per socket, in spec order.
-    opened: Vec<(String, u16)>,
-}
-
-/// The directory of [`shared_exe`], removed at the end of the scenario.
-static SHARED_EXE: std::sync::Mutex<Option<tempfile::TempDir>> = std::sync::Mutex::new(None);
-
-/// A copy of this binary that `nobody` may run, made on first use: a
-/// holder runs as nobody from its start (through setpriv), as a daemon
-/// started as nobody does; one that changed user itself would be
-/// non-dumpable, and its /proc entries root's.
-fn shared_exe() -> std::path::PathBuf {
-    let mut copy = SHARED_EXE.lock().unwrap();
-    let dir = copy.get_or_insert_with(|| {
-        let dir = util::open_tempdir();
-        sh(
-            "cp",
-            &[
-                std::env::current_exe().unwrap().to_str().unwrap(),
-                dir.path().join("holder").to_str().unwrap(),
-            ],
-        );
-        dir
-    });
-    dir.path().join("holder")
-}
-
-/// Starts a holder named `name`, as `nobody` if `nobody`, opening `spec`
-/// (sockets separated by `;`, see [`open`]).
-fn start_holder(name: &str, nobody: bool, spec: &str) -> Holder {
-    let mut command = if nobody {
-        let mut command = Command::new("setpriv");
-        command
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(shared_exe());
-        command
-    } else {
-        Command::new(std::env::current_exe().unwrap())
-    };
-    let (child, said) = util::start_helper(
-        command
-            .env(util::ROLE, "holder")
-            .env("HOLD_NAME", name)
-            .env("HOLD_SPEC", spec),
-    );
-    let opened = said
-        .iter()
-        .map(|line| {
-            let (kind, port) = line.split_once(' ').unwrap();
-            (kind.to_string(), port.parse().unwrap())
-        })
-        .collect();
-    Holder { child, opened }
-}
-
-/// The holder role: name itself, open the sockets of HOLD_SPEC, say their ports, share one with a worker if asked,
-/// and wait for stdin to close.
-fn holder() {
-    let name = std::env::var("HOLD_NAME").unwrap();
-    set_name(&name);
-    let spec = std::env::var("HOLD_SPEC").unwrap();
-    let mut kept = Vec::new();
-    let mut out = std::io::stdout().lock();
-    let mut worker = None;
-    for item in spec.split(';').filter(|s| !s.is_empty()) {
-        let (kind, socket, port) = open(item);
-        writeln!(out, "{kind} {port}").unwrap();
-        if item.contains(" share") {
-            // A worker that inherits this listener, as prefork servers do.
-            socket.set_cloexec(false).unwrap();
-            // `share-nobody`: a worker that runs as nobody, as a service
-            // a root activator hands its socket to.
-            let mut command = if item.contains(" share-nobody") {
-                let mut command = Command::new("setpriv");
-                command
-                    .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-                    .arg(shared_exe());
-                command
-            } else {
-                Command::new(std::env::current_exe().unwrap())
-            };
-            worker = Some(
-                command
-                    .env(util::ROLE, "holder")
-                    .env("HOLD_NAME", format!("{name}-w"))
-                    .env("HOLD_SPEC", "")
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .unwrap(),
-            );
-            let mut ready = String::new();
-            BufReader::new(worker.as_mut().unwrap().stdout.take().unwrap())
-                .read_line(&mut ready)
-                .unwrap();
-            assert_eq!(ready, "ready\n");
-        }
-        kept.push(socket);
-    }
-    writeln!(out, "ready").unwrap();
-    out.flush().unwrap();
-    drop(out);
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
-    drop((kept, worker));
-}
-
-/// Sets this process's command name (comm).
-pub(crate) fn set_name(name: &str) {
-    let name = std::ffi::CString::new(name).unwrap();
-    #[allow(unsafe_code)]
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes
-    // (longer ones are cut); `name` lives across the call.
-    let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
-    assert_eq!(rc, 0, "prctl(PR_SET_NAME)");
-}
-
-/// Opens one socket of a spec item `KIND ADDRESS PORT [FLAGS]`, where KIND
-/// is tcp (listening), udp (bound), tcp-bound (bound, not listening),
-/// udp-connected or tcp-connection (a client connected to PORT), and FLAGS
-/// are v6only, dual, reuseport, dev=IFACE, share. Returns the kind, the
-/// socket and its port.
-pub(crate) fn open(item: &str) -> (String, Socket, u16) {
-    let words: Vec<&str> = item.split_whitespace().collect();
-    let (kind, address, port) = (words[0], words[1], words[2]);
-    let flags = &words[3..];
-    let port: u16 = port.parse().unwrap();
-    let addr: SocketAddr = match address.split_once('%') {
-        Some((ip, iface)) => SocketAddr::V6(SocketAddrV6::new(
-            ip.parse().unwrap(),
-            port,
-            0,
-            nix::net::if_::if_nametoindex(iface).unwrap(),
-        )),
-        None => SocketAddr::new(address.parse().unwrap(), port),
-    };
-    let udp = kind.starts_with("udp");
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        if udp { Type::DGRAM } else { Type::STREAM },
-        None,
-    )
-    .unwrap();
-    for flag in flags {
-        match *flag {
-            "v6only" => socket.set_only_v6(true).unwrap(),
-            "dual" => socket.set_only_v6(false).unwrap(),
-            "reuseport" => socket.set_reuse_port(true).unwrap(),
-            "share" | "share-nobody" => {}
-            dev if dev.starts_with("dev=") => {
-                socket.bind_device(Some(&dev.as_bytes()[4..])).unwrap()
-            }
-            other => panic!("unknown flag {other}"),
-        }
-    }
-    match kind {
-        "tcp-connection" => {
-            let client = TcpStream::connect(addr).unwrap();
-            let local = client.local_addr().unwrap().port();
-            return ("tcp-connection".into(), Socket::from(client), local);
-        }
-        "udp-connected" => {
-            socket.bind(&SocketAddr::new(addr.ip(), 0).into()).unwrap();
-            socket.connect(&addr.into()).unwrap();
-        }
-        _ => {
-            socket.bind(&addr.into()).unwrap();
-            if kind == "tcp" {
-                socket.listen(16).unwrap();
-            }
-        }
-    }
-    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
-    (kind.to_string(), socket, port)
 }
 
 /// One listener as the oracle or port_exporter sees it.
@@ -404,38 +211,28 @@ fn json_rows(json: &str) -> (Vec<Row>, BTreeMap<String, String>, BTreeMap<u32, S
     let mut rows = Vec::new();
     let mut scopes = BTreeMap::new();
     let mut users = BTreeMap::new();
-    for line in json.lines().filter(|l| l.starts_with('{')) {
-        let field = |key: &str| -> String {
-            let rest = line.split(&format!("\"{key}\":")).nth(1).unwrap();
-            if let Some(text) = rest.strip_prefix('"') {
-                text.split('"').next().unwrap().to_string()
-            } else {
-                rest.split([',', '}']).next().unwrap().to_string()
-            }
-        };
-        let process = field("process");
-        let row = Row {
-            protocol: field("protocol"),
-            port: field("port").parse().unwrap(),
-            address: field("address"),
-            uid: field("uid").parse().unwrap(),
-            process: (process != "null").then_some(process),
-        };
+    for row in scenario::json_rows(json) {
         assert_eq!(
-            field("pid") == "null",
+            row.pid.is_none(),
             row.process.is_none(),
-            "pid and process disagree: {line}"
+            "pid and process disagree: {row:?}"
         );
-        scopes.insert(row.address.clone(), field("scope"));
-        users.insert(row.uid, field("user"));
-        rows.push(row);
+        scopes.insert(row.address.clone(), row.scope);
+        users.insert(row.uid, row.user);
+        rows.push(Row {
+            protocol: row.protocol,
+            port: row.port,
+            address: row.address,
+            uid: row.uid,
+            process: row.process,
+        });
     }
     rows.sort();
     (rows, scopes, users)
 }
 
 /// The scenario, as PID 1 of fresh network and PID namespaces.
-fn scenario() {
+fn every_view() {
     sh("ip", &["link", "set", "lo", "up"]);
     sh(
         "ip",
@@ -455,18 +252,18 @@ fn scenario() {
         &["addr", "add", "2001:db8::7/64", "dev", "veth0", "nodad"],
     );
 
-    let web = start_holder(
+    let web = Holder::start(
         "web-root",
-        false,
+        Place::Here,
         "tcp 0.0.0.0 0;tcp :: 0 dual;tcp :: 0 v6only;tcp 127.0.0.1 0;tcp 127.0.0.2 0;\
          tcp ::1 0;tcp 198.51.100.7 0;tcp 2001:db8::7 0;tcp fe80::1%veth0 0;\
          udp 0.0.0.0 0;udp :: 0 v6only;udp 127.0.0.1 0;udp ::1 0;\
          tcp 0.0.0.0 0 dev=veth0;tcp-bound 127.0.0.1 0;tcp 127.0.0.1 0 share",
     );
     let server = web.opened[3].1;
-    let dns = start_holder(
+    let dns = Holder::start(
         "dns-nobody",
-        true,
+        Place::Nobody,
         &format!(
             "udp 127.0.0.53 5353;tcp 127.0.0.53 5353;udp 0.0.0.0 0;udp-connected 127.0.0.1 {};\
              tcp-connection 127.0.0.1 {server}",
@@ -474,16 +271,16 @@ fn scenario() {
         ),
     );
     // A SO_REUSEPORT group across two processes of two names, both root.
-    let a = start_holder("group-a", false, "tcp 127.0.0.9 0 reuseport");
-    let b = start_holder(
+    let a = Holder::start("group-a", Place::Here, "tcp 127.0.0.9 0 reuseport");
+    let b = Holder::start(
         "group-b",
-        false,
+        Place::Here,
         &format!("tcp 127.0.0.9 {} reuseport", a.opened[0].1),
     );
     // A root activator (the lower pid) that hands its socket to a service
     // running as nobody: as root the activator; as nobody, whose reading
     // of root's processes is refused, no answer rather than the service.
-    let activator = start_holder("activator", false, "tcp 127.0.0.1 0 share-nobody");
+    let activator = Holder::start("activator", Place::Here, "tcp 127.0.0.1 0 share-nobody");
     // What must not count.
     let bound_only = web.opened[14].1;
     let connected = dns.opened[3].1;
@@ -671,7 +468,6 @@ fn scenario() {
 
     drop((web, dns, a, b, activator));
     util::bin::remove_shared_bin();
-    drop(SHARED_EXE.lock().unwrap().take());
     eprintln!("scenario: all views agree ({} listeners)", expected.len());
 }
 
@@ -685,11 +481,4 @@ fn port_of_sample(line: &str) -> u16 {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
 }

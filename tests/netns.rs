@@ -6,8 +6,7 @@
 //! (`unshare -m -n -p -f --mount-proc`), so that `/proc` holds only the
 //! processes it starts, PID 1's namespace (`host`) is its own, and a tmpfs
 //! on `/run` makes `ip netns add` and the Docker directory its own too; and
-//! *holders* that name themselves, enter or make a namespace if asked,
-//! open their sockets and wait. The scenario builds every kind of
+//! the kit's holders (`util::scenario`), placed in namespaces. The scenario builds every kind of
 //! namespace port_exporter names (ip netns names, two names for one, one
 //! without a process, unnamed ones, one whose process sits in a cgroup
 //! named like a Docker container's, one known only from Docker's
@@ -18,16 +17,16 @@
 use std::{
     collections::BTreeSet,
     fs,
-    io::{Read, Write},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitCode, Stdio},
+    process::{Command, ExitCode, Stdio},
     time::Duration,
 };
 
 use crate::util::{
-    self, Bin, Netns, PROMTOOL, Root, SETPRIV, STRACE, Server, UNSHARE, one_error_line, stdout_of,
-    tests,
+    self, Bin, Netns, PROMTOOL, Root, SETPRIV, STRACE, Server, UNSHARE, one_error_line,
+    scenario::{Holder, NetnsRow, Place, netns_oracle, netns_rows, sh},
+    stdout_of, tests,
 };
 
 tests![
@@ -50,20 +49,12 @@ tests![
 /// A container id, as Docker makes them: 64 hex digits.
 const CONTAINER: &str = "c0ffee0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
 
-/// Runs the role this process was started for, if it is one of this
-/// module's.
+/// Runs the role this process was started for, if it is this module's.
 pub fn role() -> Option<ExitCode> {
-    match std::env::var(util::ROLE).ok()?.as_str() {
-        "netns-scenario" => {
-            scenario();
-            Some(ExitCode::SUCCESS)
-        }
-        "netns-holder" => {
-            holder();
-            Some(ExitCode::SUCCESS)
-        }
-        _ => None,
-    }
+    (std::env::var(util::ROLE).ok()? == "netns-scenario").then(|| {
+        scenario();
+        ExitCode::SUCCESS
+    })
 }
 
 fn every_namespace_matches_ss_inside_it() {
@@ -139,180 +130,6 @@ fn bind_cannot_scan_namespaces() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// Runs `cmd ARGS`, which must succeed.
-#[track_caller]
-pub(crate) fn sh(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Where a holder runs.
-pub(crate) enum Place<'a> {
-    /// In the scenario's namespace (`host`).
-    Here,
-    /// In a namespace of its own, unnamed.
-    Own,
-    /// In the namespace `ip netns` named so (through `ip netns exec`).
-    Named(&'a str),
-    /// In the namespace of this process (through `nsenter`).
-    With(u32),
-}
-
-/// A holder: a process of a known name that opened sockets and waits.
-pub(crate) struct Holder {
-    child: Child,
-    pid: u32,
-    /// Its command name.
-    pub(crate) name: String,
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
-}
-
-impl Holder {
-    /// The path of its namespace link.
-    fn ns(&self) -> String {
-        format!("/proc/{}/ns/net", self.pid)
-    }
-
-    /// Ends it now, and waits until it is gone.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-/// Starts a holder named `name` at `place`, opening `spec` (see
-/// `labels::open`; sockets separated by `;`).
-pub(crate) fn start(name: &str, place: Place, spec: &str) -> Holder {
-    start_how(name, place, spec, "")
-}
-
-/// [`start`], the holder's threads placed as HOLD_HOW says (see
-/// [`holder`]).
-fn start_how(name: &str, place: Place, spec: &str, how: &str) -> Holder {
-    let exe = std::env::current_exe().unwrap();
-    let mut command = match place {
-        Place::Here | Place::Own => Command::new(&exe),
-        Place::Named(ns) => {
-            let mut command = Command::new("ip");
-            command.args(["netns", "exec", ns]).arg(&exe);
-            command
-        }
-        Place::With(pid) => {
-            let mut command = Command::new("nsenter");
-            command.arg(format!("--net=/proc/{pid}/ns/net")).arg(&exe);
-            command
-        }
-    };
-    if let Place::Own = place {
-        command.env("HOLD_UNSHARE", "1");
-    }
-    let (child, said) = util::start_helper(
-        command
-            .env(util::ROLE, "netns-holder")
-            .env("HOLD_NAME", name)
-            .env("HOLD_SPEC", spec)
-            .env("HOLD_HOW", how),
-    );
-    assert!(said.is_empty(), "holder {name} said {said:?}");
-    let pid = child.id();
-    Holder {
-        child,
-        pid,
-        name: name.to_string(),
-    }
-}
-
-/// The holder role: name itself, make a namespace of its own if asked,
-/// bring its loopback up (unless in a container), open the sockets of
-/// HOLD_SPEC, say so, and wait for stdin to close. HOLD_HOW asks for one of
-/// the namespaces that no process's main thread is in:
-/// - `thread`: a second thread makes a namespace of its own and opens the
-///   sockets there; the main thread stays where it was;
-/// - `main-exits`: a second thread opens the sockets, and the main thread
-///   exits (the process lives on, its `/proc/PID/ns/net` unreadable);
-/// - `leave=PATH`: the namespace made (HOLD_UNSHARE) is bound to PATH
-///   once the sockets are open, and the holder goes back to the namespace
-///   it came from: none of its threads is in the one it made.
-fn holder() {
-    crate::labels::set_name(&std::env::var("HOLD_NAME").unwrap());
-    let back = fs::File::open("/proc/thread-self/ns/net").unwrap();
-    if std::env::var_os("HOLD_UNSHARE").is_some() {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-    }
-    match std::env::var("HOLD_HOW").unwrap_or_default().as_str() {
-        "" => serve(|| {}),
-        "thread" => std::thread::spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
-            serve(|| {});
-        })
-        .join()
-        .unwrap(),
-        "main-exits" => {
-            std::thread::spawn(|| {
-                serve(|| {});
-                std::process::exit(0);
-            });
-            // The exit system call ends the calling thread alone, without
-            // unwinding (pthread_exit would unwind into Rust's main and
-            // abort); the process lives on in the other thread, which ends
-            // it.
-            #[allow(unsafe_code)]
-            // SAFETY: the thread never runs again, so nothing it owns is
-            // used after; the other thread touches none of it.
-            unsafe {
-                libc::syscall(libc::SYS_exit, 0);
-            }
-            unreachable!("the main thread has exited");
-        }
-        leave => {
-            let path = leave.strip_prefix("leave=").expect("HOLD_HOW");
-            serve(|| {
-                fs::write(path, "").unwrap();
-                sh("mount", &["--bind", "/proc/self/ns/net", path]);
-                nix::sched::setns(&back, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            });
-        }
-    }
-}
-
-/// Brings the loopback up, opens the sockets of HOLD_SPEC, calls `then`,
-/// says `ready` and waits for stdin to close.
-fn serve(then: impl FnOnce()) {
-    // In a Docker container the loopback is up already, and there is no
-    // `ip` to run.
-    if std::env::var_os("HOLD_IN_CONTAINER").is_none() {
-        sh("ip", &["link", "set", "lo", "up"]);
-    }
-    let spec = std::env::var("HOLD_SPEC").unwrap();
-    let kept: Vec<_> = spec
-        .split(';')
-        .filter(|s| !s.is_empty())
-        .map(|item| crate::labels::open(item).1)
-        .collect();
-    then();
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "ready").unwrap();
-    out.flush().unwrap();
-    drop(out);
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
-    drop(kept);
-}
-
 /// The namespace link of the thread of `holder` that is not in the
 /// namespace of its main thread (or whose main thread has exited).
 fn thread_ns(holder: &Holder) -> String {
@@ -384,73 +201,6 @@ impl Drop for Cgroup {
     }
 }
 
-/// One listener: namespace label, protocol, port, address, process.
-pub(crate) type Row = (String, String, u16, String, String);
-
-/// What `ss -Htulnp` lists inside the namespace of the file `path`, each
-/// row labelled `label`; the process is the name of the lowest pid
-/// holding the socket.
-pub(crate) fn oracle(label: &str, path: &str) -> Vec<Row> {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={path}"))
-        .args(["ss", "-Htulnp"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "nsenter --net={path} ss failed");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (address, port) = util::ss_local(fields[4]);
-            let process = util::ss_lowest_process(line).unwrap_or_default();
-            (
-                label.to_string(),
-                fields[0].to_string(),
-                port,
-                address,
-                process,
-            )
-        })
-        .collect()
-}
-
-/// The value of `key` in one line of port_exporter's JSON.
-fn json_field(line: &str, key: &str) -> String {
-    let rest = line
-        .split(&format!("\"{key}\":"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no {key} in {line}"));
-    match rest.strip_prefix('"') {
-        Some(text) => text.split('"').next().unwrap().to_string(),
-        None => rest.split([',', '}']).next().unwrap().to_string(),
-    }
-}
-
-/// The rows of port_exporter's JSON, sorted.
-pub(crate) fn json_rows(json: &str) -> Vec<Row> {
-    let mut rows: Vec<Row> = json
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|line| {
-            let process = json_field(line, "process");
-            (
-                json_field(line, "netns"),
-                json_field(line, "protocol"),
-                json_field(line, "port").parse().unwrap(),
-                json_field(line, "address"),
-                if process == "null" {
-                    String::new()
-                } else {
-                    process
-                },
-            )
-        })
-        .collect();
-    rows.sort();
-    rows
-}
-
 /// The `(netns, port, value)` of each sample of an exposition made with
 /// `--netns all` and no other label, in order.
 fn netns_samples(text: &str) -> Vec<(String, u16, u8)> {
@@ -490,7 +240,7 @@ fn scenario() {
     sh("ip", &["link", "set", "lo", "up"]);
 
     // The host: PID 1's namespace, this one.
-    let here = start(
+    let here = Holder::start(
         "h-host",
         Place::Here,
         "tcp 127.0.0.1 0;tcp :: 0 dual;udp 0.0.0.0 0",
@@ -502,18 +252,18 @@ fn scenario() {
     }
     sh("touch", &["/run/netns/azure"]);
     sh("mount", &["--bind", "/run/netns/blue", "/run/netns/azure"]);
-    let blue = start(
+    let blue = Holder::start(
         "h-blue",
         Place::Named("blue"),
         "tcp 0.0.0.0 0;tcp ::1 0 v6only;udp ::1 0;tcp 127.0.0.1 22",
     );
-    let green = start("h-green", Place::Named("green"), "tcp 127.0.0.1 22");
+    let green = Holder::start("h-green", Place::Named("green"), "tcp 127.0.0.1 22");
     // Unnamed: one with two processes in it.
-    let loner = start("h-loner", Place::Own, "tcp 127.0.0.1 0;tcp 0.0.0.0 8080");
-    let mate = start("h-mate", Place::With(loner.pid), "tcp :: 9090 v6only");
+    let loner = Holder::start("h-loner", Place::Own, "tcp 127.0.0.1 0;tcp 0.0.0.0 8080");
+    let mate = Holder::start("h-mate", Place::With(loner.pid), "tcp :: 9090 v6only");
     // A container: a process of its own namespace in a cgroup named like
     // Docker's, the namespace also bound under Docker's directory.
-    let container = start("h-container", Place::Own, "tcp 0.0.0.0 80;udp 0.0.0.0 53");
+    let container = Holder::start("h-container", Place::Own, "tcp 0.0.0.0 80;udp 0.0.0.0 53");
     let _cgroup = Cgroup::new(container.pid);
     fs::create_dir_all("/run/docker/netns").unwrap();
     sh("touch", &["/run/docker/netns/5a4db0c0ffee"]);
@@ -539,10 +289,10 @@ fn scenario() {
     // process's main thread exited; one bound outside /run/netns, held
     // otherwise only by the sockets made in it; one named by `ip netns` in
     // another mount namespace, with no process.
-    let threaded = start_how("h-thread", Place::Here, "tcp 127.0.0.1 7001", "thread");
-    let orphan = start_how("h-orphan", Place::Own, "tcp 127.0.0.1 7002", "main-exits");
+    let threaded = Holder::start_how("h-thread", Place::Here, "tcp 127.0.0.1 7001", "thread");
+    let orphan = Holder::start_how("h-orphan", Place::Own, "tcp 127.0.0.1 7002", "main-exits");
     sh("mount", &["-t", "tmpfs", "tmpfs", "/mnt"]);
-    let left = start_how(
+    let left = Holder::start_how(
         "h-left",
         Place::Own,
         "tcp 127.0.0.1 7003",
@@ -577,7 +327,10 @@ fn scenario() {
     ];
     let labels: BTreeSet<String> = spaces.iter().map(|(l, _)| l.clone()).collect();
     assert_eq!(labels.len(), spaces.len(), "{spaces:?}");
-    let mut expected: Vec<Row> = spaces.iter().flat_map(|(l, p)| oracle(l, p)).collect();
+    let mut expected: Vec<NetnsRow> = spaces
+        .iter()
+        .flat_map(|(l, p)| netns_oracle(l, p))
+        .collect();
     // ss -p finds no holder for a process whose main thread has exited (it
     // reads /proc/PID/fd only); port_exporter reads its threads' tables.
     for row in expected.iter_mut().filter(|r| r.0 == spaces[1].0) {
@@ -615,7 +368,7 @@ fn scenario() {
                 .output(),
         );
         assert_eq!(
-            json_rows(&json),
+            netns_rows(&json),
             expected,
             "{method}: JSON vs ss in each namespace"
         );
@@ -797,7 +550,7 @@ fn links_that_cannot_be_read(spaces: &[(String, String)]) {
     assert_eq!(labels(&text), expected);
 
     // A process alone in its namespace.
-    let loner = start("h-unreadable", Place::Own, "tcp 127.0.0.1 0");
+    let loner = Holder::start("h-unreadable", Place::Own, "tcp 127.0.0.1 0");
     let link = loner.ns();
     let out = refuse(&[&link]);
     let text = stdout_of(&out);
@@ -819,7 +572,7 @@ fn links_that_cannot_be_read(spaces: &[(String, String)]) {
 /// namespace, PID 1's, comes first) while the victim is killed and
 /// reaped, and checked to be still held afterwards.
 fn vanishes_while_scanned(spaces: &[(String, String)]) {
-    let mut victim = start("h-victim", Place::Own, "tcp 127.0.0.1 7777");
+    let mut victim = Holder::start("h-victim", Place::Own, "tcp 127.0.0.1 7777");
     let label = format!("net:[{}]", inode(&victim.ns()));
     let strace = [
         "-e",
@@ -837,7 +590,7 @@ fn vanishes_while_scanned(spaces: &[(String, String)]) {
     .unwrap();
     let in_setns = |thread: &Path| {
         fs::read_to_string(thread.join("syscall"))
-            .is_ok_and(|s| s.starts_with(&format!("{} ", libc::SYS_setns)))
+            .is_ok_and(|s| s.starts_with(&format!("{} ", nix::libc::SYS_setns)))
     };
     let worker = util::wait_until(
         "the worker to wait in its first setns",

@@ -497,7 +497,7 @@ fn a_run_held_before_locking_its_temp_file_loses_nothing_to_cleanup() {
     // pass this test.
     let unnamed = fs::OpenOptions::new()
         .write(true)
-        .custom_flags(libc::O_TMPFILE)
+        .custom_flags(nix::fcntl::OFlag::O_TMPFILE.bits())
         .open(dir.path());
     assert!(
         unnamed.is_ok(),
@@ -527,10 +527,10 @@ fn a_run_held_before_locking_its_temp_file_loses_nothing_to_cleanup() {
             })
             .map(str::to_string)
     });
-    let held = |fd: u64| syscall_of(&run) == Some((libc::SYS_flock, fd));
+    let held = |fd: u64| syscall_of(&run) == Some((nix::libc::SYS_flock, fd));
     let fd = wait_until("the run to reach its lock", Duration::from_secs(30), || {
         syscall_of(&run)
-            .filter(|&(number, _)| number == libc::SYS_flock)
+            .filter(|&(number, _)| number == nix::libc::SYS_flock)
             .map(|(_, fd)| fd)
     });
     // Held open here too, so that its inode number cannot go to another

@@ -8,7 +8,7 @@
 //! deadline, never after a guessed sleep.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, Read},
     net::{TcpListener, UdpSocket},
     process::{Child, Command, ExitCode, ExitStatus, Stdio},
     sync::mpsc::{self, Receiver, RecvTimeoutError},
@@ -17,9 +17,10 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{
-    netns::{self, Place},
-    util::{self, Bin, Netns, STRACE, UNSHARE, one_error_line, tests},
+use crate::util::{
+    self, Bin, Netns, STRACE, UNSHARE, one_error_line,
+    scenario::{Holder, Place, sh},
+    tests,
 };
 
 tests![
@@ -48,7 +49,6 @@ tests![
 pub fn role() -> Option<ExitCode> {
     let role = std::env::var(util::ROLE).ok()?;
     match role.as_str() {
-        "watch-holder" => holder(),
         "watch-come-and-go" => come_and_go(),
         "watch-process" => process_change(),
         "watch-netns" => namespace_appears(),
@@ -250,12 +250,6 @@ fn own_name() -> String {
         .to_string()
 }
 
-/// Runs `cmd ARGS`, which must succeed.
-#[track_caller]
-fn sh(cmd: &str, args: &[&str]) {
-    netns::sh(cmd, args);
-}
-
 /// TCP and UDP listeners that live 300 ms, three times over, each seen
 /// opening and closing, with this process as their holder; the listener
 /// that stays is listed once and never closes.
@@ -342,69 +336,13 @@ fn ports_and_exclude() {
     assert_eq!(all.len(), 4, "{all:#?}");
 }
 
-/// The holder role: name itself, open HOLD_SPEC (see `labels::open`), say
-/// `port N` for each socket and `ready`; then, for each line read from
-/// stdin until it closes, `name NAME` renames itself, and `hand NAME`
-/// starts a child named so that inherits its sockets, and closes its own.
-fn holder() {
-    crate::labels::set_name(&std::env::var("HOLD_NAME").unwrap());
-    let spec = std::env::var("HOLD_SPEC").unwrap();
-    let mut out = std::io::stdout().lock();
-    let kept: Vec<_> = spec
-        .split(';')
-        .filter(|s| !s.is_empty())
-        .map(|item| {
-            let (_, socket, port) = crate::labels::open(item);
-            writeln!(out, "port {port}").unwrap();
-            socket
-        })
-        .collect();
-    writeln!(out, "ready").unwrap();
-    out.flush().unwrap();
-    drop(out);
-    let mut kept = kept;
-    let mut heirs = Vec::new();
-    for line in std::io::stdin().lock().lines() {
-        let line = line.unwrap();
-        match line.split_once(' ') {
-            Some(("name", name)) => crate::labels::set_name(name),
-            Some(("hand", name)) => {
-                // A child of that name inherits the sockets; this process
-                // closes its own and lives on.
-                for socket in &kept {
-                    socket.set_cloexec(false).unwrap();
-                }
-                let (heir, _) = util::start_helper(
-                    Command::new(std::env::current_exe().unwrap())
-                        .env(util::ROLE, "watch-holder")
-                        .env("HOLD_NAME", name)
-                        .env("HOLD_SPEC", ""),
-                );
-                kept.clear();
-                heirs.push(heir);
-            }
-            _ => panic!("unknown holder command {line:?}"),
-        }
-    }
-    drop(kept);
-    for mut heir in heirs {
-        drop(heir.stdin.take());
-        heir.wait().unwrap();
-    }
-}
-
 /// A holder whose command name changes while it keeps its listener: the
 /// watch closes the old and opens the new, and a name with bidirectional
 /// and zero-width characters is escaped in JSON and replaced in tables.
 fn process_change() {
     sh("ip", &["link", "set", "lo", "up"]);
-    let (mut child, said) = util::start_helper(
-        Command::new(std::env::current_exe().unwrap())
-            .env(util::ROLE, "watch-holder")
-            .env("HOLD_NAME", "alpha")
-            .env("HOLD_SPEC", "tcp 127.0.0.1 0"),
-    );
-    let port: u16 = said[0].strip_prefix("port ").unwrap().parse().unwrap();
+    let mut holder = Holder::start("alpha", Place::Here, "tcp 127.0.0.1 0");
+    let port = holder.opened[0].1;
     let mut watch = Watch::start(&[]);
     let listed = watch.expect("listening", "alpha", |v| is(v, "tcp", port));
     assert_eq!(listed["process"], "alpha", "{listed}");
@@ -413,9 +351,8 @@ fn process_change() {
     // U+202E RIGHT-TO-LEFT OVERRIDE and U+200B ZERO WIDTH SPACE: 11 bytes,
     // within comm's 15.
     let evil = "beta\u{202e}\u{200b}x";
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "name {evil}").unwrap();
-    let comm = format!("/proc/{}/comm", child.id());
+    holder.tell(&format!("name {evil}"));
+    let comm = format!("/proc/{}/comm", holder.pid);
     util::wait_until("the holder's new name", LIMIT, || {
         (std::fs::read_to_string(&comm).unwrap() == format!("{evil}\n")).then_some(())
     });
@@ -469,7 +406,7 @@ fn process_change() {
 
     // The socket handed to a child while the holder lives on, named and
     // unchanged: seen within the second the watch trusts what it knows.
-    writeln!(stdin, "hand heir").unwrap();
+    holder.tell("hand heir");
     let closed = watch.expect("close", "the renamed holder", |v| is(v, "tcp", port));
     assert_eq!(closed["process"], evil, "{closed}");
     let opened = watch.expect("open", "the heir", |v| is(v, "tcp", port));
@@ -482,8 +419,7 @@ fn process_change() {
     );
 
     // The holder exits, and its heir with it: the listener closes.
-    drop(stdin);
-    child.wait().unwrap();
+    drop(holder);
     let closed = watch.expect("close", "the heir", |v| is(v, "tcp", port));
     assert_eq!(closed["process"], "heir", "{closed}");
     let (status, _, stderr) = watch.stop(nix::sys::signal::Signal::SIGINT);
@@ -495,7 +431,7 @@ fn process_change() {
 fn namespace_appears() {
     sh("mount", &["-t", "tmpfs", "tmpfs", "/run"]);
     sh("ip", &["link", "set", "lo", "up"]);
-    let host = netns::start("w-host", Place::Here, "tcp 127.0.0.1 0");
+    let host = Holder::start("w-host", Place::Here, "tcp 127.0.0.1 0");
     let mut watch = Watch::start(&["--netns", "all", "--protocol", "tcp,udp"]);
     let listed = watch.expect("listening", "the host's listener", |v| {
         v["process"] == "w-host"
@@ -503,7 +439,7 @@ fn namespace_appears() {
     assert_eq!(listed["netns"], "host", "{listed}");
 
     sh("ip", &["netns", "add", "late"]);
-    let late = netns::start(
+    let late = Holder::start(
         "w-late",
         Place::Named("late"),
         "tcp 127.0.0.1 22;udp ::1 53",
@@ -513,7 +449,7 @@ fn namespace_appears() {
         assert_eq!(open["netns"], "late", "{open}");
         assert_eq!(open["process"], "w-late", "{open}");
     }
-    let own = netns::start("w-own", Place::Own, "tcp 0.0.0.0 8080");
+    let own = Holder::start("w-own", Place::Own, "tcp 0.0.0.0 8080");
     let open = watch.expect("open", "an unnamed namespace's listener", |v| {
         is(v, "tcp", 8080)
     });

@@ -152,7 +152,7 @@ pub fn can_measure_rss() -> bool {
 /// The peak resident set (ru_maxrss, KiB) of one run of `program args`.
 ///
 /// The kernel reports it only through wait4/getrusage, which need `unsafe`
-/// from Rust, and the crate forbids unsafe code in every target. So the run
+/// from Rust, and the crate denies unsafe code in every target. So the run
 /// goes through GNU time (`-f %M`), which forks, execs the program and
 /// reads ru_maxrss with wait4 itself.
 ///

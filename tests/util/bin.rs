@@ -163,32 +163,43 @@ pub fn one_error_line(output: &Output) -> String {
     stderr.trim_end().to_string()
 }
 
-/// The shared copy's directory, made on first use and removed at the end of
-/// the run by [`remove_shared_bin`].
+/// The shared copies' directory, made on first use and removed at the end
+/// of the run by [`remove_shared_bin`].
 static SHARED: Mutex<Option<tempfile::TempDir>> = Mutex::new(None);
 
 /// A copy of the binary that any user may run, in its own 0755 directory:
 /// a checkout under /root is not searchable by others.
+pub fn shared_bin() -> PathBuf {
+    shared_copy(&path(), "port_exporter")
+}
+
+/// A copy of this test binary that any user may run, likewise: a holder
+/// that runs as nobody (`util::scenario`).
+pub fn shared_exe() -> PathBuf {
+    shared_copy(&std::env::current_exe().unwrap(), "holder")
+}
+
+/// `from` copied as `name` into the shared directory, on first use.
 ///
 /// `cp` makes the copy, not this process: a file we held open for writing
 /// would leak into children that other test threads fork meanwhile, and
 /// exec of the copy would fail with ETXTBSY until they exec themselves.
-pub fn shared_bin() -> PathBuf {
+fn shared_copy(from: &Path, name: &str) -> PathBuf {
     let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = shared.get_or_insert_with(|| {
-        let dir = super::system::open_tempdir();
+    let dir = shared.get_or_insert_with(super::system::open_tempdir);
+    let to = dir.path().join(name);
+    if !to.exists() {
         let copied = Command::new("cp")
-            .arg(path())
-            .arg(dir.path().join("port_exporter"))
+            .arg(from)
+            .arg(&to)
             .status()
             .expect("cannot run cp");
-        assert!(copied.success(), "cp of the binary failed");
-        dir
-    });
-    dir.path().join("port_exporter")
+        assert!(copied.success(), "cp of {} failed", from.display());
+    }
+    to
 }
 
-/// Removes the shared copy, if one was made.
+/// Removes the shared copies, if any were made.
 pub fn remove_shared_bin() {
     drop(SHARED.lock().unwrap_or_else(|e| e.into_inner()).take());
 }

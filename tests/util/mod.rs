@@ -1,7 +1,7 @@
 //! The test kit, shared by the integration tests and the benchmarks: the
 //! harness that decides what runs, the binary under test, a running server,
-//! HTTP on the wire, reading expositions, and the machine (namespaces, the
-//! `ss` oracle, waiting for conditions).
+//! HTTP on the wire, reading expositions, the machine (namespaces, the
+//! `ss` oracle, waiting for conditions), and the scenarios' holders.
 
 pub mod attack;
 pub mod bin;
@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 pub mod pki;
 pub mod prometheus;
+pub mod scenario;
 pub mod server;
 pub mod system;
 

@@ -12,10 +12,7 @@ use std::{
 
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
-    #[allow(unsafe_code)]
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    euid == 0
+    nix::unistd::geteuid().is_root()
 }
 
 /// The path of `program` in PATH, as a shell would find it.
@@ -53,23 +50,11 @@ pub fn wait_until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Opt
 pub fn in_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     thread::scope(|scope| {
         let thread = scope.spawn(|| {
-            #[allow(unsafe_code)]
-            // SAFETY: unshare only changes this thread's namespaces; the
-            // thread ends with the scope, so no other code runs in it later.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(
-                rc,
-                0,
-                "unshare(CLONE_NEWNET): {}",
-                std::io::Error::last_os_error()
-            );
-            let status = Command::new("ip")
-                .args(["link", "set", "lo", "up"])
-                .status();
-            assert!(
-                status.expect("cannot run ip").success(),
-                "ip link set lo up failed"
-            );
+            // Only this thread's namespace changes; the thread ends with
+            // the scope, so no other code runs in it later.
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("unshare(CLONE_NEWNET)");
+            super::scenario::sh("ip", &["link", "set", "lo", "up"]);
             f()
         });
         thread
