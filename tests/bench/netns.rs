@@ -27,6 +27,7 @@ use std::{
 use crate::{
     oneshot,
     stats::{Report, Samples, kib, ratio, secs},
+    util::scenario::sh,
 };
 
 /// Set to `scenario` or `hold`, this variable turns the bench executable
@@ -161,12 +162,6 @@ impl Drop for Children {
             let _ = child.wait();
         }
     }
-}
-
-/// Runs `cmd ARGS`, which must succeed.
-fn sh(cmd: &str, args: &[&str]) {
-    let status = Command::new(cmd).args(args).status().unwrap();
-    assert!(status.success(), "{cmd} {args:?} failed");
 }
 
 /// The scenario: build the namespaces, check the output, time the pairs,

@@ -150,9 +150,9 @@ fn check_attributed(binary: &Path) {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let attributed = text
-        .lines()
-        .filter(|l| l.contains("\"port\":") && !l.contains("\"pid\":null"))
+    let attributed = util::scenario::json_rows(&text)
+        .iter()
+        .filter(|row| row.pid.is_some())
         .count();
     assert_eq!(
         attributed,

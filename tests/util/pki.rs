@@ -56,15 +56,10 @@ impl Pki {
 
     /// Runs openssl with `args` in the directory.
     pub fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        super::system::succeed(
+            Command::new("openssl")
+                .args(args)
+                .current_dir(self.dir.path()),
         );
     }
 

@@ -8,12 +8,12 @@ use std::{
     fs,
     io::{BufRead, Write},
     net::{SocketAddr, SocketAddrV6, TcpStream},
-    process::{Child, Command, ExitCode, Stdio},
+    process::{Child, Command, ExitCode},
 };
 
 use socket2::{Domain, Socket, Type};
 
-use super::{ROLE, bin, ss_local, ss_lowest_process, start_helper};
+use super::{ROLE, bin, ss_local, ss_lowest_process, start_helper, succeed};
 
 /// The role of a holder (see [`holder`]).
 pub const HOLDER: &str = "holder";
@@ -29,16 +29,7 @@ pub fn role() -> Option<ExitCode> {
 /// Runs `cmd ARGS`, which must succeed.
 #[track_caller]
 pub fn sh(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(Command::new(cmd).args(args));
 }
 
 /// Sets this thread's command name (comm; the process's, on the main

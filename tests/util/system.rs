@@ -15,6 +15,17 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Runs `command` with no stdin; it must succeed.
+#[track_caller]
+pub fn succeed(command: &mut Command) {
+    let out = command.stdin(std::process::Stdio::null()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The path of `program` in PATH, as a shell would find it.
 pub fn find_program(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
