@@ -17,7 +17,7 @@ use std::{
 
 use crate::util::{
     self, Check, Need, Netns, UNSHARE, find_program, in_netns, open_ports, stderr_of, stdout_of,
-    tests, wait_until,
+    succeed, tests, wait_until, zoo,
 };
 
 tests![
@@ -81,24 +81,6 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs `command` and returns its output, failing the test naming `what`
-/// when it fails.
-#[track_caller]
-fn succeed(what: &str, command: &mut Command) -> Output {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        out_of(&out),
-        stderr_of(&out)
-    );
-    out
-}
-
 /// The units the package installs, as `--generate` prints them.
 const UNITS: [(&str, &str); 4] = [
     ("service", "port_exporter.service"),
@@ -117,7 +99,6 @@ fn units_score_at_most_2_in_systemd_analyze_security() {
     }
     for name in ["port_exporter.service", "port_exporter-http.service"] {
         let out = succeed(
-            "systemd-analyze security",
             Command::new("systemd-analyze")
                 .args(["security", "--offline=yes", "--no-pager"])
                 .arg(dir.path().join(name)),
@@ -165,10 +146,9 @@ fn deb() -> &'static Path {
         let bin = target.join("release/port_exporter");
         fs::copy(util::bin::path(), &bin).unwrap();
         // Stripped, as the release profile builds it (`strip = true`).
-        succeed("strip", Command::new("strip").arg(&bin));
+        succeed(Command::new("strip").arg(&bin));
         let out = target.join("port-exporter.deb");
         succeed(
-            "cargo deb",
             Command::new("cargo")
                 .args(["deb", "--no-build", "--output"])
                 .arg(&out)
@@ -582,7 +562,6 @@ fn the_package_works_under_a_real_systemd_and_purges_clean() {
 fn musl_bin() -> PathBuf {
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("musl");
     succeed(
-        "cargo build --target x86_64-unknown-linux-musl",
         Command::new("cargo")
             .args([
                 "build",
@@ -601,17 +580,14 @@ fn musl_bin() -> PathBuf {
 fn the_static_musl_build_reports_what_the_glibc_build_does() {
     let musl = musl_bin();
     // Static: no program interpreter, no shared library.
-    let headers = out_of(&succeed(
-        "readelf",
-        Command::new("readelf").args(["-ldW"]).arg(&musl),
-    ));
+    let headers = out_of(&succeed(Command::new("readelf").args(["-ldW"]).arg(&musl)));
     assert!(
         !headers.contains("program interpreter") && !headers.contains("(NEEDED)"),
         "{headers}"
     );
     let glibc = util::bin::path();
     in_netns(|| {
-        let _zoo = crate::namespace::zoo(false);
+        let _zoo = zoo::zoo(false);
         let dir = tempfile::tempdir().unwrap();
         for args in [
             &["--version"][..],
@@ -644,7 +620,7 @@ fn the_static_musl_build_reports_what_the_glibc_build_does() {
         // -o writes the same file.
         let write = |bin: &Path, name: &str| {
             let path = dir.path().join(name);
-            succeed("-o", Command::new(bin).arg("-o").arg(&path));
+            succeed(Command::new(bin).arg("-o").arg(&path));
             without_timings(&fs::read_to_string(path).unwrap())
         };
         assert_eq!(write(&musl, "musl.prom"), write(&glibc, "glibc.prom"));

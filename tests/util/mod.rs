@@ -13,6 +13,7 @@ pub mod prometheus;
 pub mod scenario;
 pub mod server;
 pub mod system;
+pub mod zoo;
 
 pub use attack::{abort, connect_from, slowloris};
 pub use bin::{Bin, one_error_line, run, stderr_of, stdout_of};

@@ -15,15 +15,22 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Runs `command` with no stdin; it must succeed.
+/// Runs `command` with no stdin, which must succeed, and returns its
+/// output.
 #[track_caller]
-pub fn succeed(command: &mut Command) {
-    let out = command.stdin(std::process::Stdio::null()).output().unwrap();
+pub fn succeed(command: &mut Command) -> std::process::Output {
+    let out = command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     assert!(
         out.status.success(),
-        "{command:?} failed: {}",
+        "{command:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
 }
 
 /// The path of `program` in PATH, as a shell would find it.
