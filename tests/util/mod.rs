@@ -1,7 +1,8 @@
 //! The test kit, shared by the integration tests and the benchmarks: the
 //! harness that decides what runs, the binary under test, a running server,
 //! HTTP on the wire, reading expositions, the machine (namespaces, the
-//! `ss` oracle, waiting for conditions), and the scenarios' holders.
+//! `ss` oracle, waiting for conditions), the scenarios' holders and a zoo
+//! of sockets.
 
 pub mod attack;
 pub mod bin;
