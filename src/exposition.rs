@@ -12,7 +12,10 @@
 //! - no timestamps (node_exporter skips a file that has them);
 //! - `\n` line ends, including after the last line.
 
-use std::io::{self, Write};
+use std::{
+    borrow::Cow,
+    io::{self, Write},
+};
 
 use crate::{
     labels::{Address, Key, Label, Labels, Order},
@@ -282,40 +285,27 @@ impl<W: Write> Samples<'_, W> {
         }
         write!(out, "{OPEN_PORTS}{{port=\"{port}\"")?;
         for label in self.labels.iter() {
-            match (label, listener) {
-                (Label::Protocol, _) => {
-                    write!(out, ",protocol=\"{}\"", protocol.name())?;
-                }
+            let text: Cow<str> = match (label, listener) {
+                (Label::Protocol, _) => protocol.name().into(),
                 (Label::Address, Some((listener, sockets))) => {
-                    out.write_all(b",address=\"")?;
-                    write_escaped(out, &Address::of(listener, sockets).to_string())?;
-                    out.write_all(b"\"")?;
+                    Address::of(listener, sockets).to_string().into()
                 }
-                (Label::Scope, Some((listener, _))) => {
-                    write!(out, ",scope=\"{}\"", Scope::of(listener.address).name())?;
-                }
-                (Label::User, Some((listener, sockets))) => {
-                    out.write_all(b",user=\"")?;
-                    match sockets.user(listener.uid) {
-                        Some(name) => write_escaped(out, name)?,
-                        None => write!(out, "{}", listener.uid)?,
-                    }
-                    out.write_all(b"\"")?;
-                }
+                (Label::Scope, Some((listener, _))) => Scope::of(listener.address).name().into(),
+                (Label::User, Some((listener, sockets))) => sockets
+                    .user(listener.uid)
+                    .map_or_else(|| listener.uid.to_string().into(), Cow::from),
                 (Label::Process, Some((listener, sockets))) => {
-                    out.write_all(b",process=\"")?;
-                    write_escaped(out, sockets.process(listener.pid).unwrap_or(""))?;
-                    out.write_all(b"\"")?;
+                    sockets.process(listener.pid).unwrap_or("").into()
                 }
-                (Label::Netns, _) => {
-                    out.write_all(b",netns=\"")?;
-                    let name = self.namespaces.get(netns as usize);
-                    write_escaped(out, name.map_or("", String::as_str))?;
-                    out.write_all(b"\"")?;
-                }
+                (Label::Netns, _) => self
+                    .namespaces
+                    .get(netns as usize)
+                    .map_or("", String::as_str)
+                    .into(),
                 // A closed port has no address, scope, user or process.
-                (_, None) => {}
-            }
+                (_, None) => continue,
+            };
+            write!(out, ",{}=\"{}\"", label.name(), escape_label(&text))?;
         }
         writeln!(out, "}} {value}")
     }
@@ -394,7 +384,8 @@ pub fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 /// Writes a family of one unlabeled gauge sample.
 fn write_gauge(out: &mut impl Write, name: &str, help: &str, value: f64) -> io::Result<()> {
     header(out, name, help, "gauge")?;
-    writeln!(out, "{name} {}", number(value))
+    // The values are finite, which Rust writes as Go's ParseFloat reads.
+    writeln!(out, "{name} {value}")
 }
 
 /// Writes the HELP and TYPE lines of a family.
@@ -407,38 +398,13 @@ fn header(out: &mut impl Write, name: &str, help: &str, kind: &str) -> io::Resul
     writeln!(out, "# TYPE {name} {kind}")
 }
 
-/// A sample value as Go's ParseFloat reads it (`+Inf`, not Rust's `inf`).
-fn number(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_string()
-    } else if value.is_infinite() {
-        if value > 0.0 { "+Inf" } else { "-Inf" }.to_string()
-    } else {
-        value.to_string()
-    }
-}
-
 /// Escapes a label value: backslash, double quote and line feed.
-fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Writes a label value escaped, without building a string when it needs
-/// no escape (the common case).
-fn write_escaped(out: &mut impl Write, value: &str) -> io::Result<()> {
+fn escape_label(value: &str) -> Cow<'_, str> {
     if value.contains(['\\', '"', '\n']) {
-        out.write_all(escape_label(value).as_bytes())
+        let value = value.replace('\\', "\\\\").replace('"', "\\\"");
+        value.replace('\n', "\\n").into()
     } else {
-        out.write_all(value.as_bytes())
+        value.into()
     }
 }
 
@@ -557,12 +523,6 @@ instance_open_ports{{port=\"65535\"}} 0
 
     #[test]
     fn numbers_and_labels() {
-        assert_eq!(number(1.0), "1");
-        assert_eq!(number(0.5), "0.5");
-        assert_eq!(number(1e-9), "0.000000001");
-        assert_eq!(number(f64::INFINITY), "+Inf");
-        assert_eq!(number(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(number(f64::NAN), "NaN");
         assert_eq!(escape_label(r#"a\b"c"#), r#"a\\b\"c"#);
         assert_eq!(escape_label("x\ny"), "x\\ny");
         assert_eq!(escape_label("0.1.0-ünï"), "0.1.0-ünï");

@@ -20,27 +20,17 @@ use crate::{
     views,
 };
 
-/// How a one-shot run prints its scan (`--format`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a one-shot run prints its scan (`--format`); the doc comments are
+/// the values' help.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// The Prometheus text exposition.
+    /// The Prometheus text format, for node_exporter or a scrape
     #[default]
     Prometheus,
-    /// An aligned table for people, one row per listener.
+    /// An aligned table of every listener, for people
     Table,
-    /// A JSON array for scripts, one object per listener.
+    /// A JSON array of every listener, for scripts (jq)
     Json,
-}
-
-impl Format {
-    /// The name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Prometheus => "prometheus",
-            Format::Table => "table",
-            Format::Json => "json",
-        }
-    }
 }
 
 /// The scan and its rendering.

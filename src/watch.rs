@@ -20,9 +20,9 @@
 
 use std::{
     collections::BTreeSet,
-    fmt,
     io::{self, BufWriter, IsTerminal, Write},
     os::fd::AsFd,
+    path::Path,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -80,10 +80,9 @@ impl Holders {
     /// Whether each of `listeners` is still held by the holder the last
     /// walk found for it; `held` are those holders' pids, sorted.
     fn still_hold(&self, listeners: &[Listener], held: &[u32]) -> bool {
-        let proc_root = std::path::Path::new("/proc");
         let mut held_now = Vec::with_capacity(held.len());
         for &pid in held.iter().filter(|&&pid| pid != 0) {
-            match owner::sockets_of(proc_root, pid) {
+            match owner::sockets_of(Path::new("/proc"), pid) {
                 Some(inodes) => held_now.push((pid, inodes)),
                 None => return false,
             }
@@ -104,49 +103,41 @@ impl Holders {
             .map(|i| self.pids[i].1)
     }
 
+    /// The holders' names, if what the last walk found still stands for
+    /// `listeners` (see [`Holders`]).
+    fn still_known(&mut self, listeners: &[Listener]) -> Option<Vec<(u32, String)>> {
+        if !self.walked.is_some_and(|at| at.elapsed() < REWALK) {
+            return None;
+        }
+        let mut held: Vec<u32> = listeners
+            .iter()
+            .map(|l| self.pid_of(l.inode))
+            .collect::<Option<_>>()?;
+        held.sort_unstable();
+        held.dedup();
+        let names = held
+            .iter()
+            .filter(|&&pid| pid != 0)
+            .map(|&pid| {
+                let i = self.names.binary_search_by_key(&pid, |(p, _)| *p).ok()?;
+                let name = &self.names[i].1;
+                (owner::comm(Path::new("/proc"), pid).as_ref() == Some(name))
+                    .then(|| (pid, name.clone()))
+            })
+            .collect::<Option<_>>()?;
+        if self.checked.is_none_or(|at| at.elapsed() >= RECHECK) {
+            if !self.still_hold(listeners, &held) {
+                return None;
+            }
+            self.checked = Some(Instant::now());
+        }
+        Some(names)
+    }
+
     /// Sets the holder of each listener of `sockets`, walking the
     /// processes only when it must.
     fn attribute(&mut self, sockets: &mut Sockets) {
-        let proc_root = std::path::Path::new("/proc");
-        let mut held: Vec<u32> = Vec::new();
-        let known = self.walked.is_some_and(|at| at.elapsed() < REWALK)
-            && sockets
-                .listeners
-                .iter()
-                .all(|l| match self.pid_of(l.inode) {
-                    Some(pid) => {
-                        held.push(pid);
-                        true
-                    }
-                    None => false,
-                });
-        held.sort_unstable();
-        held.dedup();
-        let names: Option<Vec<(u32, String)>> = known
-            .then(|| {
-                held.iter()
-                    .filter(|&&pid| pid != 0)
-                    .map(|&pid| {
-                        let i = self.names.binary_search_by_key(&pid, |(p, _)| *p).ok()?;
-                        let name = &self.names[i].1;
-                        (owner::comm(proc_root, pid).as_ref() == Some(name))
-                            .then(|| (pid, name.clone()))
-                    })
-                    .collect()
-            })
-            .flatten();
-        let check = self.checked.is_none_or(|at| at.elapsed() >= RECHECK);
-        let names = match names {
-            Some(_) if check && !self.still_hold(&sockets.listeners, &held) => None,
-            Some(names) => {
-                if check {
-                    self.checked = Some(Instant::now());
-                }
-                Some(names)
-            }
-            None => None,
-        };
-        let processes = match names {
+        let processes = match self.still_known(&sockets.listeners) {
             Some(names) => {
                 for listener in &mut sockets.listeners {
                     listener.pid = self.pid_of(listener.inode).unwrap_or(0);
@@ -158,7 +149,7 @@ impl Holders {
                 }
             }
             None => {
-                let processes = owner::attribute(&mut sockets.listeners, proc_root);
+                let processes = owner::attribute(&mut sockets.listeners, Path::new("/proc"));
                 self.pids = sockets.listeners.iter().map(|l| (l.inode, l.pid)).collect();
                 self.pids.sort_unstable();
                 self.names = processes.names.clone();
@@ -172,44 +163,12 @@ impl Holders {
     }
 }
 
-/// What happened to a listener.
+/// What happened to a listener: there at the start, opened, or closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// It was there at the start.
     Listening,
-    /// It opened.
     Open,
-    /// It closed.
     Close,
-}
-
-impl Event {
-    /// The value of `"event"` in JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Event::Listening => "listening",
-            Event::Open => "open",
-            Event::Close => "close",
-        }
-    }
-
-    /// The mark in the table.
-    fn mark(self) -> char {
-        match self {
-            Event::Listening => '=',
-            Event::Open => '+',
-            Event::Close => '-',
-        }
-    }
-
-    /// The colour of the mark on a terminal: green for open, red for close.
-    fn colour(self) -> Option<&'static str> {
-        match self {
-            Event::Listening => None,
-            Event::Open => Some("\x1b[32m"),
-            Event::Close => Some("\x1b[31m"),
-        }
-    }
 }
 
 /// A listener as the watch follows it: its row and its socket's inode.
@@ -323,21 +282,11 @@ pub fn changes<'a>(
         .chain(after.difference(before).map(|e| (Event::Open, e)))
         .collect();
     // Stable: for two alike but for their process, the close comes first.
-    changes.sort_by(|a, b| {
-        let (a, b) = (a.1.key(), b.1.key());
-        (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3))
+    changes.sort_by_key(|(_, e)| {
+        let key = e.key();
+        (key.0, key.1, key.2, key.3)
     });
     changes
-}
-
-/// The time of a scan, as every line shows it: RFC 3339, UTC, with
-/// milliseconds.
-pub struct Time(pub SystemTime);
-
-impl fmt::Display for Time {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_rfc3339_millis(self.0))
-    }
 }
 
 /// One event as a JSON line: `event`, `time`, then the keys of a row.
@@ -390,19 +339,14 @@ impl<W: Write> Printer<W> {
             write!(self.out, "{:24}     ", "TIME")?;
             views::row(&mut self.out, &headings, &self.widths)?;
         }
-        let time = Time(time).to_string();
-        for entry in entries {
-            self.event(Event::Listening, &time, &entry.row)?;
-        }
-        self.out.flush()
+        let listing: Vec<_> = entries.iter().map(|e| (Event::Listening, e)).collect();
+        self.changes(&listing, time)
     }
 
-    /// Writes the changes of one scan.
+    /// Writes the changes of one scan, each with its time: RFC 3339, UTC,
+    /// with milliseconds.
     pub fn changes(&mut self, changes: &[(Event, &Entry)], time: SystemTime) -> io::Result<()> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let time = Time(time).to_string();
+        let time = humantime::format_rfc3339_millis(time).to_string();
         for (event, entry) in changes {
             self.event(*event, &time, &entry.row)?;
         }
@@ -411,9 +355,14 @@ impl<W: Write> Printer<W> {
 
     /// Writes one event.
     fn event(&mut self, event: Event, time: &str, row: &Row) -> io::Result<()> {
+        let (name, mark, colour) = match event {
+            Event::Listening => ("listening", '=', None),
+            Event::Open => ("open", '+', Some("\x1b[32m")),
+            Event::Close => ("close", '-', Some("\x1b[31m")),
+        };
         if self.json {
             let line = JsonEvent {
-                event: event.name(),
+                event: name,
                 time: time.to_string(),
                 row,
             };
@@ -422,9 +371,9 @@ impl<W: Write> Printer<W> {
         }
         let cells = row.cells();
         self.widen(&cells);
-        match event.colour().filter(|_| self.colour) {
-            Some(colour) => write!(self.out, "{time}  {colour}{}\x1b[0m  ", event.mark())?,
-            None => write!(self.out, "{time}  {}  ", event.mark())?,
+        match colour.filter(|_| self.colour) {
+            Some(colour) => write!(self.out, "{time}  {colour}{mark}\x1b[0m  ")?,
+            None => write!(self.out, "{time}  {mark}  ")?,
         }
         views::row(&mut self.out, &cells, &self.widths)
     }
