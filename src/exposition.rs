@@ -139,37 +139,56 @@ fn closed_key(port: u16, protocol: Protocol, labels: Labels, netns: Option<u32>)
 /// namespace scanned; each with its protocol and namespace. Made one at a
 /// time, in sample order (port, protocol, namespace), never all at once:
 /// an explicit `--ports 1-65535` makes hundreds of thousands.
-fn closed_samples<'a>(scan: &'a Scan, shown: Shown<'a>, order: Option<&Order>) -> Closed<'a> {
+fn closed_samples<'a>(
+    scan: &'a Scan,
+    shown: Shown<'a>,
+    order: Option<&Order>,
+) -> ClosedSamples<'a> {
     let labels = shown.labels;
-    let mut closed = Closed {
-        ports: Box::new(std::iter::empty()),
-        port: None,
-        slot: 0,
-        protocols: scan.protocols.iter().collect(),
-        namespaces: vec![(0, 0)],
-        open: Open::Sets(&scan.open, &scan.open_udp),
-        labels,
-    };
     let Some(selected) = shown.closed_of else {
-        return closed;
+        return Box::new(std::iter::empty());
     };
-    closed.ports = Box::new(selected.iter().filter(|p| !scan.skipped.contains(*p)));
+    let mut namespaces = vec![(0, 0)];
+    let mut open = Open::Sets(&scan.open, &scan.open_udp);
     if let (Some(sockets), Some(order), true) = (&scan.sockets, order, labels.has(Label::Netns)) {
-        let mut open: Vec<(u32, Protocol, u16)> = sockets
+        let mut listening: Vec<(u32, Protocol, u16)> = sockets
             .listeners
             .iter()
             .map(|l| (l.netns, l.protocol, l.port))
             .collect();
-        open.sort_unstable();
-        open.dedup();
-        closed.open = Open::PerNamespace(open);
-        closed.namespaces = (0..sockets.namespaces.len() as u32)
+        listening.sort_unstable();
+        listening.dedup();
+        open = Open::PerNamespace(listening);
+        namespaces = (0..sockets.namespaces.len() as u32)
             .map(|netns| (order.namespace_rank(netns), netns))
             .collect();
-        closed.namespaces.sort_unstable();
+        namespaces.sort_unstable();
     }
-    closed
+    // (protocol, namespace rank, namespace) in sample order, for each port.
+    let slots: Vec<(Protocol, u32, u32)> = scan
+        .protocols
+        .iter()
+        .flat_map(|protocol| {
+            namespaces
+                .iter()
+                .map(move |&(rank, netns)| (protocol, rank, netns))
+        })
+        .collect();
+    let ports = selected.iter().filter(|p| !scan.skipped.contains(*p));
+    let per_port = slots.len();
+    Box::new(
+        ports
+            .flat_map(move |port| (0..per_port).map(move |i| (port, i)))
+            .filter_map(move |(port, i)| {
+                let (protocol, rank, netns) = slots[i];
+                let key = closed_key(port, protocol, labels, Some(rank));
+                (!open.contains(netns, protocol, port)).then_some((key, protocol, netns))
+            }),
+    )
 }
+
+/// The closed samples: (key, protocol, namespace index).
+type ClosedSamples<'a> = Box<dyn Iterator<Item = (Key, Protocol, u32)> + 'a>;
 
 /// What is open, to find the closed ports.
 enum Open<'a> {
@@ -191,52 +210,12 @@ impl Open<'_> {
     }
 }
 
-/// The closed samples, in sample order (see [`closed_samples`]).
-struct Closed<'a> {
-    /// The selected ports that were not skipped, ascending.
-    ports: Box<dyn Iterator<Item = u16> + 'a>,
-    /// The port being gone through, and where in protocols × namespaces.
-    port: Option<u16>,
-    slot: usize,
-    protocols: Vec<Protocol>,
-    /// (rank of its name, index) of each namespace, by rank; one without
-    /// `--netns all`.
-    namespaces: Vec<(u32, u32)>,
-    open: Open<'a>,
-    labels: Labels,
-}
-
-impl Iterator for Closed<'_> {
-    type Item = (Key, Protocol, u32);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let per_protocol = self.namespaces.len();
-        loop {
-            let port = match self.port {
-                Some(port) if self.slot < self.protocols.len() * per_protocol => port,
-                _ => {
-                    self.port = Some(self.ports.next()?);
-                    self.slot = 0;
-                    continue;
-                }
-            };
-            let protocol = self.protocols[self.slot / per_protocol];
-            let (rank, netns) = self.namespaces[self.slot % per_protocol];
-            self.slot += 1;
-            if !self.open.contains(netns, protocol, port) {
-                let key = closed_key(port, protocol, self.labels, Some(rank));
-                return Some((key, protocol, netns));
-            }
-        }
-    }
-}
-
 /// The samples of a labelled exposition, open ones given in order and
 /// closed ones merged in.
 struct Samples<'a, W: Write> {
     out: &'a mut W,
     labels: Labels,
-    closed: std::iter::Peekable<Closed<'a>>,
+    closed: std::iter::Peekable<ClosedSamples<'a>>,
     /// The label of each namespace, by index.
     namespaces: &'a [String],
 }

@@ -91,15 +91,10 @@ impl Job {
     }
 }
 
-/// What a scan has to tell the user on stderr, each said at most once in
-/// the life of a `Notices`: once per one-shot run, once per server. The
-/// answer stays exact either way, and the metrics keep showing the state.
-///
-/// A warning is for what the operator must act on: ports missing from the
-/// answer (skipped by bind, namespaces not scanned). A state that is the
-/// same on every run and loses no port, such as listeners without a
-/// process, is in the metrics and said only with `--verbose`: a scheduled
-/// run that works is silent, so cron mails and the journal stay empty.
+/// What a scan has to tell the user on stderr, each said at most once per
+/// run or server. Only ports missing from the answer (skipped by bind,
+/// namespaces not scanned) are warnings; a steady state such as listeners
+/// without a process waits for `--verbose`, so a scheduled run is silent.
 #[derive(Debug)]
 pub struct Notices {
     verbose: bool,

@@ -1,22 +1,12 @@
 //! `--watch`: the listeners, then each one that opens or closes.
 //!
-//! The first scan is listed whole; then a scan every interval is compared
-//! with the last one that succeeded, and each difference is one line of
-//! the table or one JSON object. A listener is its socket together with
-//! what the views show of it (address, user, process, namespace), so a
-//! socket whose process or user changes closes and opens again, and a
-//! socket closed and another opened alike within one interval are two
-//! events, not none.
-//!
-//! Scans start on a fixed schedule, one interval after the other's start
-//! (not after its end), so that a listener that lives two intervals always
-//! spans a whole scan; a scan that overruns its interval is followed at
-//! once by the next.
-//!
-//! SIGINT and SIGTERM are blocked and read from a signalfd, polled
-//! together with stdout (POLLERR when the reader of a pipe has gone,
-//! POLLHUP when a terminal or socket hangs up): the watch ends at once
-//! with exit status 0, between two lines, never inside one.
+//! Each scan is compared with the last one that succeeded. A listener is
+//! its socket with what the views show of it, so a socket whose process
+//! changes closes and opens again. Scans start on a fixed schedule (one
+//! interval after the last one's start), so a listener that lives two
+//! intervals always spans a whole scan. SIGINT and SIGTERM are read from a
+//! signalfd polled with stdout (POLLERR/POLLHUP: its reader is gone), so
+//! the watch ends between two lines, never inside one.
 
 use std::{
     collections::BTreeSet,
@@ -51,18 +41,11 @@ use crate::{
 const RECHECK: Duration = Duration::from_secs(1);
 const REWALK: Duration = Duration::from_secs(30);
 
-/// Who holds each listener, remembered between scans.
-///
-/// Finding a socket's process means reading the descriptors of processes
-/// ([`owner::attribute`]): with 1,000 listeners it costs more than the
-/// rest of a scan. So the watch walks the processes again only when it
-/// must: when a socket it has not attributed yet appears, when a holder it
-/// knows has exited, changed its name, or no longer holds its socket
-/// (checked every [`RECHECK`], reading the holders' descriptors only), and
-/// every [`REWALK`]. Between walks, each socket keeps its holder: a socket
-/// handed to another process is seen within [`RECHECK`] once its holder
-/// closes it, and one that a process of a lower pid starts sharing (the
-/// rule is the lowest pid) within [`REWALK`].
+/// Who holds each listener, remembered between scans: walking every
+/// process's descriptors costs more than the rest of a scan, so the watch
+/// walks again only for a socket it has not attributed, a holder that
+/// exited, was renamed or no longer holds its socket (checked every
+/// [`RECHECK`]), and every [`REWALK`] (a lower pid sharing a socket).
 #[derive(Default)]
 struct Holders {
     /// Each socket's holder (0 for none found), by inode, sorted.
@@ -223,8 +206,6 @@ impl PartialOrd for Entry {
 
 /// What a scan found, as it found it: two scans with equal fingerprints
 /// have the same rows, and comparing them costs far less than making rows.
-/// (Not the other way round: with `--netns all` the namespaces come in no
-/// particular order, and then the rows decide.)
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Fingerprint {
     listeners: Vec<Listener>,
@@ -269,9 +250,7 @@ pub fn entries(scan: &Scan) -> anyhow::Result<BTreeSet<Entry>> {
         .collect())
 }
 
-/// What changed from `before` to `after`: each listener that closed or
-/// opened, in line order (a listener that changed process closes just
-/// before it opens again).
+/// What changed from `before` to `after`, in line order.
 pub fn changes<'a>(
     before: &'a BTreeSet<Entry>,
     after: &'a BTreeSet<Entry>,
@@ -307,13 +286,11 @@ pub struct Printer<W: Write> {
     widths: Vec<usize>,
 }
 
-/// The narrowest each column of the table starts at: wide enough for most
-/// listeners, so that the lines stay aligned as they come.
+/// The narrowest each column starts at, so that most lines stay aligned.
 const MIN_WIDTHS: [usize; 7] = [3, 5, 15, 8, 15, 7, 12];
 
 impl<W: Write> Printer<W> {
-    /// A printer in `format` (table or json), colouring the table's marks
-    /// if `colour`, with a NETNS column if `netns`.
+    /// A printer in `format`, colouring the marks if `colour`.
     pub fn new(out: W, format: Format, colour: bool, netns: bool) -> Printer<W> {
         let headings = views::headings(netns);
         let widths = headings
@@ -386,8 +363,8 @@ impl<W: Write> Printer<W> {
     }
 }
 
-/// Watches until SIGINT or SIGTERM, or until stdout's reader goes away:
-/// lists the listeners, then prints each change, scanning every `interval`.
+/// Watches, scanning every `interval`, until SIGINT, SIGTERM or stdout's
+/// reader goes away.
 pub fn run(job: &Job, interval: Duration) -> anyhow::Result<()> {
     job.plan.check()?;
     let mut stop = SigSet::empty();
@@ -460,8 +437,7 @@ pub fn run(job: &Job, interval: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until `deadline`: `false` when SIGINT or SIGTERM came first, or
-/// stdout's reader went away, `true` otherwise.
+/// Waits until `deadline`; `false` when the watch must stop first.
 fn wait(signals: &SignalFd, deadline: Instant) -> io::Result<bool> {
     let stdout = io::stdout();
     loop {
