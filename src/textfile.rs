@@ -27,7 +27,7 @@ use std::{
         ffi::{OsStrExt, OsStringExt},
         fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     },
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use anyhow::{Context, bail};
@@ -48,7 +48,7 @@ const ADDED: usize = 1 + 1 + RANDOM + 4;
 /// it is a regular file (or a symlink to one) or does not exist yet.
 pub(crate) fn check_target(target: &Path) -> anyhow::Result<()> {
     let dir = parent(target);
-    match fs::metadata(&dir) {
+    match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => bail!(
             "cannot write {}: {} is not a directory",
@@ -116,10 +116,10 @@ pub(crate) fn write_with(
         .file_name()
         .with_context(|| format!("cannot write {}: the path names no file", target.display()))?;
     let prefix = temp_prefix(name);
-    let written = replace(&dir, &prefix, target, body)
-        .map_err(|err| needs_write_access(err, &dir))
+    let written = replace(dir, &prefix, target, body)
+        .map_err(|err| needs_write_access(err, dir))
         .with_context(|| format!("cannot write {}", target.display()));
-    remove_abandoned(&dir, &prefix);
+    remove_abandoned(dir, &prefix);
     Ok(written?.err().map(|err| {
         format!(
             "wrote {}, but could not sync its directory {}, so it may not survive a crash: {err}",
@@ -348,11 +348,9 @@ fn remove_abandoned(dir: &Path, prefix: &OsStr) {
 }
 
 /// The directory `target` lives in (`.` for a bare file name).
-fn parent(target: &Path) -> PathBuf {
-    match target.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
+fn parent(target: &Path) -> &Path {
+    let dir = target.parent().filter(|dir| !dir.as_os_str().is_empty());
+    dir.unwrap_or(Path::new("."))
 }
 
 #[cfg(test)]

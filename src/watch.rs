@@ -89,7 +89,7 @@ impl Holders {
     /// The holders' names, if what the last walk found still stands for
     /// `listeners` (see [`Holders`]).
     fn still_known(&mut self, listeners: &[Listener]) -> Option<Vec<(u32, String)>> {
-        if !self.walked.is_some_and(|at| at.elapsed() < REWALK) {
+        if self.walked.is_none_or(|at| at.elapsed() >= REWALK) {
             return None;
         }
         let mut held: Vec<u32> = listeners
@@ -310,7 +310,7 @@ impl<W: Write> Printer<W> {
     pub fn listing(&mut self, entries: &BTreeSet<Entry>, time: SystemTime) -> io::Result<()> {
         if !self.json {
             for entry in entries {
-                self.widen(&entry.row.cells());
+                views::widen(&mut self.widths, &entry.row.cells());
             }
             let headings = views::headings(self.widths.len() > 6);
             write!(self.out, "{:24}     ", "TIME")?;
@@ -347,19 +347,12 @@ impl<W: Write> Printer<W> {
             return self.out.write_all(b"\n");
         }
         let cells = row.cells();
-        self.widen(&cells);
+        views::widen(&mut self.widths, &cells);
         match colour.filter(|_| self.colour) {
             Some(colour) => write!(self.out, "{time}  {colour}{mark}\x1b[0m  ")?,
             None => write!(self.out, "{time}  {mark}  ")?,
         }
         views::row(&mut self.out, &cells, &self.widths)
-    }
-
-    /// Widens the columns to fit `cells`.
-    fn widen(&mut self, cells: &[String]) {
-        for (width, cell) in self.widths.iter_mut().zip(cells) {
-            *width = (*width).max(views::printable(cell).chars().count());
-        }
     }
 }
 
