@@ -9,7 +9,7 @@
 //! the watch ends between two lines, never inside one.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     io::{self, BufWriter, IsTerminal, Write},
     os::fd::AsFd,
     path::Path,
@@ -48,10 +48,10 @@ const REWALK: Duration = Duration::from_secs(30);
 /// [`RECHECK`]), and every [`REWALK`] (a lower pid sharing a socket).
 #[derive(Default)]
 struct Holders {
-    /// Each socket's holder (0 for none found), by inode, sorted.
-    pids: Vec<(u32, u32)>,
-    /// The holders' names, by pid, sorted.
-    names: Vec<(u32, String)>,
+    /// Each socket's holder (0 for none found), by inode.
+    pids: HashMap<u32, u32>,
+    /// The holders' names, by pid.
+    names: HashMap<u32, String>,
     /// Processes whose descriptors could not be read in the last walk.
     denied: usize,
     /// When the processes were last walked, and the holders last checked.
@@ -70,20 +70,14 @@ impl Holders {
                 None => return false,
             }
         }
-        listeners.iter().all(|l| match self.pid_of(l.inode) {
-            None | Some(0) => true,
-            Some(pid) => held_now
-                .binary_search_by_key(&pid, |(p, _)| *p)
-                .is_ok_and(|i| held_now[i].1.binary_search(&l.inode).is_ok()),
-        })
-    }
-
-    /// The holder the last walk found for socket `inode`, if it saw it.
-    fn pid_of(&self, inode: u32) -> Option<u32> {
-        self.pids
-            .binary_search_by_key(&inode, |(i, _)| *i)
-            .ok()
-            .map(|i| self.pids[i].1)
+        listeners
+            .iter()
+            .all(|l| match self.pids.get(&l.inode).copied() {
+                None | Some(0) => true,
+                Some(pid) => held_now
+                    .binary_search_by_key(&pid, |(p, _)| *p)
+                    .is_ok_and(|i| held_now[i].1.binary_search(&l.inode).is_ok()),
+            })
     }
 
     /// The holders' names, if what the last walk found still stands for
@@ -94,7 +88,7 @@ impl Holders {
         }
         let mut held: Vec<u32> = listeners
             .iter()
-            .map(|l| self.pid_of(l.inode))
+            .map(|l| self.pids.get(&l.inode).copied())
             .collect::<Option<_>>()?;
         held.sort_unstable();
         held.dedup();
@@ -102,8 +96,7 @@ impl Holders {
             .iter()
             .filter(|&&pid| pid != 0)
             .map(|&pid| {
-                let i = self.names.binary_search_by_key(&pid, |(p, _)| *p).ok()?;
-                let name = &self.names[i].1;
+                let name = self.names.get(&pid)?;
                 (owner::comm(Path::new("/proc"), pid).as_ref() == Some(name))
                     .then(|| (pid, name.clone()))
             })
@@ -123,7 +116,7 @@ impl Holders {
         let processes = match self.still_known(&sockets.listeners) {
             Some(names) => {
                 for listener in &mut sockets.listeners {
-                    listener.pid = self.pid_of(listener.inode).unwrap_or(0);
+                    listener.pid = self.pids.get(&listener.inode).copied().unwrap_or(0);
                 }
                 Processes {
                     names,
@@ -134,8 +127,7 @@ impl Holders {
             None => {
                 let processes = owner::attribute(&mut sockets.listeners, Path::new("/proc"));
                 self.pids = sockets.listeners.iter().map(|l| (l.inode, l.pid)).collect();
-                self.pids.sort_unstable();
-                self.names = processes.names.clone();
+                self.names = processes.names.iter().cloned().collect();
                 self.denied = processes.denied;
                 self.walked = Some(Instant::now());
                 self.checked = self.walked;
