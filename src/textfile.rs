@@ -68,19 +68,22 @@ pub(crate) fn check_target(target: &Path) -> anyhow::Result<()> {
             dir.display()
         ),
     }
-    match fs::metadata(target) {
-        Ok(meta) if !meta.is_file() => bail!(
-            "cannot write {}: it is {}; only a regular file is replaced",
-            target.display(),
-            kind_of(&meta.file_type())
+    match not_regular(target) {
+        Some(kind) => bail!(
+            "cannot write {}: it is {kind}; only a regular file is replaced",
+            target.display()
         ),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
-/// What a file type is, in words, for an error message.
-fn kind_of(kind: &fs::FileType) -> &'static str {
-    if kind.is_dir() {
+/// What is at `target`, in words, if it exists and is not a regular file.
+fn not_regular(target: &Path) -> Option<&'static str> {
+    let kind = fs::metadata(target).ok()?.file_type();
+    if kind.is_file() {
+        return None;
+    }
+    Some(if kind.is_dir() {
         "a directory"
     } else if kind.is_fifo() {
         "a FIFO"
@@ -92,7 +95,7 @@ fn kind_of(kind: &fs::FileType) -> &'static str {
         "a socket"
     } else {
         "not a regular file"
-    }
+    })
 }
 
 /// Whether node_exporter's textfile collector would read a file of this
@@ -152,12 +155,9 @@ fn replace(
         None => link(&file, dir, prefix).map_err(|err| in_dir("name", err))?,
     };
     // A device or FIFO may have appeared at FILE while we scanned.
-    if let Ok(meta) = fs::metadata(target)
-        && !meta.is_file()
-    {
+    if let Some(kind) = not_regular(target) {
         return Err(io::Error::other(format!(
-            "it is {} now; only a regular file is replaced",
-            kind_of(&meta.file_type())
+            "it is {kind} now; only a regular file is replaced"
         )));
     }
     path.persist(target).map_err(|err| err.error)?;
