@@ -8,7 +8,7 @@ use std::{
 };
 
 use clap::{
-    Arg, Command, CommandFactory, FromArgMatches, Parser,
+    Arg, Command, CommandFactory, FromArgMatches, Parser, ValueEnum,
     builder::{PossibleValue, TypedValueParser},
     error::{ContextKind, ContextValue, ErrorKind},
     parser::ValueSource,
@@ -346,7 +346,7 @@ impl TypedValueParser for PortList {
 }
 
 /// What `--generate` can print.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GenerateKind {
     /// The man page, in roff (man/port_exporter.1)
     Man,
@@ -379,7 +379,7 @@ pub enum GenerateKind {
 }
 
 /// The values of `--protocol`.
-impl clap::ValueEnum for Protocol {
+impl ValueEnum for Protocol {
     fn value_variants<'a>() -> &'a [Protocol] {
         &[Protocol::Tcp, Protocol::Udp]
     }
@@ -394,7 +394,7 @@ impl clap::ValueEnum for Protocol {
 }
 
 /// The values of `--labels`.
-impl clap::ValueEnum for Label {
+impl ValueEnum for Label {
     fn value_variants<'a>() -> &'a [Label] {
         &Label::CHOSEN
     }
@@ -422,7 +422,7 @@ impl clap::ValueEnum for Label {
 }
 
 /// The values of `--netns`.
-impl clap::ValueEnum for Namespaces {
+impl ValueEnum for Namespaces {
     fn value_variants<'a>() -> &'a [Namespaces] {
         &[Namespaces::All]
     }
@@ -438,25 +438,9 @@ impl clap::ValueEnum for Namespaces {
     }
 }
 
-/// The values of `--format`.
-impl clap::ValueEnum for Format {
-    fn value_variants<'a>() -> &'a [Format] {
-        &[Format::Prometheus, Format::Table, Format::Json]
-    }
-
-    fn to_possible_value(&self) -> Option<PossibleValue> {
-        let help = match self {
-            Format::Prometheus => "The Prometheus text format, for node_exporter or a scrape",
-            Format::Table => "An aligned table of every listener, for people",
-            Format::Json => "A JSON array of every listener, for scripts (jq)",
-        };
-        Some(PossibleValue::new(self.name()).help(help))
-    }
-}
-
 /// The values of `--method`, with the help each gets in `--help`, the man
 /// page and the completions.
-impl clap::ValueEnum for Method {
+impl ValueEnum for Method {
     fn value_variants<'a>() -> &'a [Method] {
         &[Method::Auto, Method::Netlink, Method::Procfs, Method::Bind]
     }
@@ -551,7 +535,8 @@ impl Args {
             .output
             .as_deref()
             .is_some_and(|path| path != std::path::Path::new("-"));
-        let format = self.format.name();
+        let format = self.format.to_possible_value().expect("a value");
+        let format = format.get_name();
         if let Some(why) = self.watch_conflict(to_file) {
             return Some(why);
         }
@@ -611,9 +596,7 @@ impl Args {
         }
         None
     }
-}
 
-impl Args {
     /// Why these options do not go with `--watch`, if they do not.
     fn watch_conflict(&self, to_file: bool) -> Option<String> {
         self.watch?;
@@ -656,11 +639,7 @@ impl Args {
 
 /// Parses the command line, including the checks that clap cannot express.
 pub fn parse() -> Result<Args, clap::Error> {
-    parse_from(std::env::args_os().collect())
-}
-
-/// Parses `argv` (the program name first) as [`parse`] does.
-pub fn parse_from(argv: Vec<OsString>) -> Result<Args, clap::Error> {
+    let argv: Vec<OsString> = std::env::args_os().collect();
     let matches = Args::command()
         .try_get_matches_from(&argv)
         .map_err(|err| with_hint(err, &argv))?;
@@ -862,23 +841,18 @@ fn unknown_hint(arg: &str, words: &[String]) -> Option<(ErrorKind, String)> {
 /// A clap error as the one line this tool prints for usage errors, such as
 /// `invalid value '0' for '--ports <LIST>': port 0 is out of range ...`.
 pub fn one_line(err: &clap::Error) -> String {
-    let text = err.render().to_string();
-    let mut parts = Vec::new();
-    for line in text.lines().map(str::trim) {
+    let mut joined = String::new();
+    for line in err.render().to_string().lines().map(str::trim) {
         if line.starts_with("Usage:") || line.starts_with("For more information") {
             break;
         }
         if line.is_empty() || (line.starts_with("tip:") && !line.contains("similar")) {
             continue;
         }
-        parts.push(line);
-    }
-    let mut joined = String::new();
-    for part in parts {
         if !joined.is_empty() {
-            joined.push_str(if part.starts_with("tip:") { "; " } else { " " });
+            joined.push_str(if line.starts_with("tip:") { "; " } else { " " });
         }
-        joined.push_str(part);
+        joined.push_str(line);
     }
     joined
         .strip_prefix("error: ")

@@ -12,7 +12,10 @@
 //! - no timestamps (node_exporter skips a file that has them);
 //! - `\n` line ends, including after the last line.
 
-use std::io::{self, Write};
+use std::{
+    borrow::Cow,
+    io::{self, Write},
+};
 
 use crate::{
     labels::{Address, Key, Label, Labels, Order},
@@ -136,37 +139,56 @@ fn closed_key(port: u16, protocol: Protocol, labels: Labels, netns: Option<u32>)
 /// namespace scanned; each with its protocol and namespace. Made one at a
 /// time, in sample order (port, protocol, namespace), never all at once:
 /// an explicit `--ports 1-65535` makes hundreds of thousands.
-fn closed_samples<'a>(scan: &'a Scan, shown: Shown<'a>, order: Option<&Order>) -> Closed<'a> {
+fn closed_samples<'a>(
+    scan: &'a Scan,
+    shown: Shown<'a>,
+    order: Option<&Order>,
+) -> ClosedSamples<'a> {
     let labels = shown.labels;
-    let mut closed = Closed {
-        ports: Box::new(std::iter::empty()),
-        port: None,
-        slot: 0,
-        protocols: scan.protocols.iter().collect(),
-        namespaces: vec![(0, 0)],
-        open: Open::Sets(&scan.open, &scan.open_udp),
-        labels,
-    };
     let Some(selected) = shown.closed_of else {
-        return closed;
+        return Box::new(std::iter::empty());
     };
-    closed.ports = Box::new(selected.iter().filter(|p| !scan.skipped.contains(*p)));
+    let mut namespaces = vec![(0, 0)];
+    let mut open = Open::Sets(&scan.open, &scan.open_udp);
     if let (Some(sockets), Some(order), true) = (&scan.sockets, order, labels.has(Label::Netns)) {
-        let mut open: Vec<(u32, Protocol, u16)> = sockets
+        let mut listening: Vec<(u32, Protocol, u16)> = sockets
             .listeners
             .iter()
             .map(|l| (l.netns, l.protocol, l.port))
             .collect();
-        open.sort_unstable();
-        open.dedup();
-        closed.open = Open::PerNamespace(open);
-        closed.namespaces = (0..sockets.namespaces.len() as u32)
+        listening.sort_unstable();
+        listening.dedup();
+        open = Open::PerNamespace(listening);
+        namespaces = (0..sockets.namespaces.len() as u32)
             .map(|netns| (order.namespace_rank(netns), netns))
             .collect();
-        closed.namespaces.sort_unstable();
+        namespaces.sort_unstable();
     }
-    closed
+    // (protocol, namespace rank, namespace) in sample order, for each port.
+    let slots: Vec<(Protocol, u32, u32)> = scan
+        .protocols
+        .iter()
+        .flat_map(|protocol| {
+            namespaces
+                .iter()
+                .map(move |&(rank, netns)| (protocol, rank, netns))
+        })
+        .collect();
+    let ports = selected.iter().filter(|p| !scan.skipped.contains(*p));
+    let per_port = slots.len();
+    Box::new(
+        ports
+            .flat_map(move |port| (0..per_port).map(move |i| (port, i)))
+            .filter_map(move |(port, i)| {
+                let (protocol, rank, netns) = slots[i];
+                let key = closed_key(port, protocol, labels, Some(rank));
+                (!open.contains(netns, protocol, port)).then_some((key, protocol, netns))
+            }),
+    )
 }
+
+/// The closed samples: (key, protocol, namespace index).
+type ClosedSamples<'a> = Box<dyn Iterator<Item = (Key, Protocol, u32)> + 'a>;
 
 /// What is open, to find the closed ports.
 enum Open<'a> {
@@ -188,52 +210,12 @@ impl Open<'_> {
     }
 }
 
-/// The closed samples, in sample order (see [`closed_samples`]).
-struct Closed<'a> {
-    /// The selected ports that were not skipped, ascending.
-    ports: Box<dyn Iterator<Item = u16> + 'a>,
-    /// The port being gone through, and where in protocols × namespaces.
-    port: Option<u16>,
-    slot: usize,
-    protocols: Vec<Protocol>,
-    /// (rank of its name, index) of each namespace, by rank; one without
-    /// `--netns all`.
-    namespaces: Vec<(u32, u32)>,
-    open: Open<'a>,
-    labels: Labels,
-}
-
-impl Iterator for Closed<'_> {
-    type Item = (Key, Protocol, u32);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let per_protocol = self.namespaces.len();
-        loop {
-            let port = match self.port {
-                Some(port) if self.slot < self.protocols.len() * per_protocol => port,
-                _ => {
-                    self.port = Some(self.ports.next()?);
-                    self.slot = 0;
-                    continue;
-                }
-            };
-            let protocol = self.protocols[self.slot / per_protocol];
-            let (rank, netns) = self.namespaces[self.slot % per_protocol];
-            self.slot += 1;
-            if !self.open.contains(netns, protocol, port) {
-                let key = closed_key(port, protocol, self.labels, Some(rank));
-                return Some((key, protocol, netns));
-            }
-        }
-    }
-}
-
 /// The samples of a labelled exposition, open ones given in order and
 /// closed ones merged in.
 struct Samples<'a, W: Write> {
     out: &'a mut W,
     labels: Labels,
-    closed: std::iter::Peekable<Closed<'a>>,
+    closed: std::iter::Peekable<ClosedSamples<'a>>,
     /// The label of each namespace, by index.
     namespaces: &'a [String],
 }
@@ -282,40 +264,27 @@ impl<W: Write> Samples<'_, W> {
         }
         write!(out, "{OPEN_PORTS}{{port=\"{port}\"")?;
         for label in self.labels.iter() {
-            match (label, listener) {
-                (Label::Protocol, _) => {
-                    write!(out, ",protocol=\"{}\"", protocol.name())?;
-                }
+            let text: Cow<str> = match (label, listener) {
+                (Label::Protocol, _) => protocol.name().into(),
                 (Label::Address, Some((listener, sockets))) => {
-                    out.write_all(b",address=\"")?;
-                    write_escaped(out, &Address::of(listener, sockets).to_string())?;
-                    out.write_all(b"\"")?;
+                    Address::of(listener, sockets).to_string().into()
                 }
-                (Label::Scope, Some((listener, _))) => {
-                    write!(out, ",scope=\"{}\"", Scope::of(listener.address).name())?;
-                }
-                (Label::User, Some((listener, sockets))) => {
-                    out.write_all(b",user=\"")?;
-                    match sockets.user(listener.uid) {
-                        Some(name) => write_escaped(out, name)?,
-                        None => write!(out, "{}", listener.uid)?,
-                    }
-                    out.write_all(b"\"")?;
-                }
+                (Label::Scope, Some((listener, _))) => Scope::of(listener.address).name().into(),
+                (Label::User, Some((listener, sockets))) => sockets
+                    .user(listener.uid)
+                    .map_or_else(|| listener.uid.to_string().into(), Cow::from),
                 (Label::Process, Some((listener, sockets))) => {
-                    out.write_all(b",process=\"")?;
-                    write_escaped(out, sockets.process(listener.pid).unwrap_or(""))?;
-                    out.write_all(b"\"")?;
+                    sockets.process(listener.pid).unwrap_or("").into()
                 }
-                (Label::Netns, _) => {
-                    out.write_all(b",netns=\"")?;
-                    let name = self.namespaces.get(netns as usize);
-                    write_escaped(out, name.map_or("", String::as_str))?;
-                    out.write_all(b"\"")?;
-                }
+                (Label::Netns, _) => self
+                    .namespaces
+                    .get(netns as usize)
+                    .map_or("", String::as_str)
+                    .into(),
                 // A closed port has no address, scope, user or process.
-                (_, None) => {}
-            }
+                (_, None) => continue,
+            };
+            write!(out, ",{}=\"{}\"", label.name(), escape_label(&text))?;
         }
         writeln!(out, "}} {value}")
     }
@@ -394,7 +363,8 @@ pub fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 /// Writes a family of one unlabeled gauge sample.
 fn write_gauge(out: &mut impl Write, name: &str, help: &str, value: f64) -> io::Result<()> {
     header(out, name, help, "gauge")?;
-    writeln!(out, "{name} {}", number(value))
+    // The values are finite, which Rust writes as Go's ParseFloat reads.
+    writeln!(out, "{name} {value}")
 }
 
 /// Writes the HELP and TYPE lines of a family.
@@ -407,38 +377,13 @@ fn header(out: &mut impl Write, name: &str, help: &str, kind: &str) -> io::Resul
     writeln!(out, "# TYPE {name} {kind}")
 }
 
-/// A sample value as Go's ParseFloat reads it (`+Inf`, not Rust's `inf`).
-fn number(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_string()
-    } else if value.is_infinite() {
-        if value > 0.0 { "+Inf" } else { "-Inf" }.to_string()
-    } else {
-        value.to_string()
-    }
-}
-
 /// Escapes a label value: backslash, double quote and line feed.
-fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Writes a label value escaped, without building a string when it needs
-/// no escape (the common case).
-fn write_escaped(out: &mut impl Write, value: &str) -> io::Result<()> {
+fn escape_label(value: &str) -> Cow<'_, str> {
     if value.contains(['\\', '"', '\n']) {
-        out.write_all(escape_label(value).as_bytes())
+        let value = value.replace('\\', "\\\\").replace('"', "\\\"");
+        value.replace('\n', "\\n").into()
     } else {
-        out.write_all(value.as_bytes())
+        value.into()
     }
 }
 
@@ -557,12 +502,6 @@ instance_open_ports{{port=\"65535\"}} 0
 
     #[test]
     fn numbers_and_labels() {
-        assert_eq!(number(1.0), "1");
-        assert_eq!(number(0.5), "0.5");
-        assert_eq!(number(1e-9), "0.000000001");
-        assert_eq!(number(f64::INFINITY), "+Inf");
-        assert_eq!(number(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(number(f64::NAN), "NaN");
         assert_eq!(escape_label(r#"a\b"c"#), r#"a\\b\"c"#);
         assert_eq!(escape_label("x\ny"), "x\\ny");
         assert_eq!(escape_label("0.1.0-ünï"), "0.1.0-ünï");

@@ -20,27 +20,17 @@ use crate::{
     views,
 };
 
-/// How a one-shot run prints its scan (`--format`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a one-shot run prints its scan (`--format`); the doc comments are
+/// the values' help.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// The Prometheus text exposition.
+    /// The Prometheus text format, for node_exporter or a scrape
     #[default]
     Prometheus,
-    /// An aligned table for people, one row per listener.
+    /// An aligned table of every listener, for people
     Table,
-    /// A JSON array for scripts, one object per listener.
+    /// A JSON array of every listener, for scripts (jq)
     Json,
-}
-
-impl Format {
-    /// The name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Prometheus => "prometheus",
-            Format::Table => "table",
-            Format::Json => "json",
-        }
-    }
 }
 
 /// The scan and its rendering.
@@ -101,15 +91,10 @@ impl Job {
     }
 }
 
-/// What a scan has to tell the user on stderr, each said at most once in
-/// the life of a `Notices`: once per one-shot run, once per server. The
-/// answer stays exact either way, and the metrics keep showing the state.
-///
-/// A warning is for what the operator must act on: ports missing from the
-/// answer (skipped by bind, namespaces not scanned). A state that is the
-/// same on every run and loses no port, such as listeners without a
-/// process, is in the metrics and said only with `--verbose`: a scheduled
-/// run that works is silent, so cron mails and the journal stay empty.
+/// What a scan has to tell the user on stderr, each said at most once per
+/// run or server. Only ports missing from the answer (skipped by bind,
+/// namespaces not scanned) are warnings; a steady state such as listeners
+/// without a process waits for `--verbose`, so a scheduled run is silent.
 #[derive(Debug)]
 pub struct Notices {
     verbose: bool,

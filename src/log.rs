@@ -1,13 +1,11 @@
 //! What port_exporter says on stderr: one line each, `port_exporter: `
 //! first, and never a reason to stop working.
 //!
-//! A one-shot run writes its few lines directly. A server must never wait
-//! for its log: with stderr a pipe that nobody reads, one blocking write
-//! would stop the only thread that serves. So the server calls
-//! [`to_background`] first, and from then on lines go through a bounded
-//! queue to a writer thread. When the queue is full a line is dropped and
-//! counted, and the count is said as soon as the writer can write again.
-//! Write errors (stderr closed, a reader gone) are ignored.
+//! A server must never wait for its log (a stderr pipe that nobody reads
+//! would stop the thread that serves), so after [`to_background`] lines go
+//! through a bounded queue to a writer thread; a line that finds the queue
+//! full is dropped and counted, and the count said later. Write errors are
+//! ignored.
 
 use std::{
     fmt,

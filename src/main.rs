@@ -1,13 +1,9 @@
-//! The entry point: parse the command line, run one-shot or serve, and turn
-//! the outcome into one line on stderr and an exit status (0 ok, 1 runtime
-//! failure, 2 usage).
+//! The entry point: parse the command line, run, and turn the outcome into
+//! one line on stderr and an exit status (0 ok, 1 runtime failure, 2 usage).
 //!
-//! Rust's runtime already does what a command-line tool needs at start-up:
-//! it ignores SIGPIPE (so a closed pipe is an error to handle, as in
-//! `port_exporter | head`), opens /dev/null on any of descriptors 0-2 that
-//! is closed (so no socket or file opened later takes its number), exits
-//! 101 on a panic and flushes stdout at exit. What it does not give is an
-//! error for a closed stdout (`>&-`): [`stdout_was_closed`] tells it apart.
+//! Rust's runtime ignores SIGPIPE, opens /dev/null on closed descriptors
+//! 0-2 and exits 101 on a panic; what it does not give is an error for a
+//! closed stdout (`>&-`), which [`stdout_was_closed`] tells apart.
 
 use std::{
     io::{self, Write},
@@ -30,16 +26,10 @@ fn main() -> ExitCode {
     ExitCode::from(exit_code(stdout_was_closed()))
 }
 
-/// Whether the program was started with descriptor 1 closed (`>&-`).
-///
-/// Rust's runtime has put /dev/null there before `main`, opened read-write
-/// (std's `sanitize_standard_fds`); a shell's `>/dev/null` opens it
-/// write-only, and `>/dev/null` is a success that prints nothing, so only
-/// the read-write /dev/null counts as closed. Taken for a closed stdout by
-/// mistake: a stdout opened read-write on /dev/null by hand
-/// (`1<>/dev/null`) or by daemon(3), which puts one on all of 0-2; only a
-/// run printing to stdout is refused then (not `-o` or `--serve`), whose
-/// output would have been thrown away.
+/// Whether the program was started with descriptor 1 closed (`>&-`): then
+/// std's `sanitize_standard_fds` has put /dev/null there read-write, where
+/// a shell's `>/dev/null` opens it write-only. (`1<>/dev/null` and
+/// daemon(3) look the same; their output would be thrown away anyway.)
 fn stdout_was_closed() -> bool {
     let stdout = io::stdout();
     let fd = stdout.as_fd();
@@ -90,9 +80,7 @@ fn run(args: &cli::Args, stdout_closed: bool) -> anyhow::Result<()> {
         .output
         .as_deref()
         .filter(|path| *path != Path::new("-"));
-    // With stdout closed (`>&-`), what is printed would go nowhere and the
-    // run would pass for a success that printed nothing; coreutils says
-    // "Bad file descriptor" there, and so do we.
+    // As coreutils does, rather than pass for a success that printed nothing.
     if stdout_closed && args.serve.is_none() && output.is_none() {
         bail!(
             "cannot write to stdout: {}",
@@ -113,8 +101,7 @@ fn run(args: &cli::Args, stdout_closed: bool) -> anyhow::Result<()> {
     oneshot::run(&args.job(), output)
 }
 
-/// Whether the error is stdout closing early, as in `port_exporter | head`:
-/// the reader has what it wanted, which is success, not a failure.
+/// Whether stdout closed early, as in `port_exporter | head`: a success.
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause

@@ -1,10 +1,6 @@
-//! Sets of TCP ports and the `22,80,8000-9000` list syntax of `--ports`
-//! and `--exclude`.
-//!
-//! A [`PortSet`] is a fixed 8 KiB bitmap over 0..=65535: membership, union
-//! and sorted iteration are all cheap, and a port that listens on several
-//! addresses and both families is stored once, which is exactly the dedupe
-//! the exposition format needs (one series per port).
+//! Sets of ports, and the `22,80,8000-9000` list syntax of `--ports` and
+//! `--exclude`. A [`PortSet`] is an 8 KiB bitmap: cheap membership and
+//! sorted iteration, and each port stored once, as a series is.
 
 use std::fmt;
 
@@ -12,9 +8,7 @@ use std::fmt;
 const WORDS: usize = 65536 / 64;
 
 /// A set of ports, iterated in ascending order. An empty set holds no
-/// bitmap until a port is added: a run makes several sets that stay empty
-/// (UDP when only TCP is scanned, skipped ports when not binding), and each
-/// bitmap would cost two fresh pages to clear.
+/// bitmap until a port is added: a run makes several that stay empty.
 #[derive(Clone, Default)]
 pub struct PortSet {
     bits: Option<Box<[u64; WORDS]>>,
@@ -152,14 +146,9 @@ impl fmt::Debug for PortSet {
     }
 }
 
-/// The items of a comma-separated list (`--ports`, `--exclude`, `--labels`,
-/// `--protocol`), blanks around them trimmed.
-///
-/// Every list follows one rule: an empty item is an error, wherever it is
-/// (`22,`, `,22`, `22,,80`, `scope,process,`). A stray comma is most often
-/// a shell variable that expanded to nothing (`--ports 22,$EXTRA`), or a
-/// list split by a space (`--ports 22, 80`): taking it silently would hide
-/// that mistake, and the error says what to fix.
+/// The items of a comma-separated list, trimmed. An empty item is an
+/// error: it is most often an empty variable (`--ports 22,$EXTRA`) or a
+/// list split by a space (`--ports 22, 80`), a mistake not to hide.
 pub(crate) fn list_items(list: &str) -> Result<Vec<&str>, String> {
     if list.trim().is_empty() {
         return Err("the list is empty".to_string());
@@ -176,12 +165,8 @@ pub(crate) fn list_items(list: &str) -> Result<Vec<&str>, String> {
     }
 }
 
-/// Parses a port list such as `22,80,443,8000-9000`.
-///
-/// Items are single ports or inclusive `LOW-HIGH` ranges, separated by
-/// commas ([`list_items`]); blanks around items are allowed. Ports run from
-/// 1 to 65535. The error names the offending item, so that clap can say
-/// which value of which flag was wrong.
+/// Parses a port list such as `22,80,443,8000-9000` (inclusive ranges);
+/// the error names the offending item.
 pub(crate) fn parse_list(list: &str) -> Result<PortSet, String> {
     let mut set = PortSet::new();
     for item in list_items(list)? {

@@ -1,37 +1,23 @@
 //! Replacing the `.prom` file atomically, for node_exporter's textfile
-//! collector.
-//!
-//! The recipe (node_exporter README "Textfile Collector"; client_golang
+//! collector (node_exporter README "Textfile Collector"; client_golang
 //! `WriteToTextfile`), with what those leave out:
-//! - the temp file lives in FILE's own directory, since rename(2) is atomic
-//!   only within one filesystem. It is created unnamed (O_TMPFILE), and
-//!   the body is streamed into it (a large exposition is never held in
-//!   memory whole); it is chmod 0644 through its descriptor (it is created
-//!   0600, rename keeps the mode, and node_exporter runs as another user)
-//!   and fsynced, all before it has a name: a run that fails or is killed
-//!   until then leaves nothing behind. Only then is it linked to a name
-//!   (through /proc/self/fd) and renamed over FILE, and the directory is
-//!   fsynced, so that a crash cannot leave an empty file. A failed scan or
-//!   write never replaces a good file, and only a regular file (or a
-//!   symlink to one) is ever replaced, never a device or a FIFO;
-//! - its name, `.FILE.XXXXXXXX.tmp` (tempfile makes it), does not end in
-//!   `.prom`, which the collector reads even in dot-files, and is cut to
-//!   fit in NAME_MAX however long FILE's name is;
-//! - a run killed between the link and the rename still leaves a named
-//!   temp file, and nothing else would ever remove it, so each run ends by
-//!   removing those of dead runs. It tells them from that of a run that is
-//!   between its own link and rename by a flock: each run locks its temp
+//! - the temp file is made in FILE's directory (rename(2) is atomic only
+//!   within a filesystem) with O_TMPFILE, locked, filled, chmod 0644 (the
+//!   collector runs as another user) and fsynced before it has a name, so
+//!   a run that fails or is killed until then leaves nothing. Then it is
+//!   linked (through /proc/self/fd), renamed over FILE, and the directory
+//!   fsynced. Only a regular file (or a symlink to one) is replaced;
+//! - its name, `.FILE.XXXXXXXX.tmp`, does not end in `.prom` (the collector
+//!   reads dot-files too) and fits in NAME_MAX however long FILE's name is;
+//! - a run killed between link and rename leaves a named temp file, so each
+//!   run ends by removing those whose flock is free: a run locks its temp
 //!   file before it has a name and holds the lock until it ends;
-//! - where the filesystem has no O_TMPFILE (NFS, for one) or there is no
-//!   /proc to name the file through, the temp file is created named (with
-//!   O_EXCL) and locked right after. A run cleaning up may remove it in
-//!   that moment, which its owner notices (the file has no link left), and
-//!   then makes another. The guarantees are the same, except that a run
-//!   killed while writing leaves its temp file for the next run to remove.
+//! - without O_TMPFILE (NFS) or /proc, the temp file is made named (O_EXCL)
+//!   and locked right after; a run cleaning up may remove it in between,
+//!   which its owner sees (no link left) and makes another.
 //!
-//! Once the rename has happened the run has succeeded: FILE holds the new
-//! contents. A directory that cannot be fsynced after that is a warning,
-//! not a failure.
+//! Once renamed, the run has succeeded: a directory that cannot be fsynced
+//! after that is a warning.
 
 use std::{
     ffi::{OsStr, OsString},
@@ -41,7 +27,7 @@ use std::{
         ffi::{OsStrExt, OsStringExt},
         fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     },
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use anyhow::{Context, bail};
@@ -51,21 +37,18 @@ use tempfile::TempPath;
 const NAME_MAX: usize = 255;
 /// Random characters in a temp file's name.
 const RANDOM: usize = 8;
-/// How many named temp files a run makes at most, where there is no
-/// O_TMPFILE, before it gives up because other runs keep removing them
-/// (see [`named`]).
+/// Named temp files a run makes at most while other runs keep removing
+/// them (see [`named`]).
 const CREATE_ATTEMPTS: usize = 64;
 /// What a temp file's name adds to the part taken from FILE's name: the
 /// leading dot, the dot before the random part, the random part, `.tmp`.
 const ADDED: usize = 1 + 1 + RANDOM + 4;
 
-/// Checks, before any scanning, that `target` can be a file we replace: its
-/// directory exists, and it is a regular file (or a symlink to one) or does
-/// not exist yet. The real write can still fail later; this only catches
-/// the plain mistakes early.
+/// Checks, before any scanning, that `target`'s directory exists and that
+/// it is a regular file (or a symlink to one) or does not exist yet.
 pub(crate) fn check_target(target: &Path) -> anyhow::Result<()> {
     let dir = parent(target);
-    match fs::metadata(&dir) {
+    match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => bail!(
             "cannot write {}: {} is not a directory",
@@ -85,19 +68,22 @@ pub(crate) fn check_target(target: &Path) -> anyhow::Result<()> {
             dir.display()
         ),
     }
-    match fs::metadata(target) {
-        Ok(meta) if !meta.is_file() => bail!(
-            "cannot write {}: it is {}; only a regular file is replaced",
-            target.display(),
-            kind_of(&meta.file_type())
+    match not_regular(target) {
+        Some(kind) => bail!(
+            "cannot write {}: it is {kind}; only a regular file is replaced",
+            target.display()
         ),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
-/// What a file type is, in words, for an error message.
-fn kind_of(kind: &fs::FileType) -> &'static str {
-    if kind.is_dir() {
+/// What is at `target`, in words, if it exists and is not a regular file.
+fn not_regular(target: &Path) -> Option<&'static str> {
+    let kind = fs::metadata(target).ok()?.file_type();
+    if kind.is_file() {
+        return None;
+    }
+    Some(if kind.is_dir() {
         "a directory"
     } else if kind.is_fifo() {
         "a FIFO"
@@ -109,7 +95,7 @@ fn kind_of(kind: &fs::FileType) -> &'static str {
         "a socket"
     } else {
         "not a regular file"
-    }
+    })
 }
 
 /// Whether node_exporter's textfile collector would read a file of this
@@ -121,10 +107,8 @@ pub(crate) fn collector_reads(target: &Path) -> bool {
 }
 
 /// Atomically replaces `target` with what `body` writes, mode 0644, then
-/// removes the temp files that killed runs left behind. `body` writes into
-/// the temp file through a buffer; FILE is replaced only once it succeeded.
-/// The warning it returns says why the new contents may not survive a
-/// crash yet (the directory could not be fsynced).
+/// removes the temp files that killed runs left behind. Returns a warning
+/// when the directory could not be fsynced.
 pub(crate) fn write_with(
     target: &Path,
     body: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
@@ -135,10 +119,10 @@ pub(crate) fn write_with(
         .file_name()
         .with_context(|| format!("cannot write {}: the path names no file", target.display()))?;
     let prefix = temp_prefix(name);
-    let written = replace(&dir, &prefix, target, body)
-        .map_err(|err| needs_write_access(err, &dir))
+    let written = replace(dir, &prefix, target, body)
+        .map_err(|err| needs_write_access(err, dir))
         .with_context(|| format!("cannot write {}", target.display()));
-    remove_abandoned(&dir, &prefix);
+    remove_abandoned(dir, &prefix);
     Ok(written?.err().map(|err| {
         format!(
             "wrote {}, but could not sync its directory {}, so it may not survive a crash: {err}",
@@ -171,12 +155,9 @@ fn replace(
         None => link(&file, dir, prefix).map_err(|err| in_dir("name", err))?,
     };
     // A device or FIFO may have appeared at FILE while we scanned.
-    if let Ok(meta) = fs::metadata(target)
-        && !meta.is_file()
-    {
+    if let Some(kind) = not_regular(target) {
         return Err(io::Error::other(format!(
-            "it is {} now; only a regular file is replaced",
-            kind_of(&meta.file_type())
+            "it is {kind} now; only a regular file is replaced"
         )));
     }
     path.persist(target).map_err(|err| err.error)?;
@@ -194,9 +175,8 @@ fn create(dir: &Path, prefix: &OsStr) -> io::Result<(File, Option<TempPath>)> {
 }
 
 /// A temp file made with O_TMPFILE and locked before it has a name, so
-/// that no other run can ever see it unlocked; [`link`] names it through
-/// /proc/self/fd. `None` when the filesystem has no O_TMPFILE or /proc
-/// does not show the file.
+/// that no other run sees it unlocked. `None` when the filesystem has no
+/// O_TMPFILE or /proc does not show the file (for [`link`]).
 #[cfg(target_os = "linux")]
 fn unnamed(dir: &Path) -> io::Result<Option<File>> {
     let opened = OpenOptions::new()
@@ -256,11 +236,8 @@ fn link(_: &File, _: &Path, _: &OsStr) -> io::Result<TempPath> {
     unreachable!("only O_TMPFILE makes a temp file without a name")
 }
 
-/// A temp file created with its name, with O_EXCL, and locked right
-/// after. Another run that cleans up ([`remove_abandoned`]) may lock and
-/// remove the file in between; then another is made. Each retry needs that
-/// to happen again, so [`CREATE_ATTEMPTS`] bounds a loop that mostly runs
-/// once.
+/// A temp file created with its name (O_EXCL) and locked right after;
+/// another is made if a run cleaning up removed it in between.
 fn named(dir: &Path, prefix: &OsStr) -> io::Result<(File, Option<TempPath>)> {
     for _ in 0..CREATE_ATTEMPTS {
         let (file, path) = with_new_name(dir, prefix, |path| {
@@ -283,9 +260,8 @@ fn named(dir: &Path, prefix: &OsStr) -> io::Result<(File, Option<TempPath>)> {
     ))
 }
 
-/// Calls `make` with `dir`/`PREFIX` + 8 random characters + `.tmp`, and
-/// again with another name for as long as the name is taken (EEXIST).
-/// tempfile makes the names and retries.
+/// Calls `make` with `dir`/`PREFIX` + 8 random characters + `.tmp`, with
+/// another name while the name is taken (tempfile retries).
 fn with_new_name<T>(
     dir: &Path,
     prefix: &OsStr,
@@ -299,9 +275,8 @@ fn with_new_name<T>(
         .into_parts())
 }
 
-/// `err`, and when it is a refusal, which access is missing: the file is
-/// made and renamed in its directory, so that is what must be writable,
-/// whatever the mode of FILE itself.
+/// `err`, saying for a refusal that the directory must be writable (the
+/// file is made and renamed there), whatever FILE's mode.
 fn needs_write_access(err: io::Error, dir: &Path) -> io::Error {
     if err.kind() != io::ErrorKind::PermissionDenied {
         return err;
@@ -345,10 +320,9 @@ fn is_temp_name(name: &OsStr, prefix: &OsStr) -> bool {
             .all(u8::is_ascii_alphanumeric)
 }
 
-/// Removes the temp files of FILE whose writer is gone (see the module's
-/// first comment). A temp file whose lock is held belongs to a run still
-/// writing and is left alone. Best effort: errors are ignored, since FILE
-/// itself is already in place or the run has failed for a better reason.
+/// Removes the temp files of FILE whose lock is free: their writer is
+/// gone. Best effort: FILE is in place, or the run failed for a better
+/// reason.
 fn remove_abandoned(dir: &Path, prefix: &OsStr) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -374,11 +348,9 @@ fn remove_abandoned(dir: &Path, prefix: &OsStr) {
 }
 
 /// The directory `target` lives in (`.` for a bare file name).
-fn parent(target: &Path) -> PathBuf {
-    match target.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
+fn parent(target: &Path) -> &Path {
+    let dir = target.parent().filter(|dir| !dir.as_os_str().is_empty());
+    dir.unwrap_or(Path::new("."))
 }
 
 #[cfg(test)]

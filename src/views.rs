@@ -9,16 +9,11 @@ use crate::{
     scan::{Listener, Scope, Sockets},
 };
 
-/// Every label: the order of the rows.
-fn all_labels() -> Labels {
-    Label::ALL.into_iter().collect()
-}
-
 /// The listeners in row order: port, protocol, address, user, process,
 /// namespace, then pid.
 fn rows(sockets: &Sockets) -> Vec<u32> {
     let order = Order::new(sockets);
-    let labels = all_labels();
+    let labels: Labels = Label::ALL.into_iter().collect();
     let listeners = &sockets.listeners;
     let mut sorted: Vec<u32> = (0..listeners.len() as u32).collect();
     sorted.sort_unstable_by_key(|&i| {
@@ -28,23 +23,15 @@ fn rows(sockets: &Sockets) -> Vec<u32> {
     sorted
 }
 
-/// The label of a listener's namespace, with `--netns all`.
-fn namespace<'a>(listener: &Listener, sockets: &'a Sockets) -> Option<&'a str> {
-    sockets
-        .namespaces
-        .get(listener.netns as usize)
-        .map(String::as_str)
-}
-
 /// The column headings of the table; NETNS only with `--netns all`.
 pub fn headings(netns: bool) -> Vec<String> {
-    let mut headings = ["PROTOCOL", "PORT", "ADDRESS", "USER", "PROCESS", "PID"]
-        .map(str::to_string)
-        .to_vec();
-    if netns {
-        headings.push("NETNS".to_string());
-    }
-    headings
+    let all = [
+        "PROTOCOL", "PORT", "ADDRESS", "USER", "PROCESS", "PID", "NETNS",
+    ];
+    all[..6 + usize::from(netns)]
+        .iter()
+        .map(|h| h.to_string())
+        .collect()
 }
 
 /// Writes an aligned table: a heading row, then one row per listener,
@@ -56,12 +43,10 @@ pub fn write_table(sockets: &Sockets, out: &mut impl Write) -> io::Result<()> {
     let headings = headings(!sockets.namespaces.is_empty());
     let mut widths: Vec<usize> = headings.iter().map(String::len).collect();
     for &i in &sorted {
-        for (width, cell) in widths
-            .iter_mut()
-            .zip(Row::of(&sockets.listeners[i as usize], sockets).cells())
-        {
-            *width = (*width).max(printable(&cell).chars().count());
-        }
+        widen(
+            &mut widths,
+            &Row::of(&sockets.listeners[i as usize], sockets).cells(),
+        );
     }
     row(out, &headings, &widths)?;
     for &i in &sorted {
@@ -69,6 +54,13 @@ pub fn write_table(sockets: &Sockets, out: &mut impl Write) -> io::Result<()> {
         row(out, &cells, &widths)?;
     }
     Ok(())
+}
+
+/// Widens the columns to fit `cells`.
+pub fn widen(widths: &mut [usize], cells: &[String]) {
+    for (width, cell) in widths.iter_mut().zip(cells) {
+        *width = (*width).max(printable(cell).chars().count());
+    }
 }
 
 /// One table row: cells padded to their column's width, two spaces apart,
@@ -138,7 +130,7 @@ impl Row {
             uid: listener.uid,
             process: process.map(str::to_string),
             pid: process.map(|_| listener.pid),
-            netns: namespace(listener, sockets).map(str::to_string),
+            netns: sockets.namespaces.get(listener.netns as usize).cloned(),
         }
     }
 

@@ -1,28 +1,18 @@
 //! `--watch`: the listeners, then each one that opens or closes.
 //!
-//! The first scan is listed whole; then a scan every interval is compared
-//! with the last one that succeeded, and each difference is one line of
-//! the table or one JSON object. A listener is its socket together with
-//! what the views show of it (address, user, process, namespace), so a
-//! socket whose process or user changes closes and opens again, and a
-//! socket closed and another opened alike within one interval are two
-//! events, not none.
-//!
-//! Scans start on a fixed schedule, one interval after the other's start
-//! (not after its end), so that a listener that lives two intervals always
-//! spans a whole scan; a scan that overruns its interval is followed at
-//! once by the next.
-//!
-//! SIGINT and SIGTERM are blocked and read from a signalfd, polled
-//! together with stdout (POLLERR when the reader of a pipe has gone,
-//! POLLHUP when a terminal or socket hangs up): the watch ends at once
-//! with exit status 0, between two lines, never inside one.
+//! Each scan is compared with the last one that succeeded. A listener is
+//! its socket with what the views show of it, so a socket whose process
+//! changes closes and opens again. Scans start on a fixed schedule (one
+//! interval after the last one's start), so a listener that lives two
+//! intervals always spans a whole scan. SIGINT and SIGTERM are read from a
+//! signalfd polled with stdout (POLLERR/POLLHUP: its reader is gone), so
+//! the watch ends between two lines, never inside one.
 
 use std::{
-    collections::BTreeSet,
-    fmt,
+    collections::{BTreeSet, HashMap},
     io::{self, BufWriter, IsTerminal, Write},
     os::fd::AsFd,
+    path::Path,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -51,24 +41,17 @@ use crate::{
 const RECHECK: Duration = Duration::from_secs(1);
 const REWALK: Duration = Duration::from_secs(30);
 
-/// Who holds each listener, remembered between scans.
-///
-/// Finding a socket's process means reading the descriptors of processes
-/// ([`owner::attribute`]): with 1,000 listeners it costs more than the
-/// rest of a scan. So the watch walks the processes again only when it
-/// must: when a socket it has not attributed yet appears, when a holder it
-/// knows has exited, changed its name, or no longer holds its socket
-/// (checked every [`RECHECK`], reading the holders' descriptors only), and
-/// every [`REWALK`]. Between walks, each socket keeps its holder: a socket
-/// handed to another process is seen within [`RECHECK`] once its holder
-/// closes it, and one that a process of a lower pid starts sharing (the
-/// rule is the lowest pid) within [`REWALK`].
+/// Who holds each listener, remembered between scans: walking every
+/// process's descriptors costs more than the rest of a scan, so the watch
+/// walks again only for a socket it has not attributed, a holder that
+/// exited, was renamed or no longer holds its socket (checked every
+/// [`RECHECK`]), and every [`REWALK`] (a lower pid sharing a socket).
 #[derive(Default)]
 struct Holders {
-    /// Each socket's holder (0 for none found), by inode, sorted.
-    pids: Vec<(u32, u32)>,
-    /// The holders' names, by pid, sorted.
-    names: Vec<(u32, String)>,
+    /// Each socket's holder (0 for none found), by inode.
+    pids: HashMap<u32, u32>,
+    /// The holders' names, by pid.
+    names: HashMap<u32, String>,
     /// Processes whose descriptors could not be read in the last walk.
     denied: usize,
     /// When the processes were last walked, and the holders last checked.
@@ -80,76 +63,60 @@ impl Holders {
     /// Whether each of `listeners` is still held by the holder the last
     /// walk found for it; `held` are those holders' pids, sorted.
     fn still_hold(&self, listeners: &[Listener], held: &[u32]) -> bool {
-        let proc_root = std::path::Path::new("/proc");
         let mut held_now = Vec::with_capacity(held.len());
         for &pid in held.iter().filter(|&&pid| pid != 0) {
-            match owner::sockets_of(proc_root, pid) {
+            match owner::sockets_of(Path::new("/proc"), pid) {
                 Some(inodes) => held_now.push((pid, inodes)),
                 None => return false,
             }
         }
-        listeners.iter().all(|l| match self.pid_of(l.inode) {
-            None | Some(0) => true,
-            Some(pid) => held_now
-                .binary_search_by_key(&pid, |(p, _)| *p)
-                .is_ok_and(|i| held_now[i].1.binary_search(&l.inode).is_ok()),
-        })
+        listeners
+            .iter()
+            .all(|l| match self.pids.get(&l.inode).copied() {
+                None | Some(0) => true,
+                Some(pid) => held_now
+                    .binary_search_by_key(&pid, |(p, _)| *p)
+                    .is_ok_and(|i| held_now[i].1.binary_search(&l.inode).is_ok()),
+            })
     }
 
-    /// The holder the last walk found for socket `inode`, if it saw it.
-    fn pid_of(&self, inode: u32) -> Option<u32> {
-        self.pids
-            .binary_search_by_key(&inode, |(i, _)| *i)
-            .ok()
-            .map(|i| self.pids[i].1)
+    /// The holders' names, if what the last walk found still stands for
+    /// `listeners` (see [`Holders`]).
+    fn still_known(&mut self, listeners: &[Listener]) -> Option<Vec<(u32, String)>> {
+        if self.walked.is_none_or(|at| at.elapsed() >= REWALK) {
+            return None;
+        }
+        let mut held: Vec<u32> = listeners
+            .iter()
+            .map(|l| self.pids.get(&l.inode).copied())
+            .collect::<Option<_>>()?;
+        held.sort_unstable();
+        held.dedup();
+        let names = held
+            .iter()
+            .filter(|&&pid| pid != 0)
+            .map(|&pid| {
+                let name = self.names.get(&pid)?;
+                (owner::comm(Path::new("/proc"), pid).as_ref() == Some(name))
+                    .then(|| (pid, name.clone()))
+            })
+            .collect::<Option<_>>()?;
+        if self.checked.is_none_or(|at| at.elapsed() >= RECHECK) {
+            if !self.still_hold(listeners, &held) {
+                return None;
+            }
+            self.checked = Some(Instant::now());
+        }
+        Some(names)
     }
 
     /// Sets the holder of each listener of `sockets`, walking the
     /// processes only when it must.
     fn attribute(&mut self, sockets: &mut Sockets) {
-        let proc_root = std::path::Path::new("/proc");
-        let mut held: Vec<u32> = Vec::new();
-        let known = self.walked.is_some_and(|at| at.elapsed() < REWALK)
-            && sockets
-                .listeners
-                .iter()
-                .all(|l| match self.pid_of(l.inode) {
-                    Some(pid) => {
-                        held.push(pid);
-                        true
-                    }
-                    None => false,
-                });
-        held.sort_unstable();
-        held.dedup();
-        let names: Option<Vec<(u32, String)>> = known
-            .then(|| {
-                held.iter()
-                    .filter(|&&pid| pid != 0)
-                    .map(|&pid| {
-                        let i = self.names.binary_search_by_key(&pid, |(p, _)| *p).ok()?;
-                        let name = &self.names[i].1;
-                        (owner::comm(proc_root, pid).as_ref() == Some(name))
-                            .then(|| (pid, name.clone()))
-                    })
-                    .collect()
-            })
-            .flatten();
-        let check = self.checked.is_none_or(|at| at.elapsed() >= RECHECK);
-        let names = match names {
-            Some(_) if check && !self.still_hold(&sockets.listeners, &held) => None,
-            Some(names) => {
-                if check {
-                    self.checked = Some(Instant::now());
-                }
-                Some(names)
-            }
-            None => None,
-        };
-        let processes = match names {
+        let processes = match self.still_known(&sockets.listeners) {
             Some(names) => {
                 for listener in &mut sockets.listeners {
-                    listener.pid = self.pid_of(listener.inode).unwrap_or(0);
+                    listener.pid = self.pids.get(&listener.inode).copied().unwrap_or(0);
                 }
                 Processes {
                     names,
@@ -158,10 +125,9 @@ impl Holders {
                 }
             }
             None => {
-                let processes = owner::attribute(&mut sockets.listeners, proc_root);
+                let processes = owner::attribute(&mut sockets.listeners, Path::new("/proc"));
                 self.pids = sockets.listeners.iter().map(|l| (l.inode, l.pid)).collect();
-                self.pids.sort_unstable();
-                self.names = processes.names.clone();
+                self.names = processes.names.iter().cloned().collect();
                 self.denied = processes.denied;
                 self.walked = Some(Instant::now());
                 self.checked = self.walked;
@@ -172,44 +138,12 @@ impl Holders {
     }
 }
 
-/// What happened to a listener.
+/// What happened to a listener: there at the start, opened, or closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// It was there at the start.
     Listening,
-    /// It opened.
     Open,
-    /// It closed.
     Close,
-}
-
-impl Event {
-    /// The value of `"event"` in JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Event::Listening => "listening",
-            Event::Open => "open",
-            Event::Close => "close",
-        }
-    }
-
-    /// The mark in the table.
-    fn mark(self) -> char {
-        match self {
-            Event::Listening => '=',
-            Event::Open => '+',
-            Event::Close => '-',
-        }
-    }
-
-    /// The colour of the mark on a terminal: green for open, red for close.
-    fn colour(self) -> Option<&'static str> {
-        match self {
-            Event::Listening => None,
-            Event::Open => Some("\x1b[32m"),
-            Event::Close => Some("\x1b[31m"),
-        }
-    }
 }
 
 /// A listener as the watch follows it: its row and its socket's inode.
@@ -264,8 +198,6 @@ impl PartialOrd for Entry {
 
 /// What a scan found, as it found it: two scans with equal fingerprints
 /// have the same rows, and comparing them costs far less than making rows.
-/// (Not the other way round: with `--netns all` the namespaces come in no
-/// particular order, and then the rows decide.)
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Fingerprint {
     listeners: Vec<Listener>,
@@ -310,9 +242,7 @@ pub fn entries(scan: &Scan) -> anyhow::Result<BTreeSet<Entry>> {
         .collect())
 }
 
-/// What changed from `before` to `after`: each listener that closed or
-/// opened, in line order (a listener that changed process closes just
-/// before it opens again).
+/// What changed from `before` to `after`, in line order.
 pub fn changes<'a>(
     before: &'a BTreeSet<Entry>,
     after: &'a BTreeSet<Entry>,
@@ -323,21 +253,11 @@ pub fn changes<'a>(
         .chain(after.difference(before).map(|e| (Event::Open, e)))
         .collect();
     // Stable: for two alike but for their process, the close comes first.
-    changes.sort_by(|a, b| {
-        let (a, b) = (a.1.key(), b.1.key());
-        (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3))
+    changes.sort_by_key(|(_, e)| {
+        let key = e.key();
+        (key.0, key.1, key.2, key.3)
     });
     changes
-}
-
-/// The time of a scan, as every line shows it: RFC 3339, UTC, with
-/// milliseconds.
-pub struct Time(pub SystemTime);
-
-impl fmt::Display for Time {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_rfc3339_millis(self.0))
-    }
 }
 
 /// One event as a JSON line: `event`, `time`, then the keys of a row.
@@ -358,13 +278,11 @@ pub struct Printer<W: Write> {
     widths: Vec<usize>,
 }
 
-/// The narrowest each column of the table starts at: wide enough for most
-/// listeners, so that the lines stay aligned as they come.
+/// The narrowest each column starts at, so that most lines stay aligned.
 const MIN_WIDTHS: [usize; 7] = [3, 5, 15, 8, 15, 7, 12];
 
 impl<W: Write> Printer<W> {
-    /// A printer in `format` (table or json), colouring the table's marks
-    /// if `colour`, with a NETNS column if `netns`.
+    /// A printer in `format`, colouring the marks if `colour`.
     pub fn new(out: W, format: Format, colour: bool, netns: bool) -> Printer<W> {
         let headings = views::headings(netns);
         let widths = headings
@@ -384,25 +302,20 @@ impl<W: Write> Printer<W> {
     pub fn listing(&mut self, entries: &BTreeSet<Entry>, time: SystemTime) -> io::Result<()> {
         if !self.json {
             for entry in entries {
-                self.widen(&entry.row.cells());
+                views::widen(&mut self.widths, &entry.row.cells());
             }
             let headings = views::headings(self.widths.len() > 6);
             write!(self.out, "{:24}     ", "TIME")?;
             views::row(&mut self.out, &headings, &self.widths)?;
         }
-        let time = Time(time).to_string();
-        for entry in entries {
-            self.event(Event::Listening, &time, &entry.row)?;
-        }
-        self.out.flush()
+        let listing: Vec<_> = entries.iter().map(|e| (Event::Listening, e)).collect();
+        self.changes(&listing, time)
     }
 
-    /// Writes the changes of one scan.
+    /// Writes the changes of one scan, each with its time: RFC 3339, UTC,
+    /// with milliseconds.
     pub fn changes(&mut self, changes: &[(Event, &Entry)], time: SystemTime) -> io::Result<()> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let time = Time(time).to_string();
+        let time = humantime::format_rfc3339_millis(time).to_string();
         for (event, entry) in changes {
             self.event(*event, &time, &entry.row)?;
         }
@@ -411,9 +324,14 @@ impl<W: Write> Printer<W> {
 
     /// Writes one event.
     fn event(&mut self, event: Event, time: &str, row: &Row) -> io::Result<()> {
+        let (name, mark, colour) = match event {
+            Event::Listening => ("listening", '=', None),
+            Event::Open => ("open", '+', Some("\x1b[32m")),
+            Event::Close => ("close", '-', Some("\x1b[31m")),
+        };
         if self.json {
             let line = JsonEvent {
-                event: event.name(),
+                event: name,
                 time: time.to_string(),
                 row,
             };
@@ -421,24 +339,17 @@ impl<W: Write> Printer<W> {
             return self.out.write_all(b"\n");
         }
         let cells = row.cells();
-        self.widen(&cells);
-        match event.colour().filter(|_| self.colour) {
-            Some(colour) => write!(self.out, "{time}  {colour}{}\x1b[0m  ", event.mark())?,
-            None => write!(self.out, "{time}  {}  ", event.mark())?,
+        views::widen(&mut self.widths, &cells);
+        match colour.filter(|_| self.colour) {
+            Some(colour) => write!(self.out, "{time}  {colour}{mark}\x1b[0m  ")?,
+            None => write!(self.out, "{time}  {mark}  ")?,
         }
         views::row(&mut self.out, &cells, &self.widths)
     }
-
-    /// Widens the columns to fit `cells`.
-    fn widen(&mut self, cells: &[String]) {
-        for (width, cell) in self.widths.iter_mut().zip(cells) {
-            *width = (*width).max(views::printable(cell).chars().count());
-        }
-    }
 }
 
-/// Watches until SIGINT or SIGTERM, or until stdout's reader goes away:
-/// lists the listeners, then prints each change, scanning every `interval`.
+/// Watches, scanning every `interval`, until SIGINT, SIGTERM or stdout's
+/// reader goes away.
 pub fn run(job: &Job, interval: Duration) -> anyhow::Result<()> {
     job.plan.check()?;
     let mut stop = SigSet::empty();
@@ -511,8 +422,7 @@ pub fn run(job: &Job, interval: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until `deadline`: `false` when SIGINT or SIGTERM came first, or
-/// stdout's reader went away, `true` otherwise.
+/// Waits until `deadline`; `false` when the watch must stop first.
 fn wait(signals: &SignalFd, deadline: Instant) -> io::Result<bool> {
     let stdout = io::stdout();
     loop {
