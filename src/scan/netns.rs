@@ -1,58 +1,32 @@
 //! `--netns all`: the listeners of every network namespace of the host,
 //! each scanned from inside it.
 //!
-//! **Finding them.** A namespace exists while a thread is in it, a file
-//! is bound to it, or a socket made in it is open. So: every distinct
-//! `/proc/PID/ns/net` (by device and inode: one per namespace, however
-//! many processes share it) and `/proc/PID/task/TID/ns/net` (a thread
-//! that made a namespace of its own; the threads of a process whose main
-//! thread exited); the files under `/run/netns` (made by `ip netns add`)
-//! and `/var/run/docker/netns` (Docker's) that are bound to a namespace;
-//! and every nsfs mount of a network namespace in the mount table of
-//! every mount namespace (`/proc/PID/mountinfo`, opened through
-//! `/proc/PID/root`: a container's own `/run/netns`, a file bound
-//! anywhere). A namespace held only by a socket (made in it by a process
-//! that then left) is not found.
+//! **Finding them.** A namespace lives while a thread is in it, a file is
+//! bound to it or a socket made in it is open. So: each distinct
+//! `/proc/PID/ns/net` and `/proc/PID/task/TID/ns/net` (a thread that made
+//! a namespace of its own, or outlived its main thread); the files bound
+//! under `/run/netns` (`ip netns`) and `/var/run/docker/netns`; and the
+//! nsfs mounts in the mount table of every mount namespace, reached
+//! through `/proc/PID/root`. One held only by a socket is not found.
 //!
-//! **Naming them** (the `netns` label), in this order of preference:
-//! - the file name under `/run/netns` (the smallest, when it has several);
-//! - `host`, for the namespace of PID 1;
-//! - a container's short id (12 hex digits), for the namespace of the
-//!   container's oldest process (its init), from the cgroup:
-//!   `docker-<id>.scope`,
-//!   `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`
-//!   or a bare `<id>` component (`/docker/<id>`, the cgroupfs drivers);
-//! - otherwise `net:[INODE]`, as `readlink /proc/PID/ns/net` writes it.
+//! **Naming them** (the `netns` label), in this order of preference: the
+//! smallest file name under this mount namespace's `/run/netns`; `host`
+//! for PID 1's; a container's short id, from the cgroup of its oldest
+//! process (its init); else `net:[INODE]` as readlink writes it. Each is
+//! stable for the namespace's life and between runs; of two claims to one
+//! label, the less preferred falls back to `net:[INODE]`.
 //!
-//! Each of these stays the same for the namespace's whole life, and
-//! between runs: no process that appears later is older than a
-//! container's init. Two namespaces never get the same label: a clash (an
-//! `ip netns` name `host`) leaves the less preferred one with its
-//! `net:[INODE]`, as does a namespace made inside a container. Only this
-//! mount namespace's `/run/netns` names: a namespace named in another
-//! (a container's own) is found through its mount, not named by it.
+//! **Scanning them.** A netlink socket belongs to the namespace it is made
+//! in, so one worker thread, made for this and ended with the scan, enters
+//! each namespace in turn (`setns`); no other thread ever moves. With
+//! procfs, a namespace with a process is read from `/proc/PID/net`.
 //!
-//! **Scanning them.** A netlink socket belongs to the namespace it is
-//! created in, so one worker thread enters each namespace in turn
-//! (`setns`) and runs the same scan as for the tool's own namespace there.
-//! Only a thread made for this ever changes namespace, and it ends with
-//! the scan: no other thread (the main one, a server's runtime) is ever
-//! moved. With `--method procfs` a namespace that has a process is read
-//! from `/proc/PID/net` without entering it.
-//!
-//! **What can go wrong.** A namespace whose last process exits, or whose
-//! file is removed, between finding and scanning it no longer exists: it
-//! is skipped, which is what a scan a moment later would see. One that
-//! exists but cannot be opened or entered (a security module says no) is
-//! reported in [`Unscanned`]: counted in a gauge and named on stderr,
-//! never dropped silently. A process whose namespace link cannot be read
-//! is placed by its `/proc/PID/net` entries (`place_unreadable`).
-//!
-//! **Privilege.** Opening another process's namespace needs
-//! CAP_SYS_PTRACE, entering one CAP_SYS_ADMIN, both in the host's user
-//! namespace (root of a user namespace of its own has them only there).
-//! Without them the scan refuses to start ([`check_privilege`]): a
-//! partial set of namespaces must never pass for all of them.
+//! **Failures.** A namespace gone between finding and scanning it is
+//! skipped, as a later scan would see; one that cannot be opened or
+//! entered is reported in [`Unscanned`], never dropped silently. Opening
+//! and entering need CAP_SYS_PTRACE and CAP_SYS_ADMIN in the host's user
+//! namespace, else the scan refuses to start ([`check_privilege`]): a
+//! partial set must never pass for all of them.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -66,21 +40,22 @@ use std::{
 use anyhow::{Context, bail};
 use nix::sched::{CloneFlags, setns};
 
-use super::{Interface, Listener, Method, Names, Plan, Protocols, Unscanned, netlink, procfs};
+use super::{
+    Interface, Listener, Method, Names, Plan, Protocols, Unscanned, netlink, netlink_else_procfs,
+    procfs,
+};
 
 /// Where `ip netns add` binds named namespaces (iproute2 writes
 /// `/var/run/netns`, which is `/run/netns` on most systems).
 const NAMED_DIRS: [&str; 2] = ["/run/netns", "/var/run/netns"];
-/// Where Docker binds the namespaces of its containers (named by sandbox,
-/// not by container: these names are not used as labels).
+/// Docker's, named by sandbox, not container: not labels.
 const DOCKER_DIR: &str = "/var/run/docker/netns";
 
 /// The capabilities `--netns all` needs (linux/capability.h).
 const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
 
-/// The inode of the initial user namespace (PROC_USER_INIT_INO,
-/// linux/proc_ns.h): fixed, the same on every host.
+/// The inode of the initial user namespace (PROC_USER_INIT_INO).
 const INITIAL_USER_NAMESPACE: u64 = 0xEFFF_FFFD;
 
 /// A namespace's identity: the device and inode of its nsfs file.
@@ -110,11 +85,10 @@ struct Bound {
     path: PathBuf,
     /// Its file name.
     name: String,
-    /// Made by `ip netns` (its name is a label); else Docker's, or an
-    /// nsfs mount found in a mount table.
+    /// Made by `ip netns`: its name is a label.
     named: bool,
-    /// Found in a mount table: the namespace exists, so a file that is not
-    /// it (mounted over) means it cannot be reached, not that it is gone.
+    /// Found in a mount table: another file there (mounted over) means
+    /// the namespace cannot be reached, not that it is gone.
     mounted: bool,
 }
 
@@ -126,9 +100,7 @@ pub struct Space {
     id: Id,
     /// The processes in it (their main thread is), ascending.
     pids: Vec<u32>,
-    /// The namespace links of threads in it whose process's main thread is
-    /// not (a thread that called `unshare(CLONE_NEWNET)` or `setns`, or
-    /// any thread of a process whose main thread has exited).
+    /// The namespace links of threads in it whose main thread is not.
     threads: Vec<PathBuf>,
     /// The files bound to it.
     files: Vec<Bound>,
@@ -149,8 +121,7 @@ impl Space {
     }
 }
 
-/// The namespaces of the host, and those that were seen but cannot be
-/// scanned.
+/// The namespaces of the host, and those seen that cannot be scanned.
 #[derive(Debug, Default)]
 pub struct Discovery {
     pub spaces: Vec<Space>,
@@ -166,7 +137,6 @@ pub struct All {
     pub interfaces: Vec<(Interface, String)>,
     /// The label of each namespace scanned.
     pub names: Vec<String>,
-    /// The namespaces that exist but could not be scanned.
     pub unscanned: Vec<Unscanned>,
     /// The method that ran (netlink, or procfs).
     pub method: Method,
@@ -188,8 +158,7 @@ pub fn scan(plan: &Plan) -> anyhow::Result<All> {
         method: plan.method,
         fallback: None,
     };
-    // The worker: the only thread that changes namespace. It ends here,
-    // in whichever namespace it was last, and takes that with it.
+    // The only thread that changes namespace; it ends in the last one.
     let outcomes = thread::scope(|scope| {
         let worker = thread::Builder::new()
             .name("netns".into())
@@ -215,8 +184,8 @@ pub fn scan(plan: &Plan) -> anyhow::Result<All> {
         names: Vec::new(),
         unscanned: found.unscanned,
         method: match how.method {
-            Method::Auto | Method::Netlink => Method::Netlink,
-            other => other,
+            Method::Procfs => Method::Procfs,
+            _ => Method::Netlink,
         },
         fallback: how.fallback,
     };
@@ -264,9 +233,8 @@ pub fn check_privilege() -> anyhow::Result<()> {
     .filter(|(bit, _)| effective & (1 << bit) == 0)
     .map(|(_, name)| name)
     .collect();
-    // CapEff counts in the user namespace this process is in: root of a
-    // user namespace of its own (`unshare -U -r`) has them all, and may
-    // enter none of the host's namespaces.
+    // CapEff counts in this process's user namespace: root of its own
+    // (`unshare -U -r`) has them all, and may enter none of the host's.
     let path = "/proc/thread-self/ns/user";
     let user = fs::metadata(path).with_context(|| format!("cannot read {path}"))?;
     if user.ino() != INITIAL_USER_NAMESPACE {
@@ -290,8 +258,8 @@ pub fn check_privilege() -> anyhow::Result<()> {
 /// Finds and names the network namespaces of the host.
 pub fn discover() -> io::Result<Discovery> {
     let proc_root = Path::new("/proc");
-    // Every nsfs file is on one device: a file under /run/netns on another
-    // is not bound to a namespace (left over after a crash).
+    // A file under /run/netns not on the nsfs device is not bound (left
+    // over after a crash).
     let nsfs = fs::metadata("/proc/thread-self/ns/net")?.dev();
     let mut found = Discovery::default();
     let mut index: HashMap<Id, usize> = HashMap::new();
@@ -303,8 +271,7 @@ pub fn discover() -> io::Result<Discovery> {
     };
 
     let mut unreadable = Vec::new();
-    // One process of each mount namespace, whose mount table may hold
-    // nsfs mounts of network namespaces.
+    // One process of each mount namespace, to read its nsfs mounts.
     let mut mounts: HashMap<u64, u32> = HashMap::new();
     let mut task = PathBuf::new();
     for pid in super::owner::pids(proc_root) {
@@ -315,8 +282,7 @@ pub fn discover() -> io::Result<Discovery> {
                 found.spaces[i].pids.push(pid);
                 Some(id)
             }
-            // Gone, or its main thread exited while others live on: the
-            // threads tell.
+            // Gone, or its main thread exited: its threads tell.
             Err(err) if is_gone(&err) => None,
             Err(err) => {
                 unreadable.push((pid, err));
@@ -327,8 +293,7 @@ pub fn discover() -> io::Result<Discovery> {
             mounts.entry(meta.ino()).or_insert(pid);
         }
         // Threads in another namespace than their process's. The task
-        // directory's link count is 2 + its threads (procfs counts them):
-        // one thread, and it is the main one, read above.
+        // directory's link count is 2 + its threads: 3 is the main alone.
         let dir = format!("/proc/{pid}/task");
         if fs::metadata(&dir).is_ok_and(|m| m.nlink() <= 3) && main.is_some() {
             continue;
@@ -339,7 +304,6 @@ pub fn discover() -> io::Result<Discovery> {
         let own = pid.to_string();
         for entry in tasks.flatten() {
             let name = entry.file_name();
-            // The main thread's link is the process's, read above.
             if name.to_str() == Some(own.as_str()) {
                 continue;
             }
@@ -401,9 +365,7 @@ pub fn discover() -> io::Result<Discovery> {
         }
     }
 
-    // nsfs mounts anywhere, in every mount namespace (a container's own
-    // /run/netns, a namespace bound to a file elsewhere): each reached
-    // through the root of a process of that mount namespace.
+    // nsfs mounts in every mount namespace, through a process's root.
     let mut mounts: Vec<(u32, u64)> = mounts.into_iter().map(|(mnt, pid)| (pid, mnt)).collect();
     mounts.sort_unstable();
     for (pid, _) in mounts {
@@ -488,12 +450,9 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Places the processes whose namespace link could not be read (a
-/// security module may refuse it even to root) by their `/proc/PID/net`
-/// entries, which the kernel makes once per namespace: a process whose
-/// `net/dev` is that of a namespace already found is in it (which tells
-/// which namespace is PID 1's); the others are in namespaces that cannot
-/// be scanned, one per distinct entry.
+/// Places the processes whose namespace link a security module refused
+/// by their `/proc/PID/net/dev`, one inode per namespace: in one already
+/// found (which may tell PID 1's), or else in one that cannot be scanned.
 fn place_unreadable(found: &mut Discovery, unreadable: Vec<(u32, io::Error)>) {
     let entry = |pid: u32| fs::metadata(format!("/proc/{pid}/net/dev")).map(|m| m.ino());
     let mut known: HashMap<u64, usize> = HashMap::new();
@@ -537,21 +496,16 @@ struct Member {
 /// Gives each namespace its label (see the module's documentation);
 /// `container` tells of a process the container it belongs to, if any.
 ///
-/// A container's id goes to the namespace of its oldest process, its init
-/// (first the earliest start, then a PID namespace's init, then the lower
-/// pid): no process that appears later can take it, so the label stays
-/// while the container lives. A namespace holding the inits of several
-/// containers (a Kubernetes pod) takes the id of the oldest (the pod's
-/// sandbox).
+/// A container's id goes to the namespace of its oldest process (earliest
+/// start, then a PID namespace's init, then the lower pid), which no later
+/// process can displace; a pod's namespace, holding several containers'
+/// inits, takes the oldest's (the sandbox's).
 fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) {
     // Container id → (age key, namespace) of its oldest process.
     type Age = (u64, bool, u32);
     let mut oldest: HashMap<String, (Age, usize)> = HashMap::new();
     for (i, space) in spaces.iter().enumerate() {
-        // Only the namespaces a container id may name: reading the cgroup
-        // of every process of the host's namespace would cost a read per
-        // process. (So a container sharing the host's namespace does not
-        // keep its id from a namespace made inside it.)
+        // Not the host's: that would read the cgroup of every process.
         if space.host || space.files.iter().any(|f| f.named) {
             continue;
         }
@@ -593,8 +547,7 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) 
         };
         labels.push((label.0, label.1, label.2, i));
     }
-    // A label taken twice (an `ip netns` name `host`, a container's id
-    // that is also a name) stays with the most preferred claim.
+    // A label claimed twice stays with the most preferred claim.
     labels.sort_unstable();
     for k in 0..labels.len() {
         let (label, _, _, i) = &labels[k];
@@ -612,8 +565,7 @@ fn container_of_pid(pid: u32) -> Option<Member> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let id = container_id(&text)?;
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name (which may hold anything): field 3 onwards;
-    // the start time is field 22.
+    // Field 22, counted after the command name (which may hold anything).
     let started = stat
         .rsplit_once(')')?
         .1
@@ -639,11 +591,9 @@ pub fn container_id(cgroup: &str) -> Option<String> {
     })
 }
 
-/// The short id of the container a cgroup path component is, if it is
-/// one: `docker-<id>.scope`, `cri-containerd-<id>.scope`,
-/// `crio-<id>.scope`, `libpod-<id>.scope` (the systemd drivers) or `<id>`
-/// alone (the cgroupfs drivers: `/docker/<id>`, `/kubepods/.../<id>`), where
-/// the id is 64 hex digits. `crio-conmon-<id>.scope` and the like are not.
+/// The short id of the container a cgroup path component names, if any:
+/// `docker-`, `cri-containerd-`, `crio-` or `libpod-` `<id>.scope` (systemd
+/// drivers) or `<id>` alone (cgroupfs drivers), `<id>` 64 hex digits.
 fn container_of_component(component: &str) -> Option<String> {
     let id = ["docker-", "cri-containerd-", "crio-", "libpod-"]
         .iter()
@@ -670,12 +620,10 @@ fn reason(err: &io::Error) -> String {
     }
 }
 
-/// How the worker scans, and what it had to change.
+/// How the worker scans: `auto` becomes procfs once netlink is refused.
 #[derive(Debug)]
 struct How {
-    /// The method; `auto` becomes procfs after netlink is refused once.
     method: Method,
-    /// Why `auto` fell back to procfs.
     fallback: Option<String>,
 }
 
@@ -709,31 +657,21 @@ fn scan_space(space: &Space, how: &mut How, protocols: Protocols) -> anyhow::Res
             Outcome::Unscanned(format!("cannot enter it: {}", reason(&err)))
         });
     }
-    // This thread is in the namespace now.
-    let found = match how.method {
-        Method::Procfs => read_inside(protocols)?,
-        Method::Netlink => dump_inside(protocols).with_context(|| {
-            format!(
-                "netlink sock_diag dump failed in network namespace {}",
-                space.name
-            )
-        })?,
-        _ => match dump_inside(protocols) {
-            Ok(found) => found,
-            Err(refused) => {
-                let why = format!(
-                    "netlink sock_diag dump failed in network namespace {} ({refused})",
-                    space.name
-                );
-                let found =
-                    read_inside(protocols).with_context(|| format!("{why}, and so did procfs"))?;
-                how.method = Method::Procfs;
-                how.fallback = Some(format!("{why}; used procfs"));
-                found
-            }
+    // This thread is in the namespace now; thread-self, not self: the
+    // latter is the main thread's namespace.
+    let ((listeners, names), _, fallback) = netlink_else_procfs(
+        how.method,
+        &format!(" in network namespace {}", space.name),
+        || netlink::listeners(protocols),
+        || {
+            procfs::listeners(Path::new("/proc/thread-self/net"), protocols)
+                .context("reading the /proc listener tables failed")
         },
-    };
-    Ok(Outcome::Found(found.0, found.1))
+    )?;
+    if fallback.is_some() {
+        (how.method, how.fallback) = (Method::Procfs, fallback);
+    }
+    Ok(Outcome::Found(listeners, names))
 }
 
 /// Opens the namespace's file: one bound under /run, or the namespace link
@@ -799,20 +737,6 @@ fn read_from_outside(
         });
     }
     Ok(None)
-}
-
-/// The tables of the namespace this thread is in, read from procfs.
-fn read_inside(protocols: Protocols) -> anyhow::Result<(Vec<Listener>, Names)> {
-    // thread-self, not self: /proc/self/net is the main thread's namespace.
-    procfs::listeners(Path::new("/proc/thread-self/net"), protocols)
-        .context("reading the /proc listener tables failed")
-}
-
-/// A netlink dump in the namespace this thread is in.
-fn dump_inside(protocols: Protocols) -> io::Result<(Vec<Listener>, Names)> {
-    let listeners = netlink::listeners(protocols)?;
-    let interfaces = netlink::interface_names(&listeners);
-    Ok((listeners, interfaces))
 }
 
 #[cfg(test)]
