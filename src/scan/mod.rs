@@ -252,8 +252,9 @@ impl Scan {
 enum Found {
     /// The open ports of TCP and of UDP.
     Ports(PortSet, PortSet),
-    /// Every listener, and the names of the interfaces they are bound to.
-    Sockets(Vec<Listener>, Vec<(Interface, String)>),
+    /// Every listener, the names of the interfaces they are bound to, and
+    /// with `--netns all` the label of each namespace.
+    Sockets(Vec<Listener>, Vec<(Interface, String)>, Vec<String>),
 }
 
 impl Found {
@@ -261,7 +262,7 @@ impl Found {
     #[cfg(target_os = "linux")]
     fn own((listeners, names): (Vec<Listener>, Names)) -> Found {
         let interfaces = names.into_iter().map(|(i, name)| ((0, i), name));
-        Found::Sockets(listeners, interfaces.collect())
+        Found::Sockets(listeners, interfaces.collect(), Vec::new())
     }
 }
 
@@ -320,21 +321,16 @@ impl Plan {
             fallback: None,
             unscanned: Vec::new(),
         };
-        let (found, namespaces) = match self.namespaces {
-            Namespaces::Own => (self.own(&mut scan)?, Vec::new()),
+        let found = match self.namespaces {
+            Namespaces::Own => self.own(&mut scan)?,
             #[cfg(target_os = "linux")]
-            Namespaces::All => {
-                let all = netns::scan(self)?;
-                (scan.method, scan.fallback, scan.unscanned) =
-                    (all.method, all.fallback, all.unscanned);
-                (Found::Sockets(all.listeners, all.interfaces), all.names)
-            }
+            Namespaces::All => netns::scan(self, &mut scan)?,
             #[cfg(not(target_os = "linux"))]
             Namespaces::All => anyhow::bail!("--netns exists only on Linux"),
         };
         match found {
             Found::Ports(tcp, udp) => (scan.open, scan.open_udp) = (tcp, udp),
-            Found::Sockets(listeners, interfaces) => {
+            Found::Sockets(listeners, interfaces, namespaces) => {
                 let sockets = self.learn(listeners, interfaces, namespaces);
                 for listener in &sockets.listeners {
                     match listener.protocol {

@@ -41,7 +41,7 @@ use anyhow::{Context, bail};
 use nix::sched::{CloneFlags, setns};
 
 use super::{
-    Interface, Listener, Method, Names, Plan, Protocols, Unscanned, netlink, netlink_else_procfs,
+    Found, Listener, Method, Names, Plan, Protocols, Scan, Unscanned, netlink, netlink_else_procfs,
     procfs,
 };
 
@@ -59,7 +59,7 @@ const CAP_SYS_ADMIN: u32 = 21;
 const INITIAL_USER_NAMESPACE: u64 = 0xEFFF_FFFD;
 
 /// A namespace's identity: the device and inode of its nsfs file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Id {
     dev: u64,
     ino: u64,
@@ -93,7 +93,7 @@ struct Bound {
 }
 
 /// A network namespace that was found.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Space {
     /// Its `netns` label.
     pub name: String,
@@ -108,19 +108,6 @@ pub struct Space {
     host: bool,
 }
 
-impl Space {
-    fn new(id: Id) -> Space {
-        Space {
-            name: String::new(),
-            id,
-            pids: Vec::new(),
-            threads: Vec::new(),
-            files: Vec::new(),
-            host: false,
-        }
-    }
-}
-
 /// The namespaces of the host, and those seen that cannot be scanned.
 #[derive(Debug, Default)]
 pub struct Discovery {
@@ -128,91 +115,50 @@ pub struct Discovery {
     pub unscanned: Vec<Unscanned>,
 }
 
-/// What a scan of every namespace found.
-#[derive(Debug)]
-pub struct All {
-    /// Every listener, its `netns` an index into `names`.
-    pub listeners: Vec<Listener>,
-    /// The interfaces the listeners are bound to, by namespace, sorted.
-    pub interfaces: Vec<(Interface, String)>,
-    /// The label of each namespace scanned.
-    pub names: Vec<String>,
-    pub unscanned: Vec<Unscanned>,
-    /// The method that ran (netlink, or procfs).
-    pub method: Method,
-    /// Why `auto` fell back to procfs, if it did.
-    pub fallback: Option<String>,
-}
-
 /// Scans every network namespace of the host with the plan's method and
-/// protocols. The plan's selection and detail are applied by the caller,
-/// to all namespaces at once.
-pub fn scan(plan: &Plan) -> anyhow::Result<All> {
+/// protocols, setting the method that ran, why it fell back and what could
+/// not be scanned; the caller applies the selection and detail.
+pub(super) fn scan(plan: &Plan, scan: &mut Scan) -> anyhow::Result<Found> {
     if plan.method == Method::Bind {
         bail!("--method bind cannot scan other network namespaces");
     }
     check_privilege()?;
     let found = discover().context("cannot list the network namespaces")?;
-    let protocols = plan.protocols;
-    let mut how = How {
-        method: plan.method,
-        fallback: None,
-    };
+    scan.unscanned = found.unscanned;
     // The only thread that changes namespace; it ends in the last one.
     let outcomes = thread::scope(|scope| {
+        let spaces = &found.spaces;
+        let each = || spaces.iter().map(|space| scan_space(space, scan)).collect();
         let worker = thread::Builder::new()
             .name("netns".into())
-            .spawn_scoped(scope, || {
-                let outcomes = found
-                    .spaces
-                    .iter()
-                    .map(|space| scan_space(space, &mut how, protocols))
-                    .collect::<anyhow::Result<Vec<Outcome>>>();
-                (outcomes, how)
-            })
+            .spawn_scoped(scope, each)
             .context("cannot start the thread that enters the namespaces")?;
-        let (outcomes, how) = worker
+        let outcomes: anyhow::Result<Vec<Outcome>> = worker
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        outcomes.map(|outcomes| (outcomes, how))
-    });
-    let (outcomes, how) = outcomes?;
-
-    let mut all = All {
-        listeners: Vec::new(),
-        interfaces: Vec::new(),
-        names: Vec::new(),
-        unscanned: found.unscanned,
-        method: match how.method {
-            Method::Procfs => Method::Procfs,
-            _ => Method::Netlink,
-        },
-        fallback: how.fallback,
-    };
+        outcomes
+    })?;
+    if scan.method != Method::Procfs {
+        scan.method = Method::Netlink;
+    }
+    let (mut listeners, mut interfaces, mut names) = (Vec::new(), Vec::new(), Vec::new());
     for (space, outcome) in found.spaces.into_iter().zip(outcomes) {
         match outcome {
-            Outcome::Found(mut listeners, interfaces) => {
-                let netns = u32::try_from(all.names.len()).expect("fewer than 2^32 namespaces");
-                for listener in &mut listeners {
-                    listener.netns = netns;
-                }
-                all.listeners.append(&mut listeners);
-                all.interfaces.extend(
-                    interfaces
-                        .into_iter()
-                        .map(|(index, name)| ((netns, index), name)),
-                );
-                all.names.push(space.name);
+            Outcome::Found(found, ifaces) => {
+                let netns = u32::try_from(names.len()).expect("fewer than 2^32 namespaces");
+                listeners.extend(found.into_iter().map(|l| Listener { netns, ..l }));
+                interfaces.extend(ifaces.into_iter().map(|(i, name)| ((netns, i), name)));
+                names.push(space.name);
             }
             Outcome::Gone => {}
-            Outcome::Unscanned(why) => all.unscanned.push(Unscanned {
+            Outcome::Unscanned(why) => scan.unscanned.push(Unscanned {
                 name: space.name,
                 why,
             }),
         }
     }
-    all.interfaces.sort_unstable();
-    Ok(all)
+    interfaces.sort_unstable();
+    Ok(Found::Sockets(listeners, interfaces, names))
 }
 
 /// Fails, naming what is missing, unless this thread may open other
@@ -265,7 +211,10 @@ pub fn discover() -> io::Result<Discovery> {
     let mut index: HashMap<Id, usize> = HashMap::new();
     let mut place = |spaces: &mut Vec<Space>, id: Id| -> usize {
         *index.entry(id).or_insert_with(|| {
-            spaces.push(Space::new(id));
+            spaces.push(Space {
+                id,
+                ..Space::default()
+            });
             spaces.len() - 1
         })
     };
@@ -620,13 +569,6 @@ fn reason(err: &io::Error) -> String {
     }
 }
 
-/// How the worker scans: `auto` becomes procfs once netlink is refused.
-#[derive(Debug)]
-struct How {
-    method: Method,
-    fallback: Option<String>,
-}
-
 /// What became of one namespace.
 enum Outcome {
     /// Its listeners and the names of their interfaces.
@@ -637,9 +579,11 @@ enum Outcome {
     Unscanned(String),
 }
 
-/// Scans one namespace, on the worker thread.
-fn scan_space(space: &Space, how: &mut How, protocols: Protocols) -> anyhow::Result<Outcome> {
-    if how.method == Method::Procfs
+/// Scans one namespace, on the worker thread; `auto` becomes procfs once
+/// netlink is refused.
+fn scan_space(space: &Space, scan: &mut Scan) -> anyhow::Result<Outcome> {
+    let protocols = scan.protocols;
+    if scan.method == Method::Procfs
         && let Some((listeners, interfaces)) = read_from_outside(space, protocols)?
     {
         return Ok(Outcome::Found(listeners, interfaces));
@@ -660,7 +604,7 @@ fn scan_space(space: &Space, how: &mut How, protocols: Protocols) -> anyhow::Res
     // This thread is in the namespace now; thread-self, not self: the
     // latter is the main thread's namespace.
     let ((listeners, names), _, fallback) = netlink_else_procfs(
-        how.method,
+        scan.method,
         &format!(" in network namespace {}", space.name),
         || netlink::listeners(protocols),
         || {
@@ -669,7 +613,7 @@ fn scan_space(space: &Space, how: &mut How, protocols: Protocols) -> anyhow::Res
         },
     )?;
     if fallback.is_some() {
-        (how.method, how.fallback) = (Method::Procfs, fallback);
+        (scan.method, scan.fallback) = (Method::Procfs, fallback);
     }
     Ok(Outcome::Found(listeners, names))
 }
