@@ -30,14 +30,8 @@ impl Label {
         Label::Netns,
     ];
 
-    /// The labels `--labels` may choose.
-    pub const CHOSEN: [Label; 5] = [
-        Label::Protocol,
-        Label::Address,
-        Label::Scope,
-        Label::User,
-        Label::Process,
-    ];
+    /// The labels `--labels` may choose: all but `netns`.
+    pub const CHOSEN: [Label; 5] = *Label::ALL.first_chunk().unwrap();
 
     /// The label's name.
     pub fn name(self) -> &'static str {

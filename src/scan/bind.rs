@@ -139,7 +139,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(30);
 /// a scan wait; without one (a read-only /run) scans run unlocked. The
 /// holder removes the file before releasing it, so a waiter that locked
 /// the removed file sees it is no longer the named one and tries again.
-pub struct ScanLock {
+struct ScanLock {
     /// `None` when running without a lock.
     held: Option<(fs::File, PathBuf)>,
 }
@@ -147,7 +147,7 @@ pub struct ScanLock {
 impl ScanLock {
     /// Takes the lock of the current network namespace, waiting up to
     /// `wait` for a running scan to end.
-    pub fn acquire(wait: Duration) -> io::Result<ScanLock> {
+    fn acquire(wait: Duration) -> io::Result<ScanLock> {
         match lock_path() {
             Some(path) => ScanLock::acquire_at(path, wait),
             None => Ok(ScanLock { held: None }),

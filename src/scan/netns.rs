@@ -222,7 +222,6 @@ pub fn discover() -> io::Result<Discovery> {
     let mut unreadable = Vec::new();
     // One process of each mount namespace, to read its nsfs mounts.
     let mut mounts: HashMap<u64, u32> = HashMap::new();
-    let mut task = PathBuf::new();
     for pid in super::owner::pids(proc_root) {
         let main = match fs::metadata(format!("/proc/{pid}/ns/net")) {
             Ok(meta) => {
@@ -256,13 +255,11 @@ pub fn discover() -> io::Result<Discovery> {
             if name.to_str() == Some(own.as_str()) {
                 continue;
             }
-            task.clear();
-            task.push(entry.path());
-            task.push("ns/net");
+            let task = entry.path().join("ns/net");
             match fs::metadata(&task) {
                 Ok(meta) if Some(Id::of(&meta)) != main => {
                     let i = place(&mut found.spaces, Id::of(&meta));
-                    found.spaces[i].threads.push(task.clone());
+                    found.spaces[i].threads.push(task);
                 }
                 Ok(_) => {}
                 Err(err) if is_gone(&err) => {}

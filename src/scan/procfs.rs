@@ -6,7 +6,7 @@
 
 use std::{
     fs::File,
-    io::{self, BufRead, Read},
+    io::{self, Read},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
 };
@@ -236,13 +236,10 @@ fn read(
                     ));
                 }
             };
-            parse(&text[..], open_state(protocol), &mut |row| {
-                each(row, reading)
-            })
-            .map_err(|why| match why {
-                Failure::Read(err) => cannot("read", &path, err),
-                Failure::Parse(why) => cannot("parse", &path, why),
-            })?;
+            let text = std::str::from_utf8(&text)
+                .map_err(|_| cannot("read", &path, "stream did not contain valid UTF-8"))?;
+            parse(text, open_state(protocol), &mut |row| each(row, reading))
+                .map_err(|why| cannot("parse", &path, why))?;
             if parts <= 1 {
                 break;
             }
@@ -275,49 +272,28 @@ fn read_table(
     }
 }
 
-/// Why a table could not be read.
-enum Failure {
-    Read(io::Error),
-    Parse(String),
-}
-
 /// Calls `each` with each row of one table in `state`, after the header.
 fn parse(
-    mut table: impl BufRead,
+    table: &str,
     state: &str,
     each: &mut dyn FnMut(&Row) -> Result<(), String>,
-) -> Result<(), Failure> {
-    let mut line = String::new();
-    let mut number = 0;
-    loop {
-        line.clear();
-        if table.read_line(&mut line).map_err(Failure::Read)? == 0 {
-            return Ok(());
-        }
-        number += 1;
-        if number == 1 {
-            continue;
-        }
+) -> Result<(), String> {
+    for (number, line) in (1..).zip(table.lines()).skip(1) {
         let mut fields = [""; 10];
-        let mut split = line.split_whitespace();
         let mut count = 0;
-        for (slot, field) in fields.iter_mut().zip(&mut split) {
+        for (slot, field) in fields.iter_mut().zip(line.split_whitespace()) {
             *slot = field;
             count += 1;
         }
-        if count == 0 {
-            continue;
-        }
-        if count < 4 {
-            return Err(Failure::Parse(format!("line {number}: too few fields")));
-        }
-        if fields[3] != state {
-            continue;
+        if count > 0 && count < 4 {
+            return Err(format!("line {number}: too few fields"));
         }
         // A record needs ten fields: a short row fails on the one it lacks.
-        let row = Row { fields, number };
-        each(&row).map_err(Failure::Parse)?;
+        if count > 0 && fields[3] == state {
+            each(&Row { fields, number })?;
+        }
     }
+    Ok(())
 }
 
 /// An error naming the table.
@@ -347,13 +323,9 @@ mod tests {
     /// The ports of the open rows of `table` in `state`.
     fn ports(table: &str, state: &str) -> Result<Vec<u16>, String> {
         let mut open = PortSet::new();
-        parse(table.as_bytes(), state, &mut |row| {
+        parse(table, state, &mut |row| {
             open.insert(row.port()?);
             Ok(())
-        })
-        .map_err(|err| match err {
-            Failure::Parse(why) => why,
-            Failure::Read(err) => err.to_string(),
         })?;
         Ok(open.iter().collect())
     }
