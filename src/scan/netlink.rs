@@ -166,15 +166,6 @@ struct Dumper {
     seq: u32,
 }
 
-/// How one dump went.
-#[derive(Debug, Default)]
-struct Dumped {
-    /// Datagrams that carried sockets.
-    parts: usize,
-    /// NLM_F_DUMP_INTR was set.
-    interrupted: bool,
-}
-
 impl Dumper {
     fn new() -> io::Result<Dumper> {
         Ok(Dumper {
@@ -196,11 +187,10 @@ impl Dumper {
         for family in FAMILIES {
             let (mut dumps, mut clean) = (0, false);
             loop {
-                let dumped = self.dump(protocol, family, sink)?;
+                let (parts, interrupted) = self.dump(protocol, family, sink)?;
                 dumps += 1;
-                clean |= !dumped.interrupted;
-                let again = !clean || (dumps == 1 && dumped.parts > 1);
-                if !again {
+                clean |= !interrupted;
+                if clean && (dumps > 1 || parts <= 1) {
                     break;
                 }
                 if dumps == ATTEMPTS {
@@ -212,18 +202,20 @@ impl Dumper {
         Ok(())
     }
 
-    /// One dump of the listeners of `protocol` and `family` into `sink`.
+    /// One dump of the listeners of `protocol` and `family` into `sink`:
+    /// how many datagrams carried sockets, and whether NLM_F_DUMP_INTR was
+    /// set.
     fn dump<S: Sink>(
         &mut self,
         protocol: Protocol,
         family: u8,
         sink: &mut S,
-    ) -> io::Result<Dumped> {
+    ) -> io::Result<(usize, bool)> {
         self.seq += 1;
         let kernel = SocketAddr::new(0, 0);
         self.socket
             .send_to(&request(protocol, family, self.seq), &kernel, 0)?;
-        let mut dumped = Dumped::default();
+        let (mut parts, mut interrupted) = (0, false);
         loop {
             self.buf.clear();
             let len = self.socket.recv(&mut self.buf, 0)?;
@@ -231,12 +223,10 @@ impl Dumper {
                 return Err(invalid("reply larger than the receive buffer"));
             }
             let progress = parse(&self.buf, self.seq, protocol, sink)?;
-            dumped.interrupted |= progress.interrupted;
-            if progress.sockets > 0 {
-                dumped.parts += 1;
-            }
+            interrupted |= progress.interrupted;
+            parts += usize::from(progress.sockets > 0);
             if progress.done {
-                return Ok(dumped);
+                return Ok((parts, interrupted));
             }
             sink.part_done();
         }

@@ -18,18 +18,12 @@ use crate::ports::PortSet;
 const LISTEN: &str = "0A";
 const UNCONNECTED: &str = "07";
 
-/// The tables of `protocol`, and whether each must exist (IPv6 may not).
-fn tables(protocol: Protocol) -> [(&'static str, bool); 2] {
+/// The tables of `protocol` with whether each must exist (IPv6 may not),
+/// and the state of an open socket.
+fn tables(protocol: Protocol) -> ([(&'static str, bool); 2], &'static str) {
     match protocol {
-        Protocol::Tcp => [("tcp", true), ("tcp6", false)],
-        Protocol::Udp => [("udp", true), ("udp6", false)],
-    }
-}
-
-fn open_state(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Tcp => LISTEN,
-        Protocol::Udp => UNCONNECTED,
+        Protocol::Tcp => ([("tcp", true), ("tcp6", false)], LISTEN),
+        Protocol::Udp => ([("udp", true), ("udp6", false)], UNCONNECTED),
     }
 }
 
@@ -220,7 +214,8 @@ fn read(
     between: &mut dyn FnMut(&[u8]),
 ) -> io::Result<()> {
     let mut text = Vec::new();
-    for (table, required) in tables(protocol) {
+    let (tables, state) = tables(protocol);
+    for (table, required) in tables {
         let path = proc_net.join(table);
         for reading in 0..2 {
             text.clear();
@@ -238,7 +233,7 @@ fn read(
             };
             let text = std::str::from_utf8(&text)
                 .map_err(|_| cannot("read", &path, "stream did not contain valid UTF-8"))?;
-            parse(text, open_state(protocol), &mut |row| each(row, reading))
+            parse(text, state, &mut |row| each(row, reading))
                 .map_err(|why| cannot("parse", &path, why))?;
             if parts <= 1 {
                 break;
