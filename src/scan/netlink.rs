@@ -73,7 +73,7 @@ pub fn listening_ports() -> io::Result<PortSet> {
 }
 
 /// The open ports of each protocol of `protocols` (TCP, UDP).
-pub fn open_ports(protocols: Protocols) -> io::Result<(PortSet, PortSet)> {
+pub(crate) fn open_ports(protocols: Protocols) -> io::Result<(PortSet, PortSet)> {
     let mut dumper = Dumper::new()?;
     let (mut tcp, mut udp) = (PortSet::new(), PortSet::new());
     if protocols.tcp {

@@ -94,9 +94,9 @@ struct Bound {
 
 /// A network namespace that was found.
 #[derive(Debug, Default)]
-pub struct Space {
+struct Space {
     /// Its `netns` label.
-    pub name: String,
+    name: String,
     id: Id,
     /// The processes in it (their main thread is), ascending.
     pids: Vec<u32>,
@@ -110,9 +110,9 @@ pub struct Space {
 
 /// The namespaces of the host, and those seen that cannot be scanned.
 #[derive(Debug, Default)]
-pub struct Discovery {
-    pub spaces: Vec<Space>,
-    pub unscanned: Vec<Unscanned>,
+struct Discovery {
+    spaces: Vec<Space>,
+    unscanned: Vec<Unscanned>,
 }
 
 /// Scans every network namespace of the host with the plan's method and
@@ -163,7 +163,7 @@ pub(super) fn scan(plan: &Plan, scan: &mut Scan) -> anyhow::Result<Found> {
 
 /// Fails, naming what is missing, unless this thread may open other
 /// processes' namespaces (CAP_SYS_PTRACE) and enter them (CAP_SYS_ADMIN).
-pub fn check_privilege() -> anyhow::Result<()> {
+pub(super) fn check_privilege() -> anyhow::Result<()> {
     let path = "/proc/thread-self/status";
     let status = fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
     let effective = status
@@ -202,7 +202,7 @@ pub fn check_privilege() -> anyhow::Result<()> {
 }
 
 /// Finds and names the network namespaces of the host.
-pub fn discover() -> io::Result<Discovery> {
+fn discover() -> io::Result<Discovery> {
     let proc_root = Path::new("/proc");
     // A file under /run/netns not on the nsfs device is not bound (left
     // over after a crash).
@@ -530,7 +530,7 @@ fn container_of_pid(pid: u32) -> Option<Member> {
 
 /// The short id (12 hex digits) of the container a `/proc/PID/cgroup` file
 /// places its process in: the innermost path component that names one.
-pub fn container_id(cgroup: &str) -> Option<String> {
+fn container_id(cgroup: &str) -> Option<String> {
     cgroup.lines().find_map(|line| {
         let path = line.splitn(3, ':').nth(2)?;
         path.rsplit('/').find_map(container_of_component)

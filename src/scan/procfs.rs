@@ -33,7 +33,7 @@ pub fn listening_ports(proc_net: &Path) -> io::Result<PortSet> {
 }
 
 /// The open ports of each protocol of `protocols`: (TCP, UDP).
-pub fn open_ports(proc_net: &Path, protocols: Protocols) -> io::Result<(PortSet, PortSet)> {
+pub(crate) fn open_ports(proc_net: &Path, protocols: Protocols) -> io::Result<(PortSet, PortSet)> {
     let (mut tcp, mut udp) = (PortSet::new(), PortSet::new());
     for protocol in protocols.iter() {
         let open = match protocol {
@@ -55,7 +55,10 @@ pub fn open_ports(proc_net: &Path, protocols: Protocols) -> io::Result<(PortSet,
 /// The tables do not name a socket's interface: for a link-local IPv6
 /// address it is the one interface that has the address now (`if_inet6`),
 /// and SO_BINDTODEVICE cannot be told at all.
-pub fn listeners(proc_net: &Path, protocols: Protocols) -> io::Result<(Vec<Listener>, Names)> {
+pub(crate) fn listeners(
+    proc_net: &Path,
+    protocols: Protocols,
+) -> io::Result<(Vec<Listener>, Names)> {
     let mut found: Vec<Listener> = Vec::new();
     for protocol in protocols.iter() {
         // A table read twice names a socket twice: once will do. (Kernel
