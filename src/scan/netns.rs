@@ -113,6 +113,23 @@ struct Space {
 struct Discovery {
     spaces: Vec<Space>,
     unscanned: Vec<Unscanned>,
+    /// Where each namespace is in `spaces`.
+    index: HashMap<Id, usize>,
+}
+
+impl Discovery {
+    /// The namespace `id`, added when new.
+    fn space(&mut self, id: Id) -> &mut Space {
+        let spaces = &mut self.spaces;
+        let i = *self.index.entry(id).or_insert_with(|| {
+            spaces.push(Space {
+                id,
+                ..Space::default()
+            });
+            spaces.len() - 1
+        });
+        &mut spaces[i]
+    }
 }
 
 /// Scans every network namespace of the host with the plan's method and
@@ -126,17 +143,16 @@ pub(super) fn scan(plan: &Plan, scan: &mut Scan) -> anyhow::Result<Found> {
     let found = discover().context("cannot list the network namespaces")?;
     scan.unscanned = found.unscanned;
     // The only thread that changes namespace; it ends in the last one.
-    let outcomes = thread::scope(|scope| {
+    let outcomes = thread::scope(|scope| -> anyhow::Result<Vec<Outcome>> {
         let spaces = &found.spaces;
         let each = || spaces.iter().map(|space| scan_space(space, scan)).collect();
         let worker = thread::Builder::new()
             .name("netns".into())
             .spawn_scoped(scope, each)
             .context("cannot start the thread that enters the namespaces")?;
-        let outcomes: anyhow::Result<Vec<Outcome>> = worker
+        worker
             .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        outcomes
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })?;
     if scan.method != Method::Procfs {
         scan.method = Method::Netlink;
@@ -208,16 +224,6 @@ fn discover() -> io::Result<Discovery> {
     // over after a crash).
     let nsfs = fs::metadata("/proc/thread-self/ns/net")?.dev();
     let mut found = Discovery::default();
-    let mut index: HashMap<Id, usize> = HashMap::new();
-    let mut place = |spaces: &mut Vec<Space>, id: Id| -> usize {
-        *index.entry(id).or_insert_with(|| {
-            spaces.push(Space {
-                id,
-                ..Space::default()
-            });
-            spaces.len() - 1
-        })
-    };
 
     let mut unreadable = Vec::new();
     // One process of each mount namespace, to read its nsfs mounts.
@@ -226,8 +232,7 @@ fn discover() -> io::Result<Discovery> {
         let main = match fs::metadata(format!("/proc/{pid}/ns/net")) {
             Ok(meta) => {
                 let id = Id::of(&meta);
-                let i = place(&mut found.spaces, id);
-                found.spaces[i].pids.push(pid);
+                found.space(id).pids.push(pid);
                 Some(id)
             }
             // Gone, or its main thread exited: its threads tell.
@@ -258,8 +263,7 @@ fn discover() -> io::Result<Discovery> {
             let task = entry.path().join("ns/net");
             match fs::metadata(&task) {
                 Ok(meta) if Some(Id::of(&meta)) != main => {
-                    let i = place(&mut found.spaces, Id::of(&meta));
-                    found.spaces[i].threads.push(task);
+                    found.space(Id::of(&meta)).threads.push(task);
                 }
                 Ok(_) => {}
                 Err(err) if is_gone(&err) => {}
@@ -301,8 +305,7 @@ fn discover() -> io::Result<Discovery> {
             if meta.dev() != nsfs || !meta.is_file() {
                 continue;
             }
-            let i = place(&mut found.spaces, Id::of(&meta));
-            found.spaces[i].files.push(Bound {
+            found.space(Id::of(&meta)).files.push(Bound {
                 path,
                 name: name.to_string_lossy().into_owned(),
                 named,
@@ -328,12 +331,12 @@ fn discover() -> io::Result<Discovery> {
             }
         };
         for (ino, point) in nsfs_mounts(&table) {
-            let i = place(&mut found.spaces, Id { dev: nsfs, ino });
+            let space = found.space(Id { dev: nsfs, ino });
             // One file will do: those found above, or the first mount.
-            if !found.spaces[i].files.is_empty() {
+            if !space.files.is_empty() {
                 continue;
             }
-            found.spaces[i].files.push(Bound {
+            space.files.push(Bound {
                 path: PathBuf::from(format!("/proc/{pid}/root{point}")),
                 name: String::new(),
                 named: false,
