@@ -18,9 +18,9 @@ use std::{
 };
 
 use crate::{
-    labels::{Address, Key, Label, Labels, Order},
+    labels::{Address, Key, Label, Labels, Order, Scope},
     ports::PortSet,
-    scan::{Listener, Protocol, Scan, Scope, Sockets},
+    scan::{Listener, Protocol, Scan, Sockets},
 };
 
 /// The metric this tool exists for.

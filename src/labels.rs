@@ -4,7 +4,7 @@
 
 use std::{fmt, net::IpAddr};
 
-use crate::scan::{Listener, Protocol, Scope, Sockets};
+use crate::scan::{Listener, Protocol, Sockets};
 
 /// One label of `--labels`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,14 +30,8 @@ impl Label {
         Label::Netns,
     ];
 
-    /// The labels `--labels` may choose.
-    pub const CHOSEN: [Label; 5] = [
-        Label::Protocol,
-        Label::Address,
-        Label::Scope,
-        Label::User,
-        Label::Process,
-    ];
+    /// The labels `--labels` may choose: all but `netns`.
+    pub const CHOSEN: [Label; 5] = *Label::ALL.first_chunk().unwrap();
 
     /// The label's name.
     pub fn name(self) -> &'static str {
@@ -93,6 +87,45 @@ impl Labels {
 impl FromIterator<Label> for Labels {
     fn from_iter<I: IntoIterator<Item = Label>>(iter: I) -> Labels {
         iter.into_iter().fold(Labels::NONE, Labels::with)
+    }
+}
+
+/// Where an address lets a socket be reached from (the `scope` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// A wildcard address.
+    Any,
+    /// 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104.
+    Loopback,
+    /// 169.254.0.0/16, fe80::/10.
+    LinkLocal,
+    Specific,
+}
+
+impl Scope {
+    /// The scope of `address` (an IPv4-mapped IPv6 address as its IPv4).
+    pub fn of(address: IpAddr) -> Scope {
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+            v4 => v4,
+        };
+        match address {
+            a if a.is_unspecified() => Scope::Any,
+            a if a.is_loopback() => Scope::Loopback,
+            IpAddr::V4(v4) if v4.is_link_local() => Scope::LinkLocal,
+            IpAddr::V6(v6) if v6.is_unicast_link_local() => Scope::LinkLocal,
+            _ => Scope::Specific,
+        }
+    }
+
+    /// The value of the `scope` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Any => "any",
+            Scope::Loopback => "loopback",
+            Scope::LinkLocal => "link-local",
+            Scope::Specific => "specific",
+        }
     }
 }
 

@@ -5,8 +5,8 @@
 use std::io::{self, Write};
 
 use crate::{
-    labels::{Address, Label, Labels, Order},
-    scan::{Listener, Scope, Sockets},
+    labels::{Address, Label, Labels, Order, Scope},
+    scan::{Listener, Sockets},
 };
 
 /// The listeners in row order: port, protocol, address, user, process,

@@ -1,21 +1,15 @@
-//! The original method, done right: try to bind each selected port and
-//! count the ports the kernel says are in use.
+//! The portable method: bind each selected port and count those the
+//! kernel says are in use.
 //!
-//! Each probe is one `[::]:port` socket with `IPV6_V6ONLY=0` (so one bind
-//! covers both families) and `SO_REUSEADDR=1` (so sockets of services that
-//! set it too, such as server-side TIME_WAIT, do not count), bound and
-//! closed at once, never listened on. SO_REUSEPORT is never set: a probe
-//! with it would share the port with a listener that has it and miss it.
+//! Each probe is one `[::]:port` socket with `IPV6_V6ONLY=0` (one bind
+//! covers both families) and `SO_REUSEADDR=1` (a server-side TIME_WAIT does
+//! not count), bound and closed at once; never SO_REUSEPORT, which would
+//! share the port with a listener that has it. Only EADDRINUSE means open;
+//! EACCES/EPERM means skipped (state unknown, counted, never reported).
 //!
-//! Only EADDRINUSE means open. EACCES/EPERM (a port below
-//! `net.ipv4.ip_unprivileged_port_start` without privilege) means the port
-//! is skipped: its state is unknown, so it is never reported open, only
-//! counted. Any other error fails the scan.
-//!
-//! Known limits, kept because they are the method's nature: a port that is
-//! only bound (the local port of an outgoing connection, a client-side
-//! TIME_WAIT) reads as open, and a free port is held for a few microseconds
-//! during its probe, so a service starting at that instant may fail to bind.
+//! By its nature, a port only bound (an outgoing connection's) reads as
+//! open, and a free port is held for microseconds, so a service starting
+//! at that instant may fail to bind.
 
 use std::{
     fs, io,
@@ -36,36 +30,25 @@ use crate::ports::PortSet;
 pub struct Found {
     /// Ports whose bind failed with EADDRINUSE.
     pub open: PortSet,
-    /// Ports skipped because their bind was refused for lack of
-    /// privilege: state unknown.
+    /// Ports whose bind was refused for lack of privilege.
     pub skipped: PortSet,
 }
 
 /// The outcome of probing one port.
 enum Probe {
-    /// The bind succeeded: nothing holds the port.
     Free,
-    /// EADDRINUSE: something holds the port (a listener, or see the limits).
     InUse,
-    /// EACCES/EPERM: not ours to bind, so skipped.
     Skipped,
 }
 
 /// Probes every port of `ports` with a pool of `threads` threads (`None`:
-/// one per CPU, which is only worth asking the OS for here).
-///
-/// Holds the [`ScanLock`] for the whole scan, so bind scans of a namespace
-/// take turns. On Linux two of these probes on one port do not collide
-/// (both set SO_REUSEADDR and neither listens), but overlapping scans would
-/// still double the time each free port is held against a starting
-/// service, and where SO_REUSEADDR means less (the BSDs) concurrent probes
-/// of one port do see each other as open.
+/// one per CPU), holding the [`ScanLock`] throughout.
 pub fn scan(ports: &PortSet, threads: Option<usize>) -> io::Result<Found> {
     let _lock = ScanLock::acquire(LOCK_WAIT)?;
     let family = match Socket::new(Domain::IPV6, Type::STREAM, None) {
         Ok(_) if dual_stack_by_default() => Family::DualByDefault,
         Ok(_) => Family::Dual,
-        // A kernel without IPv6: probe 0.0.0.0, which then covers everything.
+        // A kernel without IPv6: 0.0.0.0 covers everything.
         Err(err) if err.raw_os_error() == Some(libc::EAFNOSUPPORT) => Family::V4,
         Err(err) => return Err(err),
     };
@@ -101,10 +84,9 @@ pub fn scan(ports: &PortSet, threads: Option<usize>) -> io::Result<Found> {
 enum Family {
     /// `[::]` with IPV6_V6ONLY cleared explicitly.
     Dual,
-    /// `[::]`, which is dual-stack already: net.ipv6.bindv6only is 0, so the
-    /// setsockopt would change nothing and costs ~10% of the scan.
+    /// `[::]` where net.ipv6.bindv6only is 0: the setsockopt would change
+    /// nothing and cost ~10% of the scan.
     DualByDefault,
-    /// `0.0.0.0`, on a kernel without IPv6.
     V4,
 }
 
@@ -147,32 +129,25 @@ fn probe(port: u16, family: Family) -> io::Result<Probe> {
 /// How long to wait for another bind scan to finish before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
-/// Turns between bind scans of one network namespace by one user, so that
-/// two scans never hold the same free ports at the same time.
+/// Turns between bind scans of one network namespace by one user.
 ///
-/// On Linux the lock is not needed for correctness (two of our probes of
-/// one port do not collide: both set SO_REUSEADDR and neither listens); it
-/// halves how long a free port is held when scans overlap, and keeps scans
-/// exact where SO_REUSEADDR means less (the BSDs). So it is taken only
-/// where nobody else can take it: an flock on a file in a directory that
-/// only this user may write, `/run/port_exporter` for root and
-/// `$XDG_RUNTIME_DIR/port_exporter` for others. Another user can then never
-/// make a scan wait or fail. Without such a directory (say, a read-only
-/// /run under systemd's ProtectSystem=strict) scans run without the lock.
-///
-/// The file is named after the network namespace, since only scans of one
-/// namespace disturb each other, and removed by its holder before the lock
-/// is released; a waiter that then gets the lock on the removed file sees
-/// that it is no longer the file of that name, and tries again.
-pub struct ScanLock {
-    /// The locked file and its path; `None` when running without a lock.
+/// On Linux two probes of one port do not collide, but overlapping scans
+/// double how long a free port is held, and where SO_REUSEADDR means less
+/// (the BSDs) they see each other's probes as open. The lock is an flock
+/// in a directory only this user may write (`/run/port_exporter` for root,
+/// `$XDG_RUNTIME_DIR/port_exporter` for others), so no other user can make
+/// a scan wait; without one (a read-only /run) scans run unlocked. The
+/// holder removes the file before releasing it, so a waiter that locked
+/// the removed file sees it is no longer the named one and tries again.
+struct ScanLock {
+    /// `None` when running without a lock.
     held: Option<(fs::File, PathBuf)>,
 }
 
 impl ScanLock {
     /// Takes the lock of the current network namespace, waiting up to
     /// `wait` for a running scan to end.
-    pub fn acquire(wait: Duration) -> io::Result<ScanLock> {
+    fn acquire(wait: Duration) -> io::Result<ScanLock> {
         match lock_path() {
             Some(path) => ScanLock::acquire_at(path, wait),
             None => Ok(ScanLock { held: None }),
@@ -226,8 +201,7 @@ impl ScanLock {
 
 impl Drop for ScanLock {
     fn drop(&mut self) {
-        // Remove the name while still holding the lock; closing the file
-        // then releases it.
+        // Removed while still locked; closing the file then releases it.
         if let Some((_, path)) = &self.held {
             let _ = fs::remove_file(path);
         }

@@ -1,31 +1,24 @@
 //! Finding the open ports and who holds them: the only code that asks the
 //! OS about sockets or reads /proc.
 //!
-//! A TCP port is open when the kernel holds a TCP socket in LISTEN state
-//! bound to it, on any local address and either family, in the network
-//! namespace the tool runs in: exactly the set `ss -Htln` prints. A UDP port
-//! is open when a UDP socket is bound to it and not connected to a peer:
-//! the set `ss -Huln` prints.
-//!
-//! Each socket that makes a port open is one [`Listener`] record; the port
-//! sets and every label are views of a list of them. When no view needs
-//! more than the ports ([`Detail::ports_only`]), netlink and procfs fill
-//! port sets directly, which keeps the default run as cheap as it was.
-//! Scanning is a function of the current network namespace (netlink) or of
-//! a `/proc/PID/net` directory (procfs); finding the processes
-//! ([`owner`]) and user names ([`users`]) is host-wide. With `--netns all`
-//! ([`netns`]) the same scan runs in every network namespace of the host,
-//! each listener marked with its namespace.
+//! A TCP port is open when a socket in LISTEN state is bound to it (what
+//! `ss -Htln` prints), a UDP port when a socket is bound to it and not
+//! connected (`ss -Huln`), on any address and either family, in the network
+//! namespace scanned: the tool's own, or each of the host's ([`netns`]).
+//! Each such socket is one [`Listener`]; the port sets and every label are
+//! views of a list of them. When the views need only the ports
+//! ([`Detail::ports_only`]), netlink and procfs fill port sets directly,
+//! which keeps the default run cheap.
 
 pub mod bind;
 #[cfg(target_os = "linux")]
 pub mod netlink;
 #[cfg(target_os = "linux")]
-pub mod netns;
+pub(crate) mod netns;
 pub mod owner;
 #[cfg(target_os = "linux")]
 pub mod procfs;
-pub mod users;
+pub(crate) mod users;
 
 use std::{
     net::IpAddr,
@@ -41,11 +34,8 @@ use crate::ports::PortSet;
 pub enum Method {
     /// `netlink`, falling back to `procfs`; `bind` where neither exists.
     Auto,
-    /// The kernel's listener table over NETLINK_SOCK_DIAG ([`netlink`]).
     Netlink,
-    /// `/proc/net/tcp` and `tcp6` ([`procfs`]).
     Procfs,
-    /// A bind probe of each port ([`bind`]).
     Bind,
 }
 
@@ -104,61 +94,21 @@ impl Protocols {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Listener {
     pub protocol: Protocol,
-    /// The local address it is bound to (a wildcard for any).
+    /// The local address (a wildcard for any).
     pub address: IpAddr,
-    /// The interface it is bound to, by index: the scope of a link-local
-    /// IPv6 address, or a device (SO_BINDTODEVICE); 0 for none.
+    /// The interface it is bound to (by a link-local IPv6 address's scope
+    /// or SO_BINDTODEVICE), by index; 0 for none.
     pub interface: u32,
     pub port: u16,
-    /// Its owner (the user that created it).
+    /// The user that created it.
     pub uid: u32,
     /// The socket's inode, which ties it to the processes holding it.
     pub inode: u32,
     /// The lowest pid holding it ([`owner`]), 0 when unknown or not asked.
     pub pid: u32,
-    /// Its network namespace: an index into [`Sockets::namespaces`], 0
-    /// when only the tool's own namespace is scanned.
+    /// An index into [`Sockets::namespaces`]; 0 when only the tool's own
+    /// namespace is scanned.
     pub netns: u32,
-}
-
-/// Where an address lets a socket be reached from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Scope {
-    /// A wildcard address: every address of the host.
-    Any,
-    /// 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104: this host only.
-    Loopback,
-    /// 169.254.0.0/16, fe80::/10: one link.
-    LinkLocal,
-    /// One other address.
-    Specific,
-}
-
-impl Scope {
-    /// The scope of `address` (an IPv4-mapped IPv6 address as its IPv4).
-    pub fn of(address: IpAddr) -> Scope {
-        let address = match address {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-            v4 => v4,
-        };
-        match address {
-            a if a.is_unspecified() => Scope::Any,
-            a if a.is_loopback() => Scope::Loopback,
-            IpAddr::V4(v4) if v4.is_link_local() => Scope::LinkLocal,
-            IpAddr::V6(v6) if v6.is_unicast_link_local() => Scope::LinkLocal,
-            _ => Scope::Specific,
-        }
-    }
-
-    /// The value of the `scope` label.
-    pub fn name(self) -> &'static str {
-        match self {
-            Scope::Any => "any",
-            Scope::Loopback => "loopback",
-            Scope::LinkLocal => "link-local",
-            Scope::Specific => "specific",
-        }
-    }
 }
 
 /// How much a scan learns about the open ports, as the views need it.
@@ -193,17 +143,13 @@ pub enum Namespaces {
 /// What to scan: the same for one-shot runs and for every scrape.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    /// `--method`.
     pub method: Method,
     /// The ports to report: `--ports` (or all) minus `--exclude`.
     pub selected: PortSet,
     /// Threads of the bind method's pool; `None` for one per CPU.
     pub threads: Option<usize>,
-    /// `--protocol`.
     pub protocols: Protocols,
-    /// What to learn about each open port.
     pub detail: Detail,
-    /// `--netns`.
     pub namespaces: Namespaces,
 }
 
@@ -216,18 +162,15 @@ pub struct Scan {
     pub open_udp: PortSet,
     /// The sockets behind the open ports, when the plan asked for them.
     pub sockets: Option<Sockets>,
-    /// The protocols scanned.
     pub protocols: Protocols,
-    /// Selected ports that were skipped: the bind method may not bind them
-    /// (permission denied), so their state is unknown.
+    /// Selected ports the bind method was not allowed to bind: their state
+    /// is unknown.
     pub skipped: PortSet,
-    /// The method that produced the result (never [`Method::Auto`]).
+    /// The method that ran (never [`Method::Auto`]).
     pub method: Method,
-    /// When the scan started.
     pub started: SystemTime,
-    /// How long it took.
     pub duration: Duration,
-    /// Why `auto` did not use its first choice, if it did not.
+    /// Why `auto` did not use netlink, if it did not.
     pub fallback: Option<String>,
     /// With `--netns all`: the namespaces that could not be scanned.
     pub unscanned: Vec<Unscanned>,
@@ -254,17 +197,14 @@ pub type Interface = (u32, u32);
 pub struct Sockets {
     /// The sockets on selected ports, each once.
     pub listeners: Vec<Listener>,
-    /// The name of each interface a listener is bound to, by namespace
-    /// and index, sorted.
+    /// The name of each interface a listener is bound to, sorted.
     pub interfaces: Vec<(Interface, String)>,
-    /// The name of each owner (or its number when no name resolves), by
-    /// uid, sorted; empty unless the plan asked for users.
+    /// The name of each owner (or its number when none resolves), by uid,
+    /// sorted; empty unless the plan asked for users.
     pub users: Vec<(u32, String)>,
-    /// The processes holding the listeners, when the plan asked for them.
     pub processes: Option<owner::Processes>,
-    /// With `--netns all`: the `netns` label of each namespace scanned, in
-    /// no particular order ([`Listener::netns`] indexes it); empty
-    /// otherwise.
+    /// With `--netns all`: the `netns` label of each namespace scanned
+    /// ([`Listener::netns`] indexes it); empty otherwise.
     pub namespaces: Vec<String>,
 }
 
@@ -312,17 +252,44 @@ impl Scan {
 enum Found {
     /// The open ports of TCP and of UDP.
     Ports(PortSet, PortSet),
-    /// Every listener, and the names of the interfaces they are bound to.
-    Sockets(Vec<Listener>, Vec<(Interface, String)>),
+    /// Every listener, the names of the interfaces they are bound to, and
+    /// with `--netns all` the label of each namespace.
+    Sockets(Vec<Listener>, Vec<(Interface, String)>, Vec<String>),
 }
 
-/// The interfaces of the tool's own namespace, as [`Sockets`] keeps them.
+impl Found {
+    /// The listeners of the tool's own namespace and their interfaces.
+    #[cfg(target_os = "linux")]
+    fn own((listeners, names): (Vec<Listener>, Names)) -> Found {
+        let interfaces = names.into_iter().map(|(i, name)| ((0, i), name));
+        Found::Sockets(listeners, interfaces.collect(), Vec::new())
+    }
+}
+
+/// `method`'s scan, with `auto`'s decision: netlink, else procfs. Returns
+/// what was found, the method that ran and why `auto` fell back, if it did;
+/// `place` says where, in messages (` in network namespace NAME`, or empty).
 #[cfg(target_os = "linux")]
-fn own_interfaces(names: Names) -> Vec<(Interface, String)> {
-    names
-        .into_iter()
-        .map(|(index, name)| ((0, index), name))
-        .collect()
+fn netlink_else_procfs<T>(
+    method: Method,
+    place: &str,
+    netlink: impl FnOnce() -> std::io::Result<T>,
+    procfs: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(T, Method, Option<String>)> {
+    let failed = format!("netlink sock_diag dump failed{place}");
+    match method {
+        Method::Procfs => Ok((procfs()?, Method::Procfs, None)),
+        Method::Netlink => Ok((netlink().context(failed)?, Method::Netlink, None)),
+        _ => match netlink() {
+            Ok(found) => Ok((found, Method::Netlink, None)),
+            Err(refused) => {
+                let why = format!("{failed} ({refused})");
+                let found =
+                    procfs().with_context(|| format!("{why}, and so did the procfs fallback"))?;
+                Ok((found, Method::Procfs, Some(format!("{why}; used procfs"))))
+            }
+        },
+    }
 }
 
 impl Plan {
@@ -341,104 +308,75 @@ impl Plan {
     /// Scans the selected ports with the planned method, and learns what
     /// the plan's detail asks for.
     pub fn run(&self) -> anyhow::Result<Scan> {
-        let started = SystemTime::now();
         let clock = Instant::now();
-        let mut fallback = None;
-        let mut unscanned = Vec::new();
-        let mut namespaces = Vec::new();
-        let (found, skipped, method) = match (self.namespaces, self.method) {
-            (Namespaces::Own, method) => self.own(method, &mut fallback)?,
-            #[cfg(target_os = "linux")]
-            (Namespaces::All, _) => {
-                let all = self.all()?;
-                fallback = all.fallback;
-                unscanned = all.unscanned;
-                namespaces = all.names;
-                (
-                    Found::Sockets(all.listeners, all.interfaces),
-                    PortSet::new(),
-                    all.method,
-                )
-            }
-            #[cfg(not(target_os = "linux"))]
-            (Namespaces::All, _) => anyhow::bail!("--netns exists only on Linux"),
+        let mut scan = Scan {
+            open: PortSet::new(),
+            open_udp: PortSet::new(),
+            sockets: None,
+            protocols: self.protocols,
+            skipped: PortSet::new(),
+            method: self.method,
+            started: SystemTime::now(),
+            duration: Duration::ZERO,
+            fallback: None,
+            unscanned: Vec::new(),
         };
-        let (mut open, mut open_udp, sockets) = match found {
-            Found::Ports(tcp, udp) => (tcp, udp, None),
-            Found::Sockets(listeners, interfaces) => {
+        let found = match self.namespaces {
+            Namespaces::Own => self.own(&mut scan)?,
+            #[cfg(target_os = "linux")]
+            Namespaces::All => netns::scan(self, &mut scan)?,
+            #[cfg(not(target_os = "linux"))]
+            Namespaces::All => anyhow::bail!("--netns exists only on Linux"),
+        };
+        match found {
+            Found::Ports(tcp, udp) => (scan.open, scan.open_udp) = (tcp, udp),
+            Found::Sockets(listeners, interfaces, namespaces) => {
                 let sockets = self.learn(listeners, interfaces, namespaces);
-                let (mut tcp, mut udp) = (PortSet::new(), PortSet::new());
                 for listener in &sockets.listeners {
                     match listener.protocol {
-                        Protocol::Tcp => tcp.insert(listener.port),
-                        Protocol::Udp => udp.insert(listener.port),
+                        Protocol::Tcp => scan.open.insert(listener.port),
+                        Protocol::Udp => scan.open_udp.insert(listener.port),
                     }
                 }
-                (tcp, udp, Some(sockets))
+                scan.sockets = Some(sockets);
             }
-        };
-        open.intersect_with(&self.selected);
-        open_udp.intersect_with(&self.selected);
-        Ok(Scan {
-            open,
-            open_udp,
-            sockets,
-            protocols: self.protocols,
-            skipped,
-            method,
-            started,
-            duration: clock.elapsed(),
-            fallback,
-            unscanned,
-        })
+        }
+        scan.open.intersect_with(&self.selected);
+        scan.open_udp.intersect_with(&self.selected);
+        scan.duration = clock.elapsed();
+        Ok(scan)
     }
 
-    /// A scan of every network namespace ([`netns`]). Cold and never
-    /// inlined: its code stays out of the way of the default run's, which
-    /// is mostly process start-up.
-    #[cfg(target_os = "linux")]
-    #[cold]
-    #[inline(never)]
-    fn all(&self) -> anyhow::Result<netns::All> {
-        netns::scan(self)
-    }
-
-    /// A scan of the tool's own network namespace with `method`: what it
-    /// found, the ports it skipped, and the method that ran.
-    fn own(
-        &self,
-        method: Method,
-        fallback: &mut Option<String>,
-    ) -> anyhow::Result<(Found, PortSet, Method)> {
-        Ok(match method {
-            Method::Bind => self.bind()?,
-            #[cfg(target_os = "linux")]
-            Method::Netlink => (
-                self.netlink().context("netlink sock_diag dump failed")?,
-                PortSet::new(),
-                Method::Netlink,
-            ),
-            #[cfg(target_os = "linux")]
-            Method::Procfs => (self.procfs()?, PortSet::new(), Method::Procfs),
-            #[cfg(target_os = "linux")]
-            Method::Auto => match self.netlink() {
-                Ok(found) => (found, PortSet::new(), Method::Netlink),
-                Err(refused) => {
-                    let why = format!("netlink sock_diag dump failed ({refused})");
-                    let found = self
-                        .procfs()
-                        .with_context(|| format!("{why}, and so did the procfs fallback"))?;
-                    *fallback = Some(format!("{why}; used procfs"));
-                    (found, PortSet::new(), Method::Procfs)
-                }
-            },
-            #[cfg(not(target_os = "linux"))]
-            Method::Netlink | Method::Procfs => {
-                anyhow::bail!("--method {} exists only on Linux", method.name())
-            }
-            #[cfg(not(target_os = "linux"))]
-            Method::Auto => self.bind()?,
-        })
+    /// A scan of the tool's own network namespace; sets the method that
+    /// ran, and what it skipped or fell back from.
+    fn own(&self, scan: &mut Scan) -> anyhow::Result<Found> {
+        #[cfg(target_os = "linux")]
+        if self.method != Method::Bind {
+            // /proc/self/net, not /proc/net: the same link, but it says
+            // whose namespace is meant.
+            let net = std::path::Path::new("/proc/self/net");
+            let ports = self.detail.ports_only();
+            let netlink = || match ports {
+                true => netlink::open_ports(self.protocols).map(|(t, u)| Found::Ports(t, u)),
+                false => netlink::listeners(self.protocols).map(Found::own),
+            };
+            let procfs = || match ports {
+                true => procfs::open_ports(net, self.protocols).map(|(t, u)| Found::Ports(t, u)),
+                false => procfs::listeners(net, self.protocols).map(Found::own),
+            };
+            let procfs = || procfs().context("reading the /proc listener tables failed");
+            let found;
+            (found, scan.method, scan.fallback) =
+                netlink_else_procfs(self.method, "", netlink, procfs)?;
+            return Ok(found);
+        }
+        #[cfg(not(target_os = "linux"))]
+        if self.method != Method::Bind && self.method != Method::Auto {
+            anyhow::bail!("--method {} exists only on Linux", self.method.name());
+        }
+        let found = bind::scan(&self.selected, self.threads).context("bind scan failed")?;
+        (scan.method, scan.skipped) = (Method::Bind, found.skipped);
+        Ok(Found::Ports(found.open, PortSet::new()))
     }
 
     /// Keeps the listeners on selected ports, in a stable order, and finds
@@ -457,10 +395,10 @@ impl Plan {
             .detail
             .processes
             .then(|| owner::attribute(&mut listeners, std::path::Path::new("/proc")));
+        let mut uids: Vec<u32> = listeners.iter().map(|l| l.uid).collect();
+        uids.sort_unstable();
+        uids.dedup();
         let users = if self.detail.users {
-            let mut uids: Vec<u32> = listeners.iter().map(|l| l.uid).collect();
-            uids.sort_unstable();
-            uids.dedup();
             users::names(&uids)
         } else {
             Vec::new()
@@ -473,49 +411,7 @@ impl Plan {
             namespaces,
         }
     }
-
-    /// A netlink scan: the port sets, or every listener.
-    #[cfg(target_os = "linux")]
-    fn netlink(&self) -> std::io::Result<Found> {
-        if self.detail.ports_only() {
-            let (tcp, udp) = netlink::open_ports(self.protocols)?;
-            return Ok(Found::Ports(tcp, udp));
-        }
-        let listeners = netlink::listeners(self.protocols)?;
-        let interfaces = own_interfaces(netlink::interface_names(&listeners));
-        Ok(Found::Sockets(listeners, interfaces))
-    }
-
-    /// A procfs scan of this process's network namespace. /proc/self/net,
-    /// not /proc/net: the same link, but it says whose namespace is meant.
-    #[cfg(target_os = "linux")]
-    fn procfs(&self) -> anyhow::Result<Found> {
-        let net = std::path::Path::new("/proc/self/net");
-        let found = if self.detail.ports_only() {
-            let (tcp, udp) = procfs::open_ports(net, self.protocols).context(PROCFS_FAILED)?;
-            Found::Ports(tcp, udp)
-        } else {
-            let (listeners, interfaces) =
-                procfs::listeners(net, self.protocols).context(PROCFS_FAILED)?;
-            Found::Sockets(listeners, own_interfaces(interfaces))
-        };
-        Ok(found)
-    }
-
-    /// A bind scan of the selected ports: (open, skipped, method).
-    fn bind(&self) -> anyhow::Result<(Found, PortSet, Method)> {
-        let found = bind::scan(&self.selected, self.threads).context("bind scan failed")?;
-        Ok((
-            Found::Ports(found.open, PortSet::new()),
-            found.skipped,
-            Method::Bind,
-        ))
-    }
 }
-
-/// The context of a procfs failure.
-#[cfg(target_os = "linux")]
-const PROCFS_FAILED: &str = "reading the /proc listener tables failed";
 
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) mod tests {

@@ -1,17 +1,12 @@
-//! The exact, default method: ask the kernel for its TCP listener table over
-//! NETLINK_SOCK_DIAG, the interface `ss` uses (see sock_diag(7)).
+//! The exact, default method: the kernel's socket tables over
+//! NETLINK_SOCK_DIAG, as `ss` reads them (sock_diag(7)), one dump per
+//! family asking only for the open state, so the kernel walks only its
+//! listening hash and the cost stays flat however many connections the
+//! host has (~35 µs). No privilege is needed.
 //!
-//! One `inet_diag_req_v2` dump per address family, with `idiag_states`
-//! holding only TCP_LISTEN. The kernel then walks only its listening hash
-//! (net/ipv4/inet_diag.c skips the established hash when no other state is
-//! asked for), so the cost stays flat however many connections the host
-//! has: about 35 µs here, with or without 20,000 connections. No privilege
-//! is needed.
-//!
-//! The messages are built and parsed by hand over byte slices: the request
-//! is 72 bytes and each reply needs three fields, which is less code than
-//! the glue around a typed netlink crate, and keeps the parser a pure
-//! function that unit tests feed with captured bytes.
+//! Messages are built and parsed by hand rather than with a netlink crate:
+//! the request is 72 bytes and a reply needs a few fields, less code than a
+//! typed crate's glue, and the parser stays a pure function tests feed.
 
 use std::{
     io,
@@ -20,11 +15,11 @@ use std::{
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
-use super::{Listener, Protocol, Protocols};
+use super::{Listener, Names, Protocol, Protocols};
 use crate::ports::PortSet;
 
-/// `AF_INET` and `AF_INET6`. A dual-stack `[::]` listener shows up only in
-/// the AF_INET6 dump, so both are always asked for; AF_UNSPEC is refused.
+/// A dual-stack `[::]` listener is only in the AF_INET6 dump, and
+/// AF_UNSPEC is refused: both families are asked for.
 const FAMILIES: [u8; 2] = [AF_INET, AF_INET6];
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -34,18 +29,15 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 
-/// nlmsghdr flags: a dump request, and the kernel's "the table changed
-/// while I was dumping it" mark.
+/// nlmsghdr flags; NLM_F_DUMP_INTR marks a dump the table changed under.
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_DUMP_INTR: u16 = 0x10;
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
-/// TCP_LISTEN in the kernel's TCP state numbering (include/net/tcp_states.h).
+/// include/net/tcp_states.h; an unconnected UDP socket is in TCP_CLOSE.
 const TCP_LISTEN: u8 = 10;
-/// TCP_CLOSE: the state of a UDP socket that is not connected to a peer
-/// (a connected one is TCP_ESTABLISHED).
 const TCP_CLOSE: u8 = 7;
 
 const NLMSG_HDRLEN: usize = 16;
@@ -53,46 +45,35 @@ const NLMSG_HDRLEN: usize = 16;
 const REQ_LEN: usize = 56;
 const DIAG_MSG_LEN: usize = 72;
 
-/// Receive buffer. The kernel sizes dump messages to at most 32 KiB
-/// (netlink_dump in net/netlink/af_netlink.c), so this never truncates.
+/// The kernel's dump datagrams are at most 32 KiB (netlink_dump).
 const RECV_BUF: usize = 64 * 1024;
 
-/// How many dumps of one table may be flagged as interrupted before the
-/// scan gives up.
+/// Dumps of one table flagged as interrupted before the scan gives up.
 const ATTEMPTS: usize = 3;
 
-/// Where the sockets of a dump go: the port alone (the default view, as
-/// cheap as it was before records existed), or the whole record.
+/// Where the sockets of a dump go: the port alone (cheap), or the record.
 trait Sink {
-    /// Adds the socket described by `msg`, an `inet_diag_msg` of at least
-    /// [`DIAG_MSG_LEN`] bytes, of `protocol`.
+    /// Adds the socket of `protocol` that `msg` (an `inet_diag_msg`) is.
     fn add(&mut self, protocol: Protocol, msg: &[u8]);
     /// The same table is about to be dumped again.
     fn again(&mut self) {}
-    /// A datagram of the dump has been read and another follows: the
-    /// kernel builds the next one when we ask for it. (A seam for the test
-    /// that closes sockets exactly there.)
+    /// A datagram was read and another follows (a seam for a test).
     fn part_done(&mut self) {}
 }
 
-/// The port set of one protocol: only the port is read, and a second dump
-/// unites by itself.
 impl Sink for PortSet {
     fn add(&mut self, _protocol: Protocol, msg: &[u8]) {
         self.insert(port_of(msg));
     }
 }
 
-/// The ports of every TCP socket in LISTEN state in this network namespace,
-/// on any address of either family.
+/// The TCP ports listened on in this network namespace.
 pub fn listening_ports() -> io::Result<PortSet> {
-    let mut open = PortSet::new();
-    Dumper::new()?.dump_all(Protocol::Tcp, &mut open)?;
-    Ok(open)
+    open_ports(Protocols::TCP).map(|(tcp, _)| tcp)
 }
 
 /// The open ports of each protocol of `protocols` (TCP, UDP).
-pub fn open_ports(protocols: Protocols) -> io::Result<(PortSet, PortSet)> {
+pub(crate) fn open_ports(protocols: Protocols) -> io::Result<(PortSet, PortSet)> {
     let mut dumper = Dumper::new()?;
     let (mut tcp, mut udp) = (PortSet::new(), PortSet::new());
     if protocols.tcp {
@@ -105,40 +86,23 @@ pub fn open_ports(protocols: Protocols) -> io::Result<(PortSet, PortSet)> {
 }
 
 /// Every listener of `protocols` in this network namespace, each socket
-/// once (by inode), in no particular order.
-pub fn listeners(protocols: Protocols) -> io::Result<Vec<Listener>> {
+/// once (by inode), and the names of the interfaces they are bound to.
+pub(crate) fn listeners(protocols: Protocols) -> io::Result<(Vec<Listener>, Names)> {
     let mut dumper = Dumper::new()?;
     let mut found = Vec::new();
     for protocol in protocols.iter() {
-        // A second dump of a table reports most sockets again: keep the
-        // records of the first and add only sockets it did not have.
-        let mut seen = Unite::new(&mut found);
-        dumper.dump_all(protocol, &mut seen)?;
+        dumper.dump_all(protocol, &mut Unite::new(&mut found))?;
     }
-    Ok(found)
-}
-
-/// The names of the interfaces `listeners` are bound to, in this network
-/// namespace, by index, sorted. An interface that is gone by now is named
-/// as `ss` names it, `if` and its index.
-pub fn interface_names(listeners: &[Listener]) -> Vec<(u32, String)> {
-    let mut indexes: Vec<u32> = listeners
-        .iter()
-        .map(|l| l.interface)
-        .filter(|&i| i != 0)
-        .collect();
+    let mut indexes: Vec<u32> = found.iter().map(|l| l.interface).collect();
     indexes.sort_unstable();
     indexes.dedup();
-    indexes
-        .into_iter()
-        .map(|index| (index, interface_name(index)))
-        .collect()
+    let names = indexes.into_iter().filter(|&i| i != 0);
+    let names = names.map(|index| (index, interface_name(index))).collect();
+    Ok((found, names))
 }
 
-/// The name of interface `index` in this network namespace, or `if` and
-/// the index when it has none (deleted after the socket was bound to it).
-/// nix 0.30's `if_indextoname` returns `Ok("")` on failure, so an empty
-/// name is a failure too.
+/// The name of interface `index`, or `if` and the index as `ss` writes
+/// it for one deleted since (nix's `if_indextoname` then gives `Ok("")`).
 fn interface_name(index: u32) -> String {
     match nix::net::if_::if_indextoname(index) {
         Ok(name) if !name.is_empty() => name.to_string_lossy().into_owned(),
@@ -146,11 +110,8 @@ fn interface_name(index: u32) -> String {
     }
 }
 
-/// The ports of every TCP listener from one dump of each family, without
-/// the second dump that [`listening_ports`] takes when a dump came in
-/// several parts. It can miss a listener while other sockets of its hash
-/// bucket come and go; it is here so that a benchmark can show what the
-/// second dump costs.
+/// [`listening_ports`] without the second dump of a table that came in
+/// several parts, which can miss listeners: for the benchmark of its cost.
 pub fn listening_ports_single_dump() -> io::Result<PortSet> {
     let mut dumper = Dumper::new()?;
     let mut open = PortSet::new();
@@ -160,13 +121,13 @@ pub fn listening_ports_single_dump() -> io::Result<PortSet> {
     Ok(open)
 }
 
-/// Adds records to a list, skipping sockets (inodes) already in it: the
-/// union of two dumps of one table.
+/// Adds records to a list, skipping sockets (inodes) that earlier dumps
+/// of the same table added: the union of two dumps.
 struct Unite<'a> {
     list: &'a mut Vec<Listener>,
     /// Length of the list when the current dump started.
     before: usize,
-    /// Inodes of the records of earlier dumps of the same table, sorted.
+    /// Inodes added by earlier dumps, sorted.
     known: Vec<u32>,
 }
 
@@ -205,15 +166,6 @@ struct Dumper {
     seq: u32,
 }
 
-/// How one dump went.
-#[derive(Debug, Default)]
-struct Dumped {
-    /// Datagrams that carried sockets.
-    parts: usize,
-    /// The kernel flagged the dump as inconsistent (NLM_F_DUMP_INTR).
-    interrupted: bool,
-}
-
 impl Dumper {
     fn new() -> io::Result<Dumper> {
         Ok(Dumper {
@@ -225,25 +177,20 @@ impl Dumper {
 
     /// Dumps the listeners of `protocol` of both families into `sink`.
     ///
-    /// A dump that comes in several datagrams can miss a socket that
-    /// listened all along: the kernel resumes each part at a position
-    /// counted inside a hash bucket, and sockets of that bucket that close
-    /// between two parts move the rest past it (no NLM_F_DUMP_INTR is set
-    /// for that). So such a dump is taken twice and the two are united: a
-    /// socket missed by one is found by the other, unless the same unlucky
-    /// timing strikes twice, and each socket reported did listen during the
-    /// scan. A dump in one datagram is a consistent snapshot and is taken
-    /// once, which is the common case (up to ~30 sockets of a family in
-    /// the first dump of a scan, ~250 in later ones).
+    /// The kernel resumes each datagram of a dump at a position counted
+    /// inside a hash bucket: sockets of the bucket that close between two
+    /// move the rest past it, unflagged, so a dump in several datagrams can
+    /// miss a socket that listened all along. Such a dump is taken twice
+    /// and the two united; a dump in one datagram (the common case) is a
+    /// consistent snapshot.
     fn dump_all<S: Sink>(&mut self, protocol: Protocol, sink: &mut S) -> io::Result<()> {
         for family in FAMILIES {
             let (mut dumps, mut clean) = (0, false);
             loop {
-                let dumped = self.dump(protocol, family, sink)?;
+                let (parts, interrupted) = self.dump(protocol, family, sink)?;
                 dumps += 1;
-                clean |= !dumped.interrupted;
-                let again = !clean || (dumps == 1 && dumped.parts > 1);
-                if !again {
+                clean |= !interrupted;
+                if clean && (dumps > 1 || parts <= 1) {
                     break;
                 }
                 if dumps == ATTEMPTS {
@@ -255,18 +202,20 @@ impl Dumper {
         Ok(())
     }
 
-    /// One dump of the listeners of `protocol` and `family` into `sink`.
+    /// One dump of the listeners of `protocol` and `family` into `sink`:
+    /// how many datagrams carried sockets, and whether NLM_F_DUMP_INTR was
+    /// set.
     fn dump<S: Sink>(
         &mut self,
         protocol: Protocol,
         family: u8,
         sink: &mut S,
-    ) -> io::Result<Dumped> {
+    ) -> io::Result<(usize, bool)> {
         self.seq += 1;
         let kernel = SocketAddr::new(0, 0);
         self.socket
             .send_to(&request(protocol, family, self.seq), &kernel, 0)?;
-        let mut dumped = Dumped::default();
+        let (mut parts, mut interrupted) = (0, false);
         loop {
             self.buf.clear();
             let len = self.socket.recv(&mut self.buf, 0)?;
@@ -274,12 +223,10 @@ impl Dumper {
                 return Err(invalid("reply larger than the receive buffer"));
             }
             let progress = parse(&self.buf, self.seq, protocol, sink)?;
-            dumped.interrupted |= progress.interrupted;
-            if progress.sockets > 0 {
-                dumped.parts += 1;
-            }
+            interrupted |= progress.interrupted;
+            parts += usize::from(progress.sockets > 0);
             if progress.done {
-                return Ok(dumped);
+                return Ok((parts, interrupted));
             }
             sink.part_done();
         }
@@ -295,7 +242,7 @@ fn open_state(protocol: Protocol) -> u8 {
 }
 
 /// A SOCK_DIAG_BY_FAMILY dump request for the open sockets of `protocol`
-/// and `family`: TCP in LISTEN state, UDP not connected.
+/// and `family`.
 fn request(protocol: Protocol, family: u8, seq: u32) -> [u8; NLMSG_HDRLEN + REQ_LEN] {
     let mut msg = [0u8; NLMSG_HDRLEN + REQ_LEN];
     msg[0..4].copy_from_slice(&((NLMSG_HDRLEN + REQ_LEN) as u32).to_ne_bytes());
@@ -344,17 +291,16 @@ fn listener_of(protocol: Protocol, msg: &[u8]) -> Listener {
 /// What one received datagram told us.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Progress {
-    /// NLMSG_DONE was seen: the dump for this request is complete.
+    /// NLMSG_DONE was seen.
     done: bool,
-    /// The kernel flagged the dump as inconsistent (NLM_F_DUMP_INTR).
+    /// NLM_F_DUMP_INTR was set.
     interrupted: bool,
     /// Sockets the datagram carried.
     sockets: usize,
 }
 
-/// Parses one datagram of dump replies to request `seq` for `protocol`,
-/// adding each open socket to `sink`. Messages of other sequence numbers (a
-/// late reply to an earlier request) are skipped.
+/// Parses one datagram of replies to request `seq` for `protocol`, adding
+/// each open socket to `sink`; late replies to earlier requests are skipped.
 fn parse<S: Sink>(
     datagram: &[u8],
     seq: u32,

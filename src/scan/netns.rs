@@ -1,58 +1,32 @@
 //! `--netns all`: the listeners of every network namespace of the host,
 //! each scanned from inside it.
 //!
-//! **Finding them.** A namespace exists while a thread is in it, a file
-//! is bound to it, or a socket made in it is open. So: every distinct
-//! `/proc/PID/ns/net` (by device and inode: one per namespace, however
-//! many processes share it) and `/proc/PID/task/TID/ns/net` (a thread
-//! that made a namespace of its own; the threads of a process whose main
-//! thread exited); the files under `/run/netns` (made by `ip netns add`)
-//! and `/var/run/docker/netns` (Docker's) that are bound to a namespace;
-//! and every nsfs mount of a network namespace in the mount table of
-//! every mount namespace (`/proc/PID/mountinfo`, opened through
-//! `/proc/PID/root`: a container's own `/run/netns`, a file bound
-//! anywhere). A namespace held only by a socket (made in it by a process
-//! that then left) is not found.
+//! **Finding them.** A namespace lives while a thread is in it, a file is
+//! bound to it or a socket made in it is open. So: each distinct
+//! `/proc/PID/ns/net` and `/proc/PID/task/TID/ns/net` (a thread that made
+//! a namespace of its own, or outlived its main thread); the files bound
+//! under `/run/netns` (`ip netns`) and `/var/run/docker/netns`; and the
+//! nsfs mounts in the mount table of every mount namespace, reached
+//! through `/proc/PID/root`. One held only by a socket is not found.
 //!
-//! **Naming them** (the `netns` label), in this order of preference:
-//! - the file name under `/run/netns` (the smallest, when it has several);
-//! - `host`, for the namespace of PID 1;
-//! - a container's short id (12 hex digits), for the namespace of the
-//!   container's oldest process (its init), from the cgroup:
-//!   `docker-<id>.scope`,
-//!   `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`
-//!   or a bare `<id>` component (`/docker/<id>`, the cgroupfs drivers);
-//! - otherwise `net:[INODE]`, as `readlink /proc/PID/ns/net` writes it.
+//! **Naming them** (the `netns` label), in this order of preference: the
+//! smallest file name under this mount namespace's `/run/netns`; `host`
+//! for PID 1's; a container's short id, from the cgroup of its oldest
+//! process (its init); else `net:[INODE]` as readlink writes it. Each is
+//! stable for the namespace's life and between runs; of two claims to one
+//! label, the less preferred falls back to `net:[INODE]`.
 //!
-//! Each of these stays the same for the namespace's whole life, and
-//! between runs: no process that appears later is older than a
-//! container's init. Two namespaces never get the same label: a clash (an
-//! `ip netns` name `host`) leaves the less preferred one with its
-//! `net:[INODE]`, as does a namespace made inside a container. Only this
-//! mount namespace's `/run/netns` names: a namespace named in another
-//! (a container's own) is found through its mount, not named by it.
+//! **Scanning them.** A netlink socket belongs to the namespace it is made
+//! in, so one worker thread, made for this and ended with the scan, enters
+//! each namespace in turn (`setns`); no other thread ever moves. With
+//! procfs, a namespace with a process is read from `/proc/PID/net`.
 //!
-//! **Scanning them.** A netlink socket belongs to the namespace it is
-//! created in, so one worker thread enters each namespace in turn
-//! (`setns`) and runs the same scan as for the tool's own namespace there.
-//! Only a thread made for this ever changes namespace, and it ends with
-//! the scan: no other thread (the main one, a server's runtime) is ever
-//! moved. With `--method procfs` a namespace that has a process is read
-//! from `/proc/PID/net` without entering it.
-//!
-//! **What can go wrong.** A namespace whose last process exits, or whose
-//! file is removed, between finding and scanning it no longer exists: it
-//! is skipped, which is what a scan a moment later would see. One that
-//! exists but cannot be opened or entered (a security module says no) is
-//! reported in [`Unscanned`]: counted in a gauge and named on stderr,
-//! never dropped silently. A process whose namespace link cannot be read
-//! is placed by its `/proc/PID/net` entries (`place_unreadable`).
-//!
-//! **Privilege.** Opening another process's namespace needs
-//! CAP_SYS_PTRACE, entering one CAP_SYS_ADMIN, both in the host's user
-//! namespace (root of a user namespace of its own has them only there).
-//! Without them the scan refuses to start ([`check_privilege`]): a
-//! partial set of namespaces must never pass for all of them.
+//! **Failures.** A namespace gone between finding and scanning it is
+//! skipped, as a later scan would see; one that cannot be opened or
+//! entered is reported in [`Unscanned`], never dropped silently. Opening
+//! and entering need CAP_SYS_PTRACE and CAP_SYS_ADMIN in the host's user
+//! namespace, else the scan refuses to start ([`check_privilege`]): a
+//! partial set must never pass for all of them.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -66,25 +40,26 @@ use std::{
 use anyhow::{Context, bail};
 use nix::sched::{CloneFlags, setns};
 
-use super::{Interface, Listener, Method, Names, Plan, Protocols, Unscanned, netlink, procfs};
+use super::{
+    Found, Listener, Method, Names, Plan, Protocols, Scan, Unscanned, netlink, netlink_else_procfs,
+    procfs,
+};
 
 /// Where `ip netns add` binds named namespaces (iproute2 writes
 /// `/var/run/netns`, which is `/run/netns` on most systems).
 const NAMED_DIRS: [&str; 2] = ["/run/netns", "/var/run/netns"];
-/// Where Docker binds the namespaces of its containers (named by sandbox,
-/// not by container: these names are not used as labels).
+/// Docker's, named by sandbox, not container: not labels.
 const DOCKER_DIR: &str = "/var/run/docker/netns";
 
 /// The capabilities `--netns all` needs (linux/capability.h).
 const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
 
-/// The inode of the initial user namespace (PROC_USER_INIT_INO,
-/// linux/proc_ns.h): fixed, the same on every host.
+/// The inode of the initial user namespace (PROC_USER_INIT_INO).
 const INITIAL_USER_NAMESPACE: u64 = 0xEFFF_FFFD;
 
 /// A namespace's identity: the device and inode of its nsfs file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Id {
     dev: u64,
     ino: u64,
@@ -110,25 +85,22 @@ struct Bound {
     path: PathBuf,
     /// Its file name.
     name: String,
-    /// Made by `ip netns` (its name is a label); else Docker's, or an
-    /// nsfs mount found in a mount table.
+    /// Made by `ip netns`: its name is a label.
     named: bool,
-    /// Found in a mount table: the namespace exists, so a file that is not
-    /// it (mounted over) means it cannot be reached, not that it is gone.
+    /// Found in a mount table: another file there (mounted over) means
+    /// the namespace cannot be reached, not that it is gone.
     mounted: bool,
 }
 
 /// A network namespace that was found.
-#[derive(Debug)]
-pub struct Space {
+#[derive(Debug, Default)]
+struct Space {
     /// Its `netns` label.
-    pub name: String,
+    name: String,
     id: Id,
     /// The processes in it (their main thread is), ascending.
     pids: Vec<u32>,
-    /// The namespace links of threads in it whose process's main thread is
-    /// not (a thread that called `unshare(CLONE_NEWNET)` or `setns`, or
-    /// any thread of a process whose main thread has exited).
+    /// The namespace links of threads in it whose main thread is not.
     threads: Vec<PathBuf>,
     /// The files bound to it.
     files: Vec<Bound>,
@@ -136,119 +108,78 @@ pub struct Space {
     host: bool,
 }
 
-impl Space {
-    fn new(id: Id) -> Space {
-        Space {
-            name: String::new(),
-            id,
-            pids: Vec::new(),
-            threads: Vec::new(),
-            files: Vec::new(),
-            host: false,
-        }
+/// The namespaces of the host, and those seen that cannot be scanned.
+#[derive(Debug, Default)]
+struct Discovery {
+    spaces: Vec<Space>,
+    unscanned: Vec<Unscanned>,
+    /// Where each namespace is in `spaces`.
+    index: HashMap<Id, usize>,
+}
+
+impl Discovery {
+    /// The namespace `id`, added when new.
+    fn space(&mut self, id: Id) -> &mut Space {
+        let spaces = &mut self.spaces;
+        let i = *self.index.entry(id).or_insert_with(|| {
+            spaces.push(Space {
+                id,
+                ..Space::default()
+            });
+            spaces.len() - 1
+        });
+        &mut spaces[i]
     }
 }
 
-/// The namespaces of the host, and those that were seen but cannot be
-/// scanned.
-#[derive(Debug, Default)]
-pub struct Discovery {
-    pub spaces: Vec<Space>,
-    pub unscanned: Vec<Unscanned>,
-}
-
-/// What a scan of every namespace found.
-#[derive(Debug)]
-pub struct All {
-    /// Every listener, its `netns` an index into `names`.
-    pub listeners: Vec<Listener>,
-    /// The interfaces the listeners are bound to, by namespace, sorted.
-    pub interfaces: Vec<(Interface, String)>,
-    /// The label of each namespace scanned.
-    pub names: Vec<String>,
-    /// The namespaces that exist but could not be scanned.
-    pub unscanned: Vec<Unscanned>,
-    /// The method that ran (netlink, or procfs).
-    pub method: Method,
-    /// Why `auto` fell back to procfs, if it did.
-    pub fallback: Option<String>,
-}
-
 /// Scans every network namespace of the host with the plan's method and
-/// protocols. The plan's selection and detail are applied by the caller,
-/// to all namespaces at once.
-pub fn scan(plan: &Plan) -> anyhow::Result<All> {
+/// protocols, setting the method that ran, why it fell back and what could
+/// not be scanned; the caller applies the selection and detail.
+pub(super) fn scan(plan: &Plan, scan: &mut Scan) -> anyhow::Result<Found> {
     if plan.method == Method::Bind {
         bail!("--method bind cannot scan other network namespaces");
     }
     check_privilege()?;
     let found = discover().context("cannot list the network namespaces")?;
-    let protocols = plan.protocols;
-    let mut how = How {
-        method: plan.method,
-        fallback: None,
-    };
-    // The worker: the only thread that changes namespace. It ends here,
-    // in whichever namespace it was last, and takes that with it.
-    let outcomes = thread::scope(|scope| {
+    scan.unscanned = found.unscanned;
+    // The only thread that changes namespace; it ends in the last one.
+    let outcomes = thread::scope(|scope| -> anyhow::Result<Vec<Outcome>> {
+        let spaces = &found.spaces;
+        let each = || spaces.iter().map(|space| scan_space(space, scan)).collect();
         let worker = thread::Builder::new()
             .name("netns".into())
-            .spawn_scoped(scope, || {
-                let outcomes = found
-                    .spaces
-                    .iter()
-                    .map(|space| scan_space(space, &mut how, protocols))
-                    .collect::<anyhow::Result<Vec<Outcome>>>();
-                (outcomes, how)
-            })
+            .spawn_scoped(scope, each)
             .context("cannot start the thread that enters the namespaces")?;
-        let (outcomes, how) = worker
+        worker
             .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        outcomes.map(|outcomes| (outcomes, how))
-    });
-    let (outcomes, how) = outcomes?;
-
-    let mut all = All {
-        listeners: Vec::new(),
-        interfaces: Vec::new(),
-        names: Vec::new(),
-        unscanned: found.unscanned,
-        method: match how.method {
-            Method::Auto | Method::Netlink => Method::Netlink,
-            other => other,
-        },
-        fallback: how.fallback,
-    };
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
+    if scan.method != Method::Procfs {
+        scan.method = Method::Netlink;
+    }
+    let (mut listeners, mut interfaces, mut names) = (Vec::new(), Vec::new(), Vec::new());
     for (space, outcome) in found.spaces.into_iter().zip(outcomes) {
         match outcome {
-            Outcome::Found(mut listeners, interfaces) => {
-                let netns = u32::try_from(all.names.len()).expect("fewer than 2^32 namespaces");
-                for listener in &mut listeners {
-                    listener.netns = netns;
-                }
-                all.listeners.append(&mut listeners);
-                all.interfaces.extend(
-                    interfaces
-                        .into_iter()
-                        .map(|(index, name)| ((netns, index), name)),
-                );
-                all.names.push(space.name);
+            Outcome::Found(found, ifaces) => {
+                let netns = u32::try_from(names.len()).expect("fewer than 2^32 namespaces");
+                listeners.extend(found.into_iter().map(|l| Listener { netns, ..l }));
+                interfaces.extend(ifaces.into_iter().map(|(i, name)| ((netns, i), name)));
+                names.push(space.name);
             }
             Outcome::Gone => {}
-            Outcome::Unscanned(why) => all.unscanned.push(Unscanned {
+            Outcome::Unscanned(why) => scan.unscanned.push(Unscanned {
                 name: space.name,
                 why,
             }),
         }
     }
-    all.interfaces.sort_unstable();
-    Ok(all)
+    interfaces.sort_unstable();
+    Ok(Found::Sockets(listeners, interfaces, names))
 }
 
 /// Fails, naming what is missing, unless this thread may open other
 /// processes' namespaces (CAP_SYS_PTRACE) and enter them (CAP_SYS_ADMIN).
-pub fn check_privilege() -> anyhow::Result<()> {
+pub(super) fn check_privilege() -> anyhow::Result<()> {
     let path = "/proc/thread-self/status";
     let status = fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
     let effective = status
@@ -264,9 +195,8 @@ pub fn check_privilege() -> anyhow::Result<()> {
     .filter(|(bit, _)| effective & (1 << bit) == 0)
     .map(|(_, name)| name)
     .collect();
-    // CapEff counts in the user namespace this process is in: root of a
-    // user namespace of its own (`unshare -U -r`) has them all, and may
-    // enter none of the host's namespaces.
+    // CapEff counts in this process's user namespace: root of its own
+    // (`unshare -U -r`) has them all, and may enter none of the host's.
     let path = "/proc/thread-self/ns/user";
     let user = fs::metadata(path).with_context(|| format!("cannot read {path}"))?;
     if user.ino() != INITIAL_USER_NAMESPACE {
@@ -288,35 +218,24 @@ pub fn check_privilege() -> anyhow::Result<()> {
 }
 
 /// Finds and names the network namespaces of the host.
-pub fn discover() -> io::Result<Discovery> {
+fn discover() -> io::Result<Discovery> {
     let proc_root = Path::new("/proc");
-    // Every nsfs file is on one device: a file under /run/netns on another
-    // is not bound to a namespace (left over after a crash).
+    // A file under /run/netns not on the nsfs device is not bound (left
+    // over after a crash).
     let nsfs = fs::metadata("/proc/thread-self/ns/net")?.dev();
     let mut found = Discovery::default();
-    let mut index: HashMap<Id, usize> = HashMap::new();
-    let mut place = |spaces: &mut Vec<Space>, id: Id| -> usize {
-        *index.entry(id).or_insert_with(|| {
-            spaces.push(Space::new(id));
-            spaces.len() - 1
-        })
-    };
 
     let mut unreadable = Vec::new();
-    // One process of each mount namespace, whose mount table may hold
-    // nsfs mounts of network namespaces.
+    // One process of each mount namespace, to read its nsfs mounts.
     let mut mounts: HashMap<u64, u32> = HashMap::new();
-    let mut task = PathBuf::new();
     for pid in super::owner::pids(proc_root) {
         let main = match fs::metadata(format!("/proc/{pid}/ns/net")) {
             Ok(meta) => {
                 let id = Id::of(&meta);
-                let i = place(&mut found.spaces, id);
-                found.spaces[i].pids.push(pid);
+                found.space(id).pids.push(pid);
                 Some(id)
             }
-            // Gone, or its main thread exited while others live on: the
-            // threads tell.
+            // Gone, or its main thread exited: its threads tell.
             Err(err) if is_gone(&err) => None,
             Err(err) => {
                 unreadable.push((pid, err));
@@ -327,8 +246,7 @@ pub fn discover() -> io::Result<Discovery> {
             mounts.entry(meta.ino()).or_insert(pid);
         }
         // Threads in another namespace than their process's. The task
-        // directory's link count is 2 + its threads (procfs counts them):
-        // one thread, and it is the main one, read above.
+        // directory's link count is 2 + its threads: 3 is the main alone.
         let dir = format!("/proc/{pid}/task");
         if fs::metadata(&dir).is_ok_and(|m| m.nlink() <= 3) && main.is_some() {
             continue;
@@ -339,17 +257,13 @@ pub fn discover() -> io::Result<Discovery> {
         let own = pid.to_string();
         for entry in tasks.flatten() {
             let name = entry.file_name();
-            // The main thread's link is the process's, read above.
             if name.to_str() == Some(own.as_str()) {
                 continue;
             }
-            task.clear();
-            task.push(entry.path());
-            task.push("ns/net");
+            let task = entry.path().join("ns/net");
             match fs::metadata(&task) {
                 Ok(meta) if Some(Id::of(&meta)) != main => {
-                    let i = place(&mut found.spaces, Id::of(&meta));
-                    found.spaces[i].threads.push(task.clone());
+                    found.space(Id::of(&meta)).threads.push(task);
                 }
                 Ok(_) => {}
                 Err(err) if is_gone(&err) => {}
@@ -391,8 +305,7 @@ pub fn discover() -> io::Result<Discovery> {
             if meta.dev() != nsfs || !meta.is_file() {
                 continue;
             }
-            let i = place(&mut found.spaces, Id::of(&meta));
-            found.spaces[i].files.push(Bound {
+            found.space(Id::of(&meta)).files.push(Bound {
                 path,
                 name: name.to_string_lossy().into_owned(),
                 named,
@@ -401,9 +314,7 @@ pub fn discover() -> io::Result<Discovery> {
         }
     }
 
-    // nsfs mounts anywhere, in every mount namespace (a container's own
-    // /run/netns, a namespace bound to a file elsewhere): each reached
-    // through the root of a process of that mount namespace.
+    // nsfs mounts in every mount namespace, through a process's root.
     let mut mounts: Vec<(u32, u64)> = mounts.into_iter().map(|(mnt, pid)| (pid, mnt)).collect();
     mounts.sort_unstable();
     for (pid, _) in mounts {
@@ -420,12 +331,12 @@ pub fn discover() -> io::Result<Discovery> {
             }
         };
         for (ino, point) in nsfs_mounts(&table) {
-            let i = place(&mut found.spaces, Id { dev: nsfs, ino });
+            let space = found.space(Id { dev: nsfs, ino });
             // One file will do: those found above, or the first mount.
-            if !found.spaces[i].files.is_empty() {
+            if !space.files.is_empty() {
                 continue;
             }
-            found.spaces[i].files.push(Bound {
+            space.files.push(Bound {
                 path: PathBuf::from(format!("/proc/{pid}/root{point}")),
                 name: String::new(),
                 named: false,
@@ -488,12 +399,9 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Places the processes whose namespace link could not be read (a
-/// security module may refuse it even to root) by their `/proc/PID/net`
-/// entries, which the kernel makes once per namespace: a process whose
-/// `net/dev` is that of a namespace already found is in it (which tells
-/// which namespace is PID 1's); the others are in namespaces that cannot
-/// be scanned, one per distinct entry.
+/// Places the processes whose namespace link a security module refused
+/// by their `/proc/PID/net/dev`, one inode per namespace: in one already
+/// found (which may tell PID 1's), or else in one that cannot be scanned.
 fn place_unreadable(found: &mut Discovery, unreadable: Vec<(u32, io::Error)>) {
     let entry = |pid: u32| fs::metadata(format!("/proc/{pid}/net/dev")).map(|m| m.ino());
     let mut known: HashMap<u64, usize> = HashMap::new();
@@ -537,21 +445,16 @@ struct Member {
 /// Gives each namespace its label (see the module's documentation);
 /// `container` tells of a process the container it belongs to, if any.
 ///
-/// A container's id goes to the namespace of its oldest process, its init
-/// (first the earliest start, then a PID namespace's init, then the lower
-/// pid): no process that appears later can take it, so the label stays
-/// while the container lives. A namespace holding the inits of several
-/// containers (a Kubernetes pod) takes the id of the oldest (the pod's
-/// sandbox).
+/// A container's id goes to the namespace of its oldest process (earliest
+/// start, then a PID namespace's init, then the lower pid), which no later
+/// process can displace; a pod's namespace, holding several containers'
+/// inits, takes the oldest's (the sandbox's).
 fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) {
     // Container id → (age key, namespace) of its oldest process.
     type Age = (u64, bool, u32);
     let mut oldest: HashMap<String, (Age, usize)> = HashMap::new();
     for (i, space) in spaces.iter().enumerate() {
-        // Only the namespaces a container id may name: reading the cgroup
-        // of every process of the host's namespace would cost a read per
-        // process. (So a container sharing the host's namespace does not
-        // keep its id from a namespace made inside it.)
+        // Not the host's: that would read the cgroup of every process.
         if space.host || space.files.iter().any(|f| f.named) {
             continue;
         }
@@ -593,8 +496,7 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) 
         };
         labels.push((label.0, label.1, label.2, i));
     }
-    // A label taken twice (an `ip netns` name `host`, a container's id
-    // that is also a name) stays with the most preferred claim.
+    // A label claimed twice stays with the most preferred claim.
     labels.sort_unstable();
     for k in 0..labels.len() {
         let (label, _, _, i) = &labels[k];
@@ -612,8 +514,7 @@ fn container_of_pid(pid: u32) -> Option<Member> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let id = container_id(&text)?;
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name (which may hold anything): field 3 onwards;
-    // the start time is field 22.
+    // Field 22, counted after the command name (which may hold anything).
     let started = stat
         .rsplit_once(')')?
         .1
@@ -632,18 +533,16 @@ fn container_of_pid(pid: u32) -> Option<Member> {
 
 /// The short id (12 hex digits) of the container a `/proc/PID/cgroup` file
 /// places its process in: the innermost path component that names one.
-pub fn container_id(cgroup: &str) -> Option<String> {
+fn container_id(cgroup: &str) -> Option<String> {
     cgroup.lines().find_map(|line| {
         let path = line.splitn(3, ':').nth(2)?;
         path.rsplit('/').find_map(container_of_component)
     })
 }
 
-/// The short id of the container a cgroup path component is, if it is
-/// one: `docker-<id>.scope`, `cri-containerd-<id>.scope`,
-/// `crio-<id>.scope`, `libpod-<id>.scope` (the systemd drivers) or `<id>`
-/// alone (the cgroupfs drivers: `/docker/<id>`, `/kubepods/.../<id>`), where
-/// the id is 64 hex digits. `crio-conmon-<id>.scope` and the like are not.
+/// The short id of the container a cgroup path component names, if any:
+/// `docker-`, `cri-containerd-`, `crio-` or `libpod-` `<id>.scope` (systemd
+/// drivers) or `<id>` alone (cgroupfs drivers), `<id>` 64 hex digits.
 fn container_of_component(component: &str) -> Option<String> {
     let id = ["docker-", "cri-containerd-", "crio-", "libpod-"]
         .iter()
@@ -670,15 +569,6 @@ fn reason(err: &io::Error) -> String {
     }
 }
 
-/// How the worker scans, and what it had to change.
-#[derive(Debug)]
-struct How {
-    /// The method; `auto` becomes procfs after netlink is refused once.
-    method: Method,
-    /// Why `auto` fell back to procfs.
-    fallback: Option<String>,
-}
-
 /// What became of one namespace.
 enum Outcome {
     /// Its listeners and the names of their interfaces.
@@ -689,9 +579,11 @@ enum Outcome {
     Unscanned(String),
 }
 
-/// Scans one namespace, on the worker thread.
-fn scan_space(space: &Space, how: &mut How, protocols: Protocols) -> anyhow::Result<Outcome> {
-    if how.method == Method::Procfs
+/// Scans one namespace, on the worker thread; `auto` becomes procfs once
+/// netlink is refused.
+fn scan_space(space: &Space, scan: &mut Scan) -> anyhow::Result<Outcome> {
+    let protocols = scan.protocols;
+    if scan.method == Method::Procfs
         && let Some((listeners, interfaces)) = read_from_outside(space, protocols)?
     {
         return Ok(Outcome::Found(listeners, interfaces));
@@ -709,31 +601,21 @@ fn scan_space(space: &Space, how: &mut How, protocols: Protocols) -> anyhow::Res
             Outcome::Unscanned(format!("cannot enter it: {}", reason(&err)))
         });
     }
-    // This thread is in the namespace now.
-    let found = match how.method {
-        Method::Procfs => read_inside(protocols)?,
-        Method::Netlink => dump_inside(protocols).with_context(|| {
-            format!(
-                "netlink sock_diag dump failed in network namespace {}",
-                space.name
-            )
-        })?,
-        _ => match dump_inside(protocols) {
-            Ok(found) => found,
-            Err(refused) => {
-                let why = format!(
-                    "netlink sock_diag dump failed in network namespace {} ({refused})",
-                    space.name
-                );
-                let found =
-                    read_inside(protocols).with_context(|| format!("{why}, and so did procfs"))?;
-                how.method = Method::Procfs;
-                how.fallback = Some(format!("{why}; used procfs"));
-                found
-            }
+    // This thread is in the namespace now; thread-self, not self: the
+    // latter is the main thread's namespace.
+    let ((listeners, names), _, fallback) = netlink_else_procfs(
+        scan.method,
+        &format!(" in network namespace {}", space.name),
+        || netlink::listeners(protocols),
+        || {
+            procfs::listeners(Path::new("/proc/thread-self/net"), protocols)
+                .context("reading the /proc listener tables failed")
         },
-    };
-    Ok(Outcome::Found(found.0, found.1))
+    )?;
+    if fallback.is_some() {
+        (scan.method, scan.fallback) = (Method::Procfs, fallback);
+    }
+    Ok(Outcome::Found(listeners, names))
 }
 
 /// Opens the namespace's file: one bound under /run, or the namespace link
@@ -799,20 +681,6 @@ fn read_from_outside(
         });
     }
     Ok(None)
-}
-
-/// The tables of the namespace this thread is in, read from procfs.
-fn read_inside(protocols: Protocols) -> anyhow::Result<(Vec<Listener>, Names)> {
-    // thread-self, not self: /proc/self/net is the main thread's namespace.
-    procfs::listeners(Path::new("/proc/thread-self/net"), protocols)
-        .context("reading the /proc listener tables failed")
-}
-
-/// A netlink dump in the namespace this thread is in.
-fn dump_inside(protocols: Protocols) -> io::Result<(Vec<Listener>, Names)> {
-    let listeners = netlink::listeners(protocols)?;
-    let interfaces = netlink::interface_names(&listeners);
-    Ok((listeners, interfaces))
 }
 
 #[cfg(test)]

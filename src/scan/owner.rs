@@ -449,7 +449,7 @@ mod tests {
     fn finds_our_own_socket_in_the_real_proc() {
         let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = socket.local_addr().unwrap().port();
-        let mut found = crate::scan::netlink::listeners(crate::scan::Protocols::TCP).unwrap();
+        let (mut found, _) = crate::scan::netlink::listeners(crate::scan::Protocols::TCP).unwrap();
         found.retain(|l| l.port == port);
         assert_eq!(found.len(), 1);
         let processes = attribute(&mut found, Path::new("/proc"));

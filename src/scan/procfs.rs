@@ -1,20 +1,12 @@
-//! The fallback method: read the kernel's text tables `/proc/net/tcp` and
-//! `/proc/net/tcp6` and keep the rows in state `0A` (TCP_LISTEN); for UDP,
-//! `/proc/net/udp` and `udp6`, rows in state `07` (not connected).
-//!
-//! Exact, like netlink (a table that takes several reads is read twice
-//! and the two united), but every read walks the whole
-//! established hash, so it costs ~10 ms on an idle host and ~90 ms with
-//! 20,000 connections, twice that once the table spans several pages. It
-//! is used only when netlink is unavailable (a kernel without
-//! CONFIG_INET_DIAG, or a sandbox that refuses NETLINK_SOCK_DIAG).
-//!
-//! The tables do not say which interface a socket is bound to: see
-//! [`listeners`] for what is told instead.
+//! The fallback method: the rows of `/proc/net/tcp` and `tcp6` in state
+//! `0A` (TCP_LISTEN), of `udp` and `udp6` in state `07` (not connected).
+//! Exact like netlink, but every read walks the established hash too
+//! (~10 ms idle, ~90 ms at 20,000 connections), so it is used only where
+//! netlink is refused (no CONFIG_INET_DIAG, a sandbox).
 
 use std::{
     fs::File,
-    io::{self, BufRead, Read},
+    io::{self, Read},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
 };
@@ -22,52 +14,37 @@ use std::{
 use super::{Listener, Names, Protocol, Protocols};
 use crate::ports::PortSet;
 
-/// The `st` column value of a TCP socket in LISTEN state.
+/// The `st` of a listening TCP socket, and of an unconnected UDP one.
 const LISTEN: &str = "0A";
-/// The `st` column value of a UDP socket that is not connected (TCP_CLOSE).
 const UNCONNECTED: &str = "07";
 
-/// The tables of `protocol`, IPv4 first; the IPv6 one may be missing (a
-/// kernel without IPv6), the IPv4 one may not.
-fn tables(protocol: Protocol) -> [(&'static str, bool); 2] {
+/// The tables of `protocol` with whether each must exist (IPv6 may not),
+/// and the state of an open socket.
+fn tables(protocol: Protocol) -> ([(&'static str, bool); 2], &'static str) {
     match protocol {
-        Protocol::Tcp => [("tcp", true), ("tcp6", false)],
-        Protocol::Udp => [("udp", true), ("udp6", false)],
+        Protocol::Tcp => ([("tcp", true), ("tcp6", false)], LISTEN),
+        Protocol::Udp => ([("udp", true), ("udp6", false)], UNCONNECTED),
     }
 }
 
-/// The state of an open socket of `protocol`.
-fn open_state(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Tcp => LISTEN,
-        Protocol::Udp => UNCONNECTED,
-    }
-}
-
-/// The ports of every TCP socket in LISTEN state, read from `proc_net`
-/// (normally `/proc/net`, the tables of the reader's network namespace).
-/// A missing `tcp6` table means the kernel has no IPv6 and is not an error.
+/// The listening TCP ports in the tables of `proc_net` (say `/proc/net`).
 pub fn listening_ports(proc_net: &Path) -> io::Result<PortSet> {
-    let mut open = PortSet::new();
-    read(proc_net, Protocol::Tcp, &mut |row, _| {
-        open.insert(row.port()?);
-        Ok(())
-    })?;
-    Ok(open)
+    open_ports(proc_net, Protocols::TCP).map(|(tcp, _)| tcp)
 }
 
 /// The open ports of each protocol of `protocols`: (TCP, UDP).
-pub fn open_ports(proc_net: &Path, protocols: Protocols) -> io::Result<(PortSet, PortSet)> {
+pub(crate) fn open_ports(proc_net: &Path, protocols: Protocols) -> io::Result<(PortSet, PortSet)> {
     let (mut tcp, mut udp) = (PortSet::new(), PortSet::new());
     for protocol in protocols.iter() {
         let open = match protocol {
             Protocol::Tcp => &mut tcp,
             Protocol::Udp => &mut udp,
         };
-        read(proc_net, protocol, &mut |row, _| {
+        let each = &mut |row: &Row, _| {
             open.insert(row.port()?);
             Ok(())
-        })?;
+        };
+        read(proc_net, protocol, each, &mut |_| {})?;
     }
     Ok((tcp, udp))
 }
@@ -75,19 +52,19 @@ pub fn open_ports(proc_net: &Path, protocols: Protocols) -> io::Result<(PortSet,
 /// Every open socket of `protocols`, and the names of the interfaces of
 /// those bound to a link-local IPv6 address.
 ///
-/// The tables do not say which interface a socket is bound to. For a
-/// link-local IPv6 address the interface is the one that has the address
-/// now (`if_inet6`), when exactly one has it: if the address was moved to
-/// another interface after the socket was bound, that is the wrong one
-/// (netlink reports the scope the socket was bound with). A socket bound
-/// to a device by SO_BINDTODEVICE cannot be told from others here.
-pub fn listeners(proc_net: &Path, protocols: Protocols) -> io::Result<(Vec<Listener>, Names)> {
+/// The tables do not name a socket's interface: for a link-local IPv6
+/// address it is the one interface that has the address now (`if_inet6`),
+/// and SO_BINDTODEVICE cannot be told at all.
+pub(crate) fn listeners(
+    proc_net: &Path,
+    protocols: Protocols,
+) -> io::Result<(Vec<Listener>, Names)> {
     let mut found: Vec<Listener> = Vec::new();
     for protocol in protocols.iter() {
         // A table read twice names a socket twice: once will do. (Kernel
         // sockets all have inode 0, so the address and port count too.)
         let mut first = std::collections::HashSet::new();
-        read(proc_net, protocol, &mut |row, reading| {
+        let each = &mut |row: &Row, reading| {
             let listener = row.listener(protocol)?;
             let key = (listener.inode, listener.address, listener.port);
             if reading == 0 {
@@ -97,7 +74,8 @@ pub fn listeners(proc_net: &Path, protocols: Protocols) -> io::Result<(Vec<Liste
             }
             found.push(listener);
             Ok(())
-        })?;
+        };
+        read(proc_net, protocol, each, &mut |_| {})?;
     }
     let mut interfaces = Vec::new();
     if found.iter().any(is_link_local_v6) {
@@ -223,36 +201,24 @@ fn address(hex: &str) -> Option<IpAddr> {
     }
 }
 
-/// Calls `each` with every row of the tables of `protocol` that is an open
-/// socket (LISTEN for TCP, not connected for UDP).
+/// Calls `each` with every open row of the tables of `protocol` and the
+/// reading it is from; `between` gets the text after each part (a test's
+/// hook).
 ///
-/// The kernel writes a table one page at a time, each `read` starting the
-/// walk again at a position counted inside a hash bucket (the `sl` of the
-/// row): sockets of that bucket that close between two reads move the rest
-/// of the bucket past that position, so a socket that was open all along
-/// can be missing. A table read in one part is one walk, a consistent
-/// view; one that took several reads is read a second time and `each`
-/// sees the rows of both (the same socket twice, by inode, which the
-/// callers unite): a socket missed by one read is in the other unless the
-/// same timing strikes twice, as for netlink's dumps.
+/// The kernel writes a table a page per `read`, each restarting its walk
+/// at a position counted inside a hash bucket: sockets of the bucket that
+/// close between two reads move the rest past it, so a socket open all
+/// along can be missed. A table read in one part is consistent; one in
+/// several is read twice, and the callers unite the two (as netlink does).
 fn read(
-    proc_net: &Path,
-    protocol: Protocol,
-    each: &mut dyn FnMut(&Row, usize) -> Result<(), String>,
-) -> io::Result<()> {
-    read_with(proc_net, protocol, each, &mut |_| {})
-}
-
-/// [`read`], calling `between` after each part of a reading with the text
-/// read so far (a test's hook).
-fn read_with(
     proc_net: &Path,
     protocol: Protocol,
     each: &mut dyn FnMut(&Row, usize) -> Result<(), String>,
     between: &mut dyn FnMut(&[u8]),
 ) -> io::Result<()> {
     let mut text = Vec::new();
-    for (table, required) in tables(protocol) {
+    let (tables, state) = tables(protocol);
+    for (table, required) in tables {
         let path = proc_net.join(table);
         for reading in 0..2 {
             text.clear();
@@ -268,13 +234,10 @@ fn read_with(
                     ));
                 }
             };
-            parse(&text[..], open_state(protocol), &mut |row| {
-                each(row, reading)
-            })
-            .map_err(|why| match why {
-                Failure::Read(err) => cannot("read", &path, err),
-                Failure::Parse(why) => cannot("parse", &path, why),
-            })?;
+            let text = std::str::from_utf8(&text)
+                .map_err(|_| cannot("read", &path, "stream did not contain valid UTF-8"))?;
+            parse(text, state, &mut |row| each(row, reading))
+                .map_err(|why| cannot("parse", &path, why))?;
             if parts <= 1 {
                 break;
             }
@@ -283,8 +246,7 @@ fn read_with(
     Ok(())
 }
 
-/// Reads the table at `path` whole into `text`: how many reads returned
-/// data (each one walk of the kernel's tables).
+/// Reads the table at `path` into `text`: how many reads returned data.
 fn read_table(
     path: &Path,
     text: &mut Vec<u8>,
@@ -308,51 +270,28 @@ fn read_table(
     }
 }
 
-/// Why a table could not be read.
-enum Failure {
-    Read(io::Error),
-    Parse(String),
-}
-
-/// Calls `each` with each row of one table in state `state`. The first line
-/// is a header.
+/// Calls `each` with each row of one table in `state`, after the header.
 fn parse(
-    mut table: impl BufRead,
+    table: &str,
     state: &str,
     each: &mut dyn FnMut(&Row) -> Result<(), String>,
-) -> Result<(), Failure> {
-    let mut line = String::new();
-    let mut number = 0;
-    loop {
-        line.clear();
-        if table.read_line(&mut line).map_err(Failure::Read)? == 0 {
-            return Ok(());
-        }
-        number += 1;
-        if number == 1 {
-            continue;
-        }
+) -> Result<(), String> {
+    for (number, line) in (1..).zip(table.lines()).skip(1) {
         let mut fields = [""; 10];
-        let mut split = line.split_whitespace();
         let mut count = 0;
-        for (slot, field) in fields.iter_mut().zip(&mut split) {
+        for (slot, field) in fields.iter_mut().zip(line.split_whitespace()) {
             *slot = field;
             count += 1;
         }
-        if count == 0 {
-            continue;
+        if count > 0 && count < 4 {
+            return Err(format!("line {number}: too few fields"));
         }
-        if count < 4 {
-            return Err(Failure::Parse(format!("line {number}: too few fields")));
+        // A record needs ten fields: a short row fails on the one it lacks.
+        if count > 0 && fields[3] == state {
+            each(&Row { fields, number })?;
         }
-        if fields[3] != state {
-            continue;
-        }
-        // Ports alone need four fields; a record needs ten, and a short row
-        // fails on the field it lacks.
-        let row = Row { fields, number };
-        each(&row).map_err(Failure::Parse)?;
     }
+    Ok(())
 }
 
 /// An error naming the table.
@@ -382,13 +321,9 @@ mod tests {
     /// The ports of the open rows of `table` in `state`.
     fn ports(table: &str, state: &str) -> Result<Vec<u16>, String> {
         let mut open = PortSet::new();
-        parse(table.as_bytes(), state, &mut |row| {
+        parse(table, state, &mut |row| {
             open.insert(row.port()?);
             Ok(())
-        })
-        .map_err(|err| match err {
-            Failure::Parse(why) => why,
-            Failure::Read(err) => err.to_string(),
         })?;
         Ok(open.iter().collect())
     }
@@ -533,7 +468,7 @@ mod tests {
         // read, as every scan does: the second reading finds them.
         let mut ours = crate::scan::tests::one_bucket([127, 0, 0, 78]);
         let mut found = Vec::new();
-        read_with(
+        read(
             Path::new("/proc/self/net"),
             Protocol::Tcp,
             &mut |row, _| {

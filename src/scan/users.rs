@@ -3,7 +3,7 @@
 
 /// The name of each uid of `uids`, or the number when no name resolves:
 /// `(uid, name)` in the order given (sorted, when `uids` is).
-pub fn names(uids: &[u32]) -> Vec<(u32, String)> {
+pub(super) fn names(uids: &[u32]) -> Vec<(u32, String)> {
     uids.iter().map(|&uid| (uid, name(uid))).collect()
 }
 
