@@ -48,7 +48,8 @@ use hyper::{
     header::{AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE},
 };
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_util::either::Either;
 
 use crate::log::log;
 
@@ -57,7 +58,6 @@ use super::{
     handshake::Handshakes,
     plain,
     ratelimit::Limiter,
-    stream::Stream,
     tls,
     webconfig::{ClientAuth, Source, WebConfig},
 };
@@ -248,6 +248,10 @@ struct InForce {
     snapshot: Snapshot,
 }
 
+/// An accepted connection: plain TCP, or TLS over it (boxed: rustls' state
+/// is large, plain connections need not carry its size).
+pub type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+
 /// The web config file and what it loaded.
 pub struct Live {
     /// Basic auth's checker and cache; lives across reloads.
@@ -313,12 +317,12 @@ impl Live {
     pub async fn accept(&self, tcp: TcpStream, client: IpAddr, limit: Duration) -> Option<Stream> {
         let active = self.current();
         let Some(acceptor) = &active.tls else {
-            return Some(Stream::Plain(tcp));
+            return Some(Either::Left(tcp));
         };
         let config = acceptor.config().clone();
         let handshake = self.handshakes.accept(config, tcp, client);
         match tokio::time::timeout(limit, handshake).await {
-            Ok(Ok(tls)) => Some(Stream::Tls(Box::new(tls))),
+            Ok(Ok(tls)) => Some(Either::Right(Box::new(tls))),
             // Refused certificates, garbage, timeouts: the client's fault,
             // and the client has been told by an alert where possible.
             _ => None,

@@ -38,7 +38,6 @@ mod live;
 mod ratelimit;
 mod scrape;
 mod stall;
-mod stream;
 mod tls;
 pub mod webconfig;
 
@@ -298,7 +297,7 @@ async fn serve_connection(
             Some(stream) => stream,
             None => return,
         },
-        None => stream::Stream::Plain(stream),
+        None => tokio_util::either::Either::Left(stream),
     };
     let head = match tokio::time::timeout_at(deadline, gate::first_head(&mut stream, MAX_BUF)).await
     {
