@@ -38,38 +38,74 @@ pub struct Built {
 /// bytes of a snapshot that the caller has seen settle.
 pub type ReadFile<'a> = &'a dyn Fn(&Path) -> io::Result<Vec<u8>>;
 
-/// The rustls suite for a Go cipher suite name, or why there is none.
-fn cipher_suite(go_name: &str) -> Result<Option<SupportedCipherSuite>, ()> {
+/// Go's names of what `tls_server_config` chooses, here and nowhere else:
+/// the cipher suites the peer accepts (Go's `tls.CipherSuites()`; Go's
+/// insecure ones are unknown to it too) and rustls' suite for each, `None`
+/// where rustls has none (CBC, RSA key exchange). As in Go, the TLS 1.3
+/// suites are always on.
+pub static CIPHER_SUITES: [(&str, Option<SupportedCipherSuite>); 17] = {
     use ring::cipher_suite as cs;
-    Ok(Some(match go_name {
-        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256" => {
-            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
-        }
-        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256" => {
-            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
-        }
-        // TLS 1.3 suites: accepted and, as in Go, always on.
-        "TLS_AES_128_GCM_SHA256" | "TLS_AES_256_GCM_SHA384" | "TLS_CHACHA20_POLY1305_SHA256" => {
-            return Ok(None);
-        }
-        // CBC suites and RSA key exchange.
-        _ => return Err(()),
-    }))
-}
+    [
+        ("TLS_RSA_WITH_AES_128_CBC_SHA", None),
+        ("TLS_RSA_WITH_AES_256_CBC_SHA", None),
+        ("TLS_RSA_WITH_AES_128_GCM_SHA256", None),
+        ("TLS_RSA_WITH_AES_256_GCM_SHA384", None),
+        ("TLS_AES_128_GCM_SHA256", Some(cs::TLS13_AES_128_GCM_SHA256)),
+        ("TLS_AES_256_GCM_SHA384", Some(cs::TLS13_AES_256_GCM_SHA384)),
+        (
+            "TLS_CHACHA20_POLY1305_SHA256",
+            Some(cs::TLS13_CHACHA20_POLY1305_SHA256),
+        ),
+        ("TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA", None),
+        ("TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA", None),
+        ("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA", None),
+        ("TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA", None),
+        (
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            Some(cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+        ),
+        (
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            Some(cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
+        ),
+        (
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            Some(cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
+        ),
+        (
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            Some(cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
+        ),
+        (
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+            Some(cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256),
+        ),
+        (
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            Some(cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
+        ),
+    ]
+};
 
-/// The rustls key exchange group for a Go curve name, if rustls has it.
-fn kx_group(go_name: &str) -> Option<&'static dyn SupportedKxGroup> {
-    use ring::kx_group;
-    match go_name {
-        "X25519" => Some(kx_group::X25519),
-        "CurveP256" => Some(kx_group::SECP256R1),
-        "CurveP384" => Some(kx_group::SECP384R1),
-        _ => None,
-    }
+/// The curves the peer accepts, and rustls' key exchange group for each.
+pub static CURVES: [(&str, Option<&dyn SupportedKxGroup>); 4] = [
+    ("CurveP256", Some(ring::kx_group::SECP256R1)),
+    ("CurveP384", Some(ring::kx_group::SECP384R1)),
+    ("CurveP521", None),
+    ("X25519", Some(ring::kx_group::X25519)),
+];
+
+/// The TLS versions the peer accepts (rustls has TLS12 and TLS13).
+pub const VERSIONS: [(&str, TlsVersion); 4] = [
+    ("TLS10", TlsVersion::Tls10),
+    ("TLS11", TlsVersion::Tls11),
+    ("TLS12", TlsVersion::Tls12),
+    ("TLS13", TlsVersion::Tls13),
+];
+
+/// rustls' counterpart of a Go name from one of the tables above.
+fn rustls<T: Copy>(table: &[(&str, Option<T>)], go_name: &str) -> Option<T> {
+    table.iter().find(|(name, _)| *name == go_name)?.1
 }
 
 /// The bytes of a PEM source, and the key to blame for a read error.
@@ -173,13 +209,13 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
             let mut unusable = Vec::new();
             let mut any12 = false;
             for name in names {
-                match cipher_suite(name) {
-                    Ok(Some(suite)) => {
+                match rustls(&CIPHER_SUITES, name) {
+                    Some(suite) if suite.tls13().is_none() => {
                         any12 = true;
                         suites.push(suite);
                     }
-                    Ok(None) => {}
-                    Err(()) => unusable.push(*name),
+                    Some(_) => {}
+                    None => unusable.push(*name),
                 }
             }
             if !unusable.is_empty() {
@@ -206,11 +242,11 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
     let kx_groups = match &settings.curve_preferences {
         None => base.kx_groups.clone(),
         Some(names) => {
-            let usable: Vec<_> = names.iter().filter_map(|n| kx_group(n)).collect();
+            let usable: Vec<_> = names.iter().filter_map(|n| rustls(&CURVES, n)).collect();
             let unusable: Vec<&str> = names
                 .iter()
                 .copied()
-                .filter(|n| kx_group(n).is_none())
+                .filter(|n| rustls(&CURVES, n).is_none())
                 .collect();
             if usable.is_empty() {
                 return Err(KeyError::new(

@@ -20,6 +20,8 @@ use std::{
 };
 
 use hyper::header::{HeaderName, HeaderValue};
+
+use super::tls::{CIPHER_SUITES, CURVES, VERSIONS};
 use serde::{Deserialize, Deserializer, de};
 
 /// What a web config file asks for, validated.
@@ -137,55 +139,15 @@ pub enum TlsVersion {
     Tls13,
 }
 
-impl TlsVersion {
-    /// Parses `TLS10` .. `TLS13`.
-    fn parse(name: &str) -> Option<TlsVersion> {
-        Some(match name {
-            "TLS10" => TlsVersion::Tls10,
-            "TLS11" => TlsVersion::Tls11,
-            "TLS12" => TlsVersion::Tls12,
-            "TLS13" => TlsVersion::Tls13,
-            _ => return None,
-        })
-    }
-}
-
 impl fmt::Display for TlsVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TlsVersion::Tls10 => "TLS10",
-            TlsVersion::Tls11 => "TLS11",
-            TlsVersion::Tls12 => "TLS12",
-            TlsVersion::Tls13 => "TLS13",
-        })
+        let (name, _) = VERSIONS
+            .iter()
+            .find(|(_, v)| v == self)
+            .expect("in VERSIONS");
+        f.write_str(name)
     }
 }
-
-/// The cipher suite names the peer accepts: Go's `tls.CipherSuites()`.
-/// (Go's insecure ones, RC4, 3DES and CBC with SHA-256, are unknown to the
-/// peer too.) Which of them rustls can do is `tls.rs`'s business.
-pub const GO_CIPHER_SUITES: &[&str] = &[
-    "TLS_RSA_WITH_AES_128_CBC_SHA",
-    "TLS_RSA_WITH_AES_256_CBC_SHA",
-    "TLS_RSA_WITH_AES_128_GCM_SHA256",
-    "TLS_RSA_WITH_AES_256_GCM_SHA384",
-    "TLS_AES_128_GCM_SHA256",
-    "TLS_AES_256_GCM_SHA384",
-    "TLS_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
-    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
-    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-];
-
-/// The curve names the peer accepts.
-pub const GO_CURVES: &[&str] = &["CurveP256", "CurveP384", "CurveP521", "X25519"];
 
 /// `rate_limit`: a token bucket shared by all requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -491,12 +453,16 @@ fn tls_settings(
     }
     let version = |name: &str, value: Option<String>, default| match value.as_deref() {
         None | Some("") => Ok(default),
-        Some(text) => TlsVersion::parse(text).ok_or_else(|| {
-            KeyError::new(
-                key(name),
-                format!("unknown TLS version {text:?}; expected TLS10, TLS11, TLS12 or TLS13"),
-            )
-        }),
+        Some(text) => VERSIONS
+            .iter()
+            .find(|(n, _)| *n == text)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                KeyError::new(
+                    key(name),
+                    format!("unknown TLS version {text:?}; expected TLS10, TLS11, TLS12 or TLS13"),
+                )
+            }),
     };
     let min_given = raw.min_version.as_deref().is_some_and(|v| !v.is_empty());
     let min_version = version("min_version", raw.min_version, TlsVersion::Tls12)?;
@@ -517,13 +483,13 @@ fn tls_settings(
     let cipher_suites = names(
         &key("cipher_suites"),
         raw.cipher_suites,
-        GO_CIPHER_SUITES,
+        &CIPHER_SUITES,
         "cipher suite",
     )?;
     let curve_preferences = names(
         &key("curve_preferences"),
         raw.curve_preferences,
-        GO_CURVES,
+        &CURVES,
         "curve",
     )?;
     Ok(Some(TlsSettings {
@@ -561,34 +527,24 @@ fn source(
 }
 
 /// Checks a list of Go names against the known ones; `None` when absent.
-fn names(
+fn names<T>(
     key: &str,
     given: Option<Vec<String>>,
-    known: &[&'static str],
+    known: &[(&'static str, T)],
     what: &str,
 ) -> Result<Option<Vec<&'static str>>, KeyError> {
-    let Some(given) = given else {
-        return Ok(None);
-    };
-    if given.is_empty() {
-        return Ok(None);
-    }
-    given
-        .iter()
-        .map(|name| {
-            known
-                .iter()
-                .find(|k| **k == name.as_str())
-                .copied()
-                .ok_or_else(|| {
-                    KeyError::new(
-                        key,
-                        format!("unknown {what} {name:?}; known: {}", known.join(", ")),
-                    )
-                })
+    let given = given.filter(|given| !given.is_empty());
+    let known = || known.iter().map(|(name, _)| *name);
+    let find = |name: &String| {
+        known().find(|k| k == name).ok_or_else(|| {
+            let all: Vec<&str> = known().collect();
+            let all = all.join(", ");
+            KeyError::new(key, format!("unknown {what} {name:?}; known: {all}"))
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    };
+    given
+        .map(|given| given.iter().map(find).collect())
+        .transpose()
 }
 
 /// `http_server_config.headers`, checked as the peer checks them. Blank
