@@ -469,18 +469,9 @@ impl Scans {
         };
         self.notices.scanned(&scan);
         let mut body = self.job.render(&scan);
-        exposition::counter(
-            &mut body,
-            "port_exporter_scans_total",
-            "Port scans run since the server started.",
-            scans,
-        );
-        exposition::counter(
-            &mut body,
-            "port_exporter_scan_errors_total",
-            "Port scans that failed since the server started.",
-            self.errors.load(Ordering::Relaxed),
-        );
+        let errors = self.errors.load(Ordering::Relaxed);
+        exposition::counter(&mut body, "port_exporter_scans_total", scans);
+        exposition::counter(&mut body, "port_exporter_scan_errors_total", errors);
         Ok(Bytes::from(body))
     }
 }
