@@ -37,7 +37,6 @@ mod listen;
 mod live;
 mod ratelimit;
 mod scrape;
-mod stall;
 mod tls;
 pub mod webconfig;
 
@@ -305,10 +304,7 @@ async fn serve_connection(
         // Silent, gone, or too slow: no request to answer.
         _ => return,
     };
-    let io = TokioIo::new(stall::WriteDeadline::new(
-        gate::Prefixed::new(head, stream),
-        WRITE_TIMEOUT,
-    ));
+    let io = TokioIo::new(gate::Conn::new(head, stream, WRITE_TIMEOUT));
     let service = service_fn(move |request| {
         let (scraper, web, slot) = (scraper.clone(), web.clone(), slot.clone());
         slot.busy();
