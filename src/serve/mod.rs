@@ -26,7 +26,6 @@ mod gate;
 mod handshake;
 mod listen;
 mod live;
-mod ratelimit;
 mod scrape;
 mod tls;
 pub mod webconfig;
