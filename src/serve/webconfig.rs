@@ -1,15 +1,9 @@
-//! `--web.config.file`: exporter-toolkit's web configuration file, parsed and
-//! validated.
-//!
-//! The format is the Prometheus ecosystem's (prometheus/exporter-toolkit,
-//! docs/web-configuration.md), so a file written for node_exporter works
-//! here unchanged: `tls_server_config`, `http_server_config`,
-//! `basic_auth_users` and `rate_limit`. Parsing is strict as the peer's
-//! (`yaml.UnmarshalStrict`): unknown keys and duplicate keys are errors.
+//! `--web.config.file`: exporter-toolkit's web configuration file
+//! (docs/web-configuration.md there), parsed and validated, so that a file
+//! written for node_exporter works here unchanged. Parsing is strict as the
+//! peer's (`yaml.UnmarshalStrict`): unknown and duplicate keys are errors.
 //! Every error names the key and the reason; the caller adds the file.
-//! Relative paths resolve against the directory of the file, not the cwd.
-//!
-//! This module only reads YAML text and decides what it means; reading the
+//! Relative paths resolve against the file's directory. Reading the
 //! certificates and building the TLS configuration is `tls.rs`'s job.
 
 use std::{
@@ -52,7 +46,6 @@ pub struct TlsSettings {
     pub key: Source,
     /// `client_ca_file` or `client_ca`.
     pub client_ca: Option<Source>,
-    /// `client_auth_type`.
     pub client_auth: ClientAuth,
     /// `client_allowed_sans`: a client certificate must carry one of these.
     pub client_allowed_sans: Option<Vec<String>>,
@@ -62,7 +55,6 @@ pub struct TlsSettings {
     pub max_version: TlsVersion,
     /// `cipher_suites` by their Go names, in preference order; `None`: all.
     pub cipher_suites: Option<Vec<&'static str>>,
-    /// `curve_preferences` by their Go names, in preference order.
     pub curve_preferences: Option<Vec<&'static str>>,
     /// `prefer_server_cipher_suites` (default true).
     pub prefer_server_cipher_suites: bool,
@@ -166,12 +158,10 @@ pub struct RateLimit {
 pub struct KeyError {
     /// Such as `tls_server_config.cipher_suites`.
     pub key: String,
-    /// What is wrong with it.
     pub reason: String,
 }
 
 impl KeyError {
-    /// An error about `key`.
     pub fn new(key: impl Into<String>, reason: impl Into<String>) -> KeyError {
         KeyError {
             key: key.into(),
@@ -250,11 +240,10 @@ impl WebConfig {
     /// Parses and validates the text of a web config file found in `dir`.
     pub fn parse(text: &str, dir: &Path) -> Result<WebConfig, KeyError> {
         // An empty file (or one with only comments) is a valid, empty config.
-        let raw: RawConfig = if text.trim().is_empty()
-            || text.lines().all(|l| {
-                let l = l.trim();
-                l.is_empty() || l.starts_with('#') || l == "---"
-            }) {
+        let raw: RawConfig = if text.lines().all(|l| {
+            let l = l.trim();
+            l.is_empty() || l.starts_with('#') || l == "---"
+        }) {
             RawConfig::default()
         } else {
             serde_norway::from_str(text).map_err(yaml_error)?
@@ -291,9 +280,7 @@ impl WebConfig {
 /// A YAML or type error as a key error: serde_norway's message already
 /// starts with the key path (`tls_server_config.cert_file: invalid type...`).
 fn yaml_error(err: serde_norway::Error) -> KeyError {
-    let text = err.to_string();
-    let text = text.replace('\n', " ");
-    KeyError::new("", text)
+    KeyError::new("", err.to_string().replace('\n', " "))
 }
 
 /// Validates `tls_server_config`; `None` when it configures nothing, which
@@ -306,14 +293,9 @@ fn tls_settings(
     const K: &str = "tls_server_config";
     let key = |name: &str| format!("{K}.{name}");
     let set = |value: &Option<String>| value.as_deref().filter(|v| !v.is_empty()).is_some();
-    let enabled = set(&raw.cert)
-        || set(&raw.key)
-        || set(&raw.cert_file)
-        || set(&raw.key_file)
-        || set(&raw.client_ca)
-        || set(&raw.client_ca_file)
-        || set(&raw.client_auth_type);
-    if !enabled {
+    let sources = [&raw.cert, &raw.key, &raw.cert_file, &raw.key_file];
+    let auth = [&raw.client_ca, &raw.client_ca_file, &raw.client_auth_type];
+    if !sources.into_iter().chain(auth).any(set) {
         // Other keys without any certificate: the peer serves plain HTTP
         // and ignores them; so do we, but not silently.
         let stray = [
@@ -332,16 +314,16 @@ fn tls_settings(
             .filter(|(_, present)| *present)
             .map(|(name, _)| key(name))
             .collect();
+        let they = if named.len() == 1 {
+            "it is"
+        } else {
+            "they are"
+        };
         if !named.is_empty() {
             notes.push(format!(
                 "{} set, but there is no cert_file or cert: TLS is off (plain HTTP), \
-                 and {} ignored",
+                 and {they} ignored",
                 named.join(", "),
-                if named.len() == 1 {
-                    "it is"
-                } else {
-                    "they are"
-                }
             ));
         }
         return Ok(None);
@@ -427,18 +409,13 @@ fn tls_settings(
             )
         });
     }
-    let cipher_suites = names(
-        &key("cipher_suites"),
+    let suites = names(
+        "cipher_suites",
         raw.cipher_suites,
         &CIPHER_SUITES,
         "cipher suite",
     )?;
-    let curve_preferences = names(
-        &key("curve_preferences"),
-        raw.curve_preferences,
-        &CURVES,
-        "curve",
-    )?;
+    let curve_preferences = names("curve_preferences", raw.curve_preferences, &CURVES, "curve")?;
     Ok(Some(TlsSettings {
         cert,
         key: private,
@@ -447,7 +424,7 @@ fn tls_settings(
         client_allowed_sans: raw.client_allowed_sans,
         min_version,
         max_version,
-        cipher_suites,
+        cipher_suites: suites,
         curve_preferences,
         prefer_server_cipher_suites: raw.prefer_server_cipher_suites.unwrap_or(true),
     }))
@@ -486,7 +463,10 @@ fn names<T>(
         known().find(|k| k == name).ok_or_else(|| {
             let all: Vec<&str> = known().collect();
             let all = all.join(", ");
-            KeyError::new(key, format!("unknown {what} {name:?}; known: {all}"))
+            KeyError::new(
+                format!("tls_server_config.{key}"),
+                format!("unknown {what} {name:?}; known: {all}"),
+            )
         })
     };
     given
