@@ -1,28 +1,21 @@
 //! Basic auth against `basic_auth_users`' bcrypt hashes, done safely.
 //!
-//! - bcrypt is slow on purpose (cost 10 is tens of milliseconds), so each
-//!   result is cached. The cache key is an HMAC, under a key drawn at
-//!   start, of the user, the hash in force and the password: a changed
-//!   password or a changed hash is a new key and never hits, and the
-//!   plaintext password is not kept. Successes and failures are kept in
-//!   sets of their own, each bounded and emptied when full, so failures
-//!   can never push out the successes.
-//! - Single flight: requests that arrive while the same check waits or
-//!   runs wait for it, so 32 clients with the same credentials cost one
-//!   bcrypt.
-//! - An unknown user is checked against a dummy hash and refused whatever
-//!   the outcome, so that it answers after about the time a wrong password
-//!   takes. The dummy's cost is the median cost of the configured hashes,
-//!   at most [`MAX_DUMMY_COST`] (exporter-toolkit's fixed dummy costs 10):
-//!   an unknown user never costs more than a typical check.
-//! - The checks run on the blocking pool, one at a time, through a
-//!   [`Fair`] queue: per client address, round robin, bounded per client
-//!   ([`PER_CLIENT`]) and in all ([`QUEUED`]), and a check that has waited
-//!   [`MAX_WAIT`] to start is dropped. A request whose check cannot be
-//!   queued or was dropped is answered [`Verdict::Busy`] at once, so that
-//!   waiting requests do not pile up. A check that every requester gave up
-//!   on is dropped unrun, and its entry goes with it: nothing a client
-//!   sends grows memory beyond these bounds.
+//! - bcrypt is slow on purpose, so each result is cached, under an HMAC
+//!   (keyed at start) of the user, the hash in force and the password: a
+//!   changed password or hash never hits, and no plaintext is kept.
+//!   Successes and failures have bounded sets of their own, so failures
+//!   never push out successes.
+//! - Single flight: requests that arrive while the same check waits or runs
+//!   wait for it, so 32 clients with the same credentials cost one bcrypt.
+//! - An unknown user is checked against a dummy hash and refused, so it
+//!   answers after about the time a wrong password takes; the dummy costs
+//!   the configured hashes' median cost, at most [`MAX_DUMMY_COST`].
+//! - Checks run on the blocking pool, one at a time, through a [`Fair`]
+//!   queue bounded per client ([`PER_CLIENT`]) and in all ([`QUEUED`]); a
+//!   check that waited [`MAX_WAIT`] is dropped. A request whose check cannot
+//!   be queued or was dropped gets [`Verdict::Busy`] at once, and a check
+//!   every requester gave up on is dropped unrun with its entry: nothing a
+//!   client sends grows memory beyond these bounds.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},

@@ -59,13 +59,10 @@ const SETTLE: Duration = Duration::from_millis(500);
 
 /// What one load of the files produced.
 pub struct Active {
-    /// TLS, when the file configures it.
     tls: Option<TlsAcceptor>,
     /// `basic_auth_users`; empty: no auth.
     users: BTreeMap<String, String>,
-    /// `http_server_config.headers`.
     headers: Vec<(HeaderName, HeaderValue)>,
-    /// `rate_limit`.
     limiter: Option<Limiter>,
     /// What the file asks for that rustls cannot do, or that means less
     /// than it may seem, if anything: said once.
@@ -282,15 +279,15 @@ impl Live {
     /// What the start line says about the server: `https`, basic auth.
     pub fn describe(&self) -> String {
         let active = self.current();
-        let mut parts = vec![if active.tls.is_some() {
+        let scheme = if active.tls.is_some() {
             "https"
         } else {
             "http"
-        }];
-        if !active.users.is_empty() {
-            parts.push("basic auth");
+        };
+        match active.users.is_empty() {
+            true => scheme.to_string(),
+            false => format!("{scheme}, basic auth"),
         }
-        parts.join(", ")
     }
 
     /// The configuration in force.
