@@ -450,28 +450,27 @@ fn source(
     }
 }
 
-/// Checks a list of Go names against the known ones; `None` when absent.
+/// Checks the Go names of `tls_server_config.{key}` against a table of
+/// `tls.rs`; `None` when absent or empty.
 fn names<T>(
     key: &str,
     given: Option<Vec<String>>,
     known: &[(&'static str, T)],
     what: &str,
 ) -> Result<Option<Vec<&'static str>>, KeyError> {
-    let given = given.filter(|given| !given.is_empty());
-    let known = || known.iter().map(|(name, _)| *name);
+    let Some(given) = given.filter(|given| !given.is_empty()) else {
+        return Ok(None);
+    };
+    let known: Vec<&'static str> = known.iter().map(|(name, _)| *name).collect();
     let find = |name: &String| {
-        known().find(|k| k == name).ok_or_else(|| {
-            let all: Vec<&str> = known().collect();
-            let all = all.join(", ");
+        known.iter().copied().find(|k| k == name).ok_or_else(|| {
             KeyError::new(
                 format!("tls_server_config.{key}"),
-                format!("unknown {what} {name:?}; known: {all}"),
+                format!("unknown {what} {name:?}; known: {}", known.join(", ")),
             )
         })
     };
-    given
-        .map(|given| given.iter().map(find).collect())
-        .transpose()
+    given.iter().map(find).collect::<Result<_, _>>().map(Some)
 }
 
 /// `http_server_config.headers`, checked as the peer checks them. Blank
