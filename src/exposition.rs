@@ -39,6 +39,51 @@ const OPEN_PORTS_HELP_NETNS: &str = "Whether a socket listens on this port (TCP 
 state, UDP bound and not connected) in the network namespace of the netns label, with the labels \
 chosen by --labels: 1 open, 0 closed (closed ports are listed only with --include-closed).";
 
+/// The HELP texts of the other families, the server's counters included.
+const HELP: &[(&str, &str)] = &[
+    (
+        "port_exporter_scan_duration_seconds",
+        "How long the port scan took, in seconds.",
+    ),
+    (
+        "port_exporter_last_scan_timestamp_seconds",
+        "When the last successful port scan started, in seconds since the Unix epoch.",
+    ),
+    (
+        "port_exporter_scan_skipped_ports",
+        "Selected ports the scan skipped (the bind method may not bind them without \
+privilege); they are never reported open.",
+    ),
+    (
+        "port_exporter_unattributed_listeners",
+        "Listeners whose process could not be found (process label empty): held by \
+processes of other users without the privilege to read them, or by no visible process.",
+    ),
+    (
+        "port_exporter_netns_unscanned",
+        "Network namespaces that exist but could not be opened or entered (--netns all): \
+their listeners are missing from this exposition.",
+    ),
+    (
+        "port_exporter_build_info",
+        "A metric with a constant 1 value, labeled by the version and the scan method used.",
+    ),
+    (
+        "port_exporter_scans_total",
+        "Port scans run since the server started.",
+    ),
+    (
+        "port_exporter_scan_errors_total",
+        "Port scans that failed since the server started.",
+    ),
+];
+
+/// The HELP text of `name` in [`HELP`].
+fn help(name: &str) -> &'static str {
+    let found = HELP.iter().find(|(family, _)| *family == name);
+    found.expect("every family has a HELP text").1
+}
+
 /// How a scan is shown in the exposition: which labels, and whether closed
 /// ports are listed.
 #[derive(Clone, Copy, Debug)]
@@ -301,13 +346,11 @@ fn meta(
     write_gauge(
         out,
         "port_exporter_scan_duration_seconds",
-        "How long the port scan took, in seconds.",
         scan.duration.as_secs_f64(),
     )?;
     write_gauge(
         out,
         "port_exporter_last_scan_timestamp_seconds",
-        "When the last successful port scan started, in seconds since the Unix epoch.",
         // A clock before 1970 is not worth failing a scrape over.
         scan.started
             .duration_since(std::time::UNIX_EPOCH)
@@ -316,34 +359,16 @@ fn meta(
     write_gauge(
         out,
         "port_exporter_scan_skipped_ports",
-        "Selected ports the scan skipped (the bind method may not bind them without \
-privilege); they are never reported open.",
         scan.skipped.len() as f64,
     )?;
     if let Some(count) = unattributed {
-        write_gauge(
-            out,
-            "port_exporter_unattributed_listeners",
-            "Listeners whose process could not be found (process label empty): held by \
-processes of other users without the privilege to read them, or by no visible process.",
-            count as f64,
-        )?;
+        write_gauge(out, "port_exporter_unattributed_listeners", count as f64)?;
     }
     if let Some(count) = unscanned {
-        write_gauge(
-            out,
-            "port_exporter_netns_unscanned",
-            "Network namespaces that exist but could not be opened or entered (--netns all): \
-their listeners are missing from this exposition.",
-            count as f64,
-        )?;
+        write_gauge(out, "port_exporter_netns_unscanned", count as f64)?;
     }
-    header(
-        out,
-        "port_exporter_build_info",
-        "A metric with a constant 1 value, labeled by the version and the scan method used.",
-        "gauge",
-    )?;
+    let info = "port_exporter_build_info";
+    header(out, info, help(info), "gauge")?;
     writeln!(
         out,
         "port_exporter_build_info{{method=\"{}\",version=\"{}\"}} 1",
@@ -353,16 +378,16 @@ their listeners are missing from this exposition.",
 }
 
 /// Appends a family of one unlabeled counter sample.
-pub fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+pub fn counter(out: &mut String, name: &str, value: u64) {
     let mut bytes = Vec::new();
-    let _ = header(&mut bytes, name, help, "counter");
+    let _ = header(&mut bytes, name, help(name), "counter");
     let _ = writeln!(bytes, "{name} {value}");
     out.push_str(std::str::from_utf8(&bytes).expect("UTF-8"));
 }
 
 /// Writes a family of one unlabeled gauge sample.
-fn write_gauge(out: &mut impl Write, name: &str, help: &str, value: f64) -> io::Result<()> {
-    header(out, name, help, "gauge")?;
+fn write_gauge(out: &mut impl Write, name: &str, value: f64) -> io::Result<()> {
+    header(out, name, help(name), "gauge")?;
     // The values are finite, which Rust writes as Go's ParseFloat reads.
     writeln!(out, "{name} {value}")
 }
@@ -510,10 +535,10 @@ instance_open_ports{{port=\"65535\"}} 0
     #[test]
     fn extra_families() {
         let mut out = String::new();
-        counter(&mut out, "port_exporter_scans_total", "Scans run.", 7);
+        counter(&mut out, "port_exporter_scans_total", 7);
         assert_eq!(
             out,
-            "# HELP port_exporter_scans_total Scans run.\n\
+            "# HELP port_exporter_scans_total Port scans run since the server started.\n\
 # TYPE port_exporter_scans_total counter\nport_exporter_scans_total 7\n"
         );
     }

@@ -1,28 +1,21 @@
 //! Basic auth against `basic_auth_users`' bcrypt hashes, done safely.
 //!
-//! - bcrypt is slow on purpose (cost 10 is tens of milliseconds), so each
-//!   result is cached. The cache key is an HMAC, under a key drawn at
-//!   start, of the user, the hash in force and the password: a changed
-//!   password or a changed hash is a new key and never hits, and the
-//!   plaintext password is not kept. Successes and failures are kept in
-//!   sets of their own, each bounded and emptied when full, so failures
-//!   can never push out the successes.
-//! - Single flight: requests that arrive while the same check waits or
-//!   runs wait for it, so 32 clients with the same credentials cost one
-//!   bcrypt.
-//! - An unknown user is checked against a dummy hash and refused whatever
-//!   the outcome, so that it answers after about the time a wrong password
-//!   takes. The dummy's cost is the median cost of the configured hashes,
-//!   at most [`MAX_DUMMY_COST`] (exporter-toolkit's fixed dummy costs 10):
-//!   an unknown user never costs more than a typical check.
-//! - The checks run on the blocking pool, one at a time, through a
-//!   [`Fair`] queue: per client address, round robin, bounded per client
-//!   ([`PER_CLIENT`]) and in all ([`QUEUED`]), and a check that has waited
-//!   [`MAX_WAIT`] to start is dropped. A request whose check cannot be
-//!   queued or was dropped is answered [`Verdict::Busy`] at once, so that
-//!   waiting requests do not pile up. A check that every requester gave up
-//!   on is dropped unrun, and its entry goes with it: nothing a client
-//!   sends grows memory beyond these bounds.
+//! - bcrypt is slow on purpose, so each result is cached, under an HMAC
+//!   (keyed at start) of the user, the hash in force and the password: a
+//!   changed password or hash never hits, and no plaintext is kept.
+//!   Successes and failures have bounded sets of their own, so failures
+//!   never push out successes.
+//! - Single flight: requests that arrive while the same check waits or runs
+//!   wait for it, so 32 clients with the same credentials cost one bcrypt.
+//! - An unknown user is checked against a dummy hash and refused, so it
+//!   answers after about the time a wrong password takes; the dummy costs
+//!   the configured hashes' median cost, at most [`MAX_DUMMY_COST`].
+//! - Checks run on the blocking pool, one at a time, through a [`Fair`]
+//!   queue bounded per client ([`PER_CLIENT`]) and in all ([`QUEUED`]); a
+//!   check that waited [`MAX_WAIT`] is dropped. A request whose check cannot
+//!   be queued or was dropped gets [`Verdict::Busy`] at once, and a check
+//!   every requester gave up on is dropped unrun with its entry: nothing a
+//!   client sends grows memory beyond these bounds.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -31,6 +24,10 @@ use std::{
     time::Duration,
 };
 
+use base64::{
+    Engine, alphabet,
+    engine::{GeneralPurpose, GeneralPurposeConfig},
+};
 use hyper::header::HeaderValue;
 use ring::{hmac, rand::SystemRandom};
 use tokio::sync::watch;
@@ -303,45 +300,18 @@ fn credentials(header: &[u8]) -> Option<(String, Vec<u8>)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64_decode(encoded.trim())?;
+    let decoded = BASE64.decode(encoded.trim()).ok()?;
     let colon = decoded.iter().position(|&b| b == b':')?;
     let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
     Some((user, decoded[colon + 1..].to_vec()))
 }
 
-/// Standard base64 with padding (RFC 4648 §4), as basic auth uses.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    let chunks = bytes.len() / 4;
-    for (i, chunk) in bytes.chunks(4).enumerate() {
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && i + 1 != chunks) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = (n << 6) | value(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&decoded[..3 - pad]);
-    }
-    Some(out)
-}
+/// Standard base64 with padding (RFC 4648 §4), as basic auth uses; like
+/// Go's decoder, it ignores the unused bits of the last character.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
 
 #[cfg(test)]
 mod tests {
@@ -368,35 +338,23 @@ mod tests {
         HeaderValue::from_str(&format!("Basic {encoded}")).unwrap()
     }
 
-    /// A plain base64 encoder, for the tests only.
     fn encode(bytes: &[u8]) -> String {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n =
-                chunk.iter().fold(0u32, |n, &b| (n << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
+        BASE64.encode(bytes)
     }
 
     #[test]
     fn base64_round_trips_and_refuses_junk() {
         for text in ["", "a", "ab", "abc", "alice:s3cret", "ü:ö:\u{0}"] {
             assert_eq!(
-                base64_decode(&encode(text.as_bytes())).unwrap(),
+                BASE64.decode(encode(text.as_bytes())).unwrap(),
                 text.as_bytes()
             );
         }
         for bad in ["YQ", "YQ=", "Y===", "YQ==YQ==", "YW!j", "YWJj\n"] {
-            assert_eq!(base64_decode(bad), None, "{bad:?}");
+            assert!(BASE64.decode(bad).is_err(), "{bad:?}");
         }
+        // Unused trailing bits are ignored, as Go does.
+        assert_eq!(BASE64.decode("YR==").unwrap(), b"a");
     }
 
     #[test]

@@ -1,16 +1,11 @@
-//! Client certificate checks that rustls does not ship, so this module
-//! exists: Go's `RequestClientCert` and `RequireAnyClientCert` ([`AnyCert`]:
-//! any certificate, no chain verification, but the client must still prove
-//! it holds the key), and around another verifier ([`Checked`]):
-//! exporter-toolkit's `client_allowed_sans` (the certificate must carry one
-//! of the listed Subject Alternative Names, compared as Go prints them: DNS
-//! names, e-mail addresses, IP addresses and URIs), and Go's acceptance of
-//! a self-signed client certificate that is itself listed in the client CA
-//! file (webpki refuses a CA certificate as an end entity, Go trusts a
-//! certificate found in its root pool; exporter-toolkit's own test data
-//! relies on it). rustls exposes no certificate fields, so x509-parser
-//! reads them.
-//!
+//! Client certificate checks that rustls does not ship: Go's
+//! `RequestClientCert` and `RequireAnyClientCert` ([`AnyCert`]: any
+//! certificate, no chain verification, but the client must prove it holds
+//! the key), and around another verifier ([`Checked`]): exporter-toolkit's
+//! `client_allowed_sans` (compared as Go prints the names) and Go's
+//! acceptance of a self-signed client certificate listed in the client CA
+//! file (webpki refuses a CA certificate as an end entity; exporter-toolkit's
+//! own test data relies on it). x509-parser reads the fields rustls hides.
 //! All act during the handshake, so a refused client gets a TLS alert and
 //! never reaches HTTP, as with the peer.
 

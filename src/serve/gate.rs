@@ -1,23 +1,29 @@
-//! Waiting for a connection's first request head before hyper sees it.
+//! A connection's bytes around hyper: the wait for its first request head,
+//! and a deadline on writes to a client that stops reading.
 //!
-//! hyper gives each connection 8 KiB of read buffer as soon as a byte
-//! arrives, and a few KiB more of state: about 15 KiB a connection, measured
-//! here. Clients that trickle a byte every few seconds (slowloris) would
-//! then cost that much each for as long as the head timeout lets them stay.
-//! Here a connection first waits, with a buffer only as large as what it
-//! has sent, for the blank line that ends a request head (or for
-//! [`super::MAX_BUF`] bytes, or the end of the stream); only then is it
-//! handed to hyper, which reads those bytes again from [`Prefixed`] and
-//! parses them itself. Nothing here parses HTTP: it only looks for the end
-//! of the head.
+//! hyper gives each connection about 15 KiB (8 KiB of read buffer and its
+//! state) as soon as a byte arrives, so clients that trickle a byte every
+//! few seconds (slowloris) would each cost that much for as long as the
+//! head timeout lets them stay. Here a connection first waits, with a
+//! buffer only as large as what it has sent, for the blank line that ends a
+//! request head (nothing here parses HTTP); hyper then reads those bytes
+//! again from [`Conn`]. And hyper bounds how long a head may take, not how
+//! long an answer may wait to be written: a client that pipelines requests
+//! and never reads would hold its slot forever, so a write that makes no
+//! progress for the given time fails with TimedOut.
 
 use std::{
+    future::Future,
     io,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
+    time::Sleep,
+};
 
 /// Reads from `stream` until a request head is complete (a blank line), the
 /// stream ends, or `max` bytes came without one; returns what was read.
@@ -48,26 +54,51 @@ fn ends_head(bytes: &[u8]) -> bool {
     bytes.windows(4).any(|w| w == b"\r\n\r\n") || bytes.windows(2).any(|w| w == b"\n\n")
 }
 
-/// A stream that first gives back `prefix` (what [`first_head`] read),
-/// then reads on from `inner`; writes go to `inner`.
-pub struct Prefixed<S> {
+/// `inner` that first gives back `prefix` (what [`first_head`] read), and
+/// whose writes fail when blocked for `limit`.
+pub struct Conn<S> {
     prefix: Vec<u8>,
     /// How much of `prefix` has been given back.
     at: usize,
     inner: S,
+    limit: Duration,
+    /// Armed while a write is blocked; cleared by any progress.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl<S> Prefixed<S> {
-    pub fn new(prefix: Vec<u8>, inner: S) -> Prefixed<S> {
-        Prefixed {
+impl<S> Conn<S> {
+    pub fn new(prefix: Vec<u8>, inner: S, limit: Duration) -> Conn<S> {
+        Conn {
             prefix,
             at: 0,
             inner,
+            limit,
+            timer: None,
+        }
+    }
+
+    /// Turns a write result of the inner stream into ours: progress
+    /// disarms the timer, a block arms it (once) and fails when it fires.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.timer = None;
+            return poll;
+        }
+        let limit = self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -89,13 +120,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -103,7 +136,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -111,11 +146,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, poll)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.watch(cx, poll)
     }
 }
 
@@ -144,7 +183,7 @@ mod tests {
             head.capacity()
         );
         let _client = writer.await.unwrap();
-        let mut replay = Prefixed::new(head, server);
+        let mut replay = Conn::new(head, server, Duration::from_secs(10));
         let mut got = vec![0; request.len()];
         replay.read_exact(&mut got).await.unwrap();
         assert_eq!(got, request);
@@ -170,5 +209,56 @@ mod tests {
         assert!(ends_head(b"\r\n\r\n"));
         assert!(ends_head(b"x\n\n"));
         assert!(!ends_head(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_never_reads_times_out() {
+        let (client, _server) = tokio::io::duplex(16);
+        let mut stream = Conn::new(Vec::new(), client, Duration::from_secs(10));
+        let err = stream.write_all(&[0; 64]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_keeps_the_connection() {
+        let (client, mut server) = tokio::io::duplex(16);
+        let mut stream = Conn::new(Vec::new(), client, Duration::from_secs(10));
+        let reader = tokio::spawn(async move {
+            let mut sink = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut server, &mut sink)
+                .await
+                .unwrap();
+            sink.len()
+        });
+        stream.write_all(&[1; 4096]).await.unwrap();
+        stream.shutdown().await.unwrap();
+        drop(stream);
+        assert_eq!(reader.await.unwrap(), 4096);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_but_steady_progress_is_not_a_stall() {
+        // Each 16-byte read comes 6 s after the last: no single wait reaches
+        // the 10 s limit, though the whole write takes 24 s.
+        let (client, mut server) = tokio::io::duplex(16);
+        let mut stream = Conn::new(Vec::new(), client, Duration::from_secs(10));
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            let mut buf = [0; 16];
+            loop {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                match tokio::io::AsyncReadExt::read(&mut server, &mut buf)
+                    .await
+                    .unwrap()
+                {
+                    0 => return got,
+                    n => got += n,
+                }
+            }
+        });
+        stream.write_all(&[7; 64]).await.unwrap();
+        stream.shutdown().await.unwrap();
+        drop(stream);
+        assert_eq!(reader.await.unwrap(), 64);
     }
 }

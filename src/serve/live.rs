@@ -1,33 +1,25 @@
 //! The web config in force: loaded at start, reloaded when its file or a
 //! certificate, key or CA file it names changes, and applied to each
-//! connection (the TLS handshake) and each request (rate limit, basic auth,
-//! headers) as a layer in front of the handler.
+//! connection (the TLS handshake) and request (rate limit, basic auth,
+//! headers) in front of the handler.
 //!
 //! The peer re-reads everything for each connection and request. Here a
-//! thread of its own looks at the files' stamps (modification and change
-//! times, size, inode, device) every [`POLL`], and reloads only what has
-//! settled and does not open the server up:
+//! thread looks at the files' stamps (times, size, inode, device) every
+//! [`POLL`], and reloads only what has settled and does not open the
+//! server up:
 //!
-//! - **Settled:** when a stamp changes, everything is read (stamps taken
-//!   before each read): the file, then each file the text names, whether
-//!   the config in force names it or not (so a `cert_file` that does not
-//!   exist yet is watched too, and tried again when it appears). The
-//!   reading is repeated every [`POLL`] until two readings at least
-//!   [`SETTLE`] apart are the same, stamps and bytes; only then is the
-//!   second one used, from those bytes, never from a third read. A file
-//!   rewritten in place (`cat new > web.yml`, an editor) is seen half
-//!   written by one reading, not by two that far apart with the same change
-//!   time: the kernel moves a file's ctime at each write.
-//! - **Fail closed:** what does not load (a YAML error, a missing key file,
-//!   a key that does not match) keeps the configuration in force and says
-//!   why once. So does a change that would weaken access, which waits for a
-//!   restart: basic auth off, TLS off (or on), a `client_auth_type` that no
-//!   longer requires a certificate or no longer verifies one, or
+//! - **Settled:** on a changed stamp, the file and every file its text names
+//!   are read (stamps first; a named file that does not exist yet is watched
+//!   too), again every [`POLL`], until two readings at least [`SETTLE`]
+//!   apart are the same, stamps and bytes; the second one's bytes are used.
+//!   A file rewritten in place is seen half written by one reading, not by
+//!   two that far apart with the same ctime: each write moves it.
+//! - **Fail closed:** what does not load keeps the configuration in force
+//!   and says why once. So does a change that would weaken access, which
+//!   waits for a restart: basic auth off, TLS off (or on), a
+//!   `client_auth_type` that no longer requires or verifies a certificate,
 //!   `client_allowed_sans` dropped. Users, hashes, certificates, keys, CAs,
 //!   allowed SANs, headers and the rate limit change freely.
-//!
-//! The files are read at start without waiting: the operator starts the
-//! server on a file that is there.
 
 use std::{
     collections::BTreeMap,
@@ -48,18 +40,16 @@ use hyper::{
     header::{AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE},
 };
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_util::either::Either;
 
 use crate::log::log;
 
 use super::{
     auth::{Authenticator, Verdict},
     handshake::Handshakes,
-    plain,
-    ratelimit::Limiter,
-    stream::Stream,
-    tls,
-    webconfig::{ClientAuth, Source, WebConfig},
+    plain, tls,
+    webconfig::{ClientAuth, RateLimit, Source, WebConfig},
 };
 
 /// How often the watcher looks at the files' stamps.
@@ -69,13 +59,10 @@ const SETTLE: Duration = Duration::from_millis(500);
 
 /// What one load of the files produced.
 pub struct Active {
-    /// TLS, when the file configures it.
     tls: Option<TlsAcceptor>,
     /// `basic_auth_users`; empty: no auth.
     users: BTreeMap<String, String>,
-    /// `http_server_config.headers`.
     headers: Vec<(HeaderName, HeaderValue)>,
-    /// `rate_limit`.
     limiter: Option<Limiter>,
     /// What the file asks for that rustls cannot do, or that means less
     /// than it may seem, if anything: said once.
@@ -248,6 +235,10 @@ struct InForce {
     snapshot: Snapshot,
 }
 
+/// An accepted connection: plain TCP, or TLS over it (boxed: rustls' state
+/// is large, plain connections need not carry its size).
+pub type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+
 /// The web config file and what it loaded.
 pub struct Live {
     /// Basic auth's checker and cache; lives across reloads.
@@ -288,15 +279,15 @@ impl Live {
     /// What the start line says about the server: `https`, basic auth.
     pub fn describe(&self) -> String {
         let active = self.current();
-        let mut parts = vec![if active.tls.is_some() {
+        let scheme = if active.tls.is_some() {
             "https"
         } else {
             "http"
-        }];
-        if !active.users.is_empty() {
-            parts.push("basic auth");
+        };
+        match active.users.is_empty() {
+            true => scheme.to_string(),
+            false => format!("{scheme}, basic auth"),
         }
-        parts.join(", ")
     }
 
     /// The configuration in force.
@@ -313,12 +304,12 @@ impl Live {
     pub async fn accept(&self, tcp: TcpStream, client: IpAddr, limit: Duration) -> Option<Stream> {
         let active = self.current();
         let Some(acceptor) = &active.tls else {
-            return Some(Stream::Plain(tcp));
+            return Some(Either::Left(tcp));
         };
         let config = acceptor.config().clone();
         let handshake = self.handshakes.accept(config, tcp, client);
         match tokio::time::timeout(limit, handshake).await {
-            Ok(Ok(tls)) => Some(Stream::Tls(Box::new(tls))),
+            Ok(Ok(tls)) => Some(Either::Right(Box::new(tls))),
             // Refused certificates, garbage, timeouts: the client's fault,
             // and the client has been told by an alert where possible.
             _ => None,
@@ -370,6 +361,47 @@ impl Live {
             response.headers_mut().insert(name.clone(), value.clone());
         }
         response
+    }
+}
+
+/// `rate_limit`: one token bucket for all requests, as exporter-toolkit's
+/// (Go's `rate.NewLimiter(rate.Every(interval), burst)`): it starts full
+/// with `burst` tokens and gains one every `interval`; a request that finds
+/// it empty is answered 429.
+pub struct Limiter {
+    /// A token comes back every `interval`.
+    interval: Duration,
+    /// The bucket's size.
+    burst: f64,
+    /// Tokens left, and when that was computed.
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Limiter {
+    /// A full bucket.
+    pub fn new(limit: RateLimit, now: Instant) -> Limiter {
+        let burst = f64::from(limit.burst);
+        Limiter {
+            interval: limit.interval,
+            burst,
+            state: Mutex::new((burst, now)),
+        }
+    }
+
+    /// Takes a token if there is one.
+    pub fn allow(&self, now: Instant) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (tokens, since) = *state;
+        let gained =
+            now.saturating_duration_since(since).as_secs_f64() / self.interval.as_secs_f64();
+        let tokens = (tokens + gained).min(self.burst);
+        if tokens >= 1.0 {
+            *state = (tokens - 1.0, now);
+            true
+        } else {
+            *state = (tokens, now);
+            false
+        }
     }
 }
 
@@ -562,5 +594,25 @@ mod tests {
                 .weakened_by(access(true, NoClientCert, false, false))
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_burst_then_one_per_interval() {
+        let start = Instant::now();
+        let limiter = Limiter::new(
+            RateLimit {
+                interval: Duration::from_millis(100),
+                burst: 3,
+            },
+            start,
+        );
+        assert!((0..3).all(|_| limiter.allow(start)));
+        assert!(!limiter.allow(start));
+        let later = start + Duration::from_millis(150);
+        assert!(limiter.allow(later));
+        assert!(!limiter.allow(later));
+        // Idle for long: the bucket holds no more than the burst.
+        let much_later = start + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| limiter.allow(much_later)).count(), 3);
     }
 }

@@ -1,30 +1,21 @@
 //! `--serve`: the same exposition over HTTP, scanned afresh for each scrape.
 //!
-//! Built on hyper's HTTP/1 server and a single-threaded tokio runtime; scans
-//! run on a thread of their own. What keeps it up under load and abuse:
-//! - scrapes share scans (`scrape.rs`): 200 simultaneous requests cause one
-//!   or two scans, not 200, and each answer comes from a scan that started
-//!   after its request arrived; clients that go away leave no scans behind;
-//! - at most [`MAX_CONNECTIONS`] connections; beyond that new ones are
-//!   closed at once, so memory stays bounded (each holds at most
-//!   [`MAX_BUF`] of request buffer);
-//! - a request head must arrive within [`HEADER_TIMEOUT`], which also closes
-//!   idle keep-alive connections; a write blocked for [`WRITE_TIMEOUT`]
-//!   drops the connection;
-//! - a failed scan answers 500 with the reason, is logged, and counted in
-//!   `port_exporter_scan_errors_total`; the next scrape scans again;
-//! - the log goes through a queue to a thread of its own ([`crate::log`]),
-//!   so a stderr nobody reads never stops serving;
-//! - SIGTERM or SIGINT stops accepting, lets answers in flight finish (for
-//!   up to [`DRAIN_TIMEOUT`]) and returns, abandoning a scan that is still
-//!   running.
+//! hyper's HTTP/1 server on a single-threaded tokio runtime; scans run on a
+//! thread of their own. What keeps it up under load and abuse:
+//! - scrapes share scans (`scrape.rs`), each answered by a scan that started
+//!   after the request arrived;
+//! - at most [`MAX_CONNECTIONS`] connections (`conns.rs`), each with at most
+//!   [`MAX_BUF`] of request buffer (`gate.rs`);
+//! - [`HEADER_TIMEOUT`] for the TLS handshake and the request head,
+//!   [`WRITE_TIMEOUT`] for a blocked write;
+//! - a failed scan answers 500, is logged and counted; the log has a thread
+//!   of its own ([`crate::log`]), so a stderr nobody reads never stops serving;
+//! - SIGTERM or SIGINT stops accepting, lets answers in flight finish for up
+//!   to [`DRAIN_TIMEOUT`], and abandons a scan still running.
 //!
-//! `--web.config.file` adds TLS, client certificates, basic auth, headers
-//! and a rate limit (exporter-toolkit's format; `live.rs` and the files it
-//! uses). The TLS handshake runs in the connection's task, holding its slot
-//! and bounded by [`HEADER_TIMEOUT`] like a request head. Started by systemd
-//! with sockets (`activation.rs`), a `--serve` without an address serves on
-//! those.
+//! `--web.config.file` (exporter-toolkit's format) adds TLS, client
+//! certificates, basic auth, headers and a rate limit (`live.rs`). Started by
+//! systemd with sockets (`activation.rs`), a bare `--serve` serves on those.
 
 mod activation;
 mod auth;
@@ -35,10 +26,7 @@ mod gate;
 mod handshake;
 mod listen;
 mod live;
-mod ratelimit;
 mod scrape;
-mod stall;
-mod stream;
 mod tls;
 pub mod webconfig;
 
@@ -142,6 +130,16 @@ pub fn serve(addr: Option<&ListenAddr>, web_config: Option<&Path>, job: Job) -> 
     result
 }
 
+/// What every connection is served with.
+struct Server {
+    http: http1::Builder,
+    /// Gone once shutdown has begun: `run` alone holds it.
+    graceful: Weak<GracefulShutdown>,
+    conns: Arc<Conns>,
+    scraper: Arc<Scraper>,
+    web: Option<Arc<live::Live>>,
+}
+
 /// The accept loops, until a signal; then the drain.
 async fn run(
     listeners: Vec<StdListener>,
@@ -169,24 +167,21 @@ async fn run(
     );
 
     let graceful = Arc::new(GracefulShutdown::new());
-    let conns = Conns::new(cap);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_BUF)
         .max_headers(64);
+    let server = Arc::new(Server {
+        http,
+        graceful: Arc::downgrade(&graceful),
+        conns: Conns::new(cap),
+        scraper,
+        web,
+    });
     let accepting: Vec<_> = bound
         .into_iter()
-        .map(|listener| {
-            tokio::spawn(accept_loop(
-                listener,
-                http.clone(),
-                graceful.clone(),
-                conns.clone(),
-                scraper.clone(),
-                web.clone(),
-            ))
-        })
+        .map(|listener| tokio::spawn(accept_loop(listener, server.clone())))
         .collect();
 
     tokio::select! {
@@ -199,8 +194,8 @@ async fn run(
     for task in accepting {
         let _ = task.await;
     }
-    // Every task holding a reference has ended, so this cannot fail.
-    let graceful = Arc::into_inner(graceful).context("connections still being accepted")?;
+    // Connections upgrade `graceful` only for an instant, on this thread.
+    let graceful = Arc::into_inner(graceful).context("shutdown is under way twice")?;
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
         .is_err()
@@ -229,14 +224,7 @@ fn connection_cap() -> usize {
 }
 
 /// Accepts connections on one listener and serves each on its own task.
-async fn accept_loop(
-    listener: TcpListener,
-    http: http1::Builder,
-    graceful: Arc<GracefulShutdown>,
-    conns: Arc<Conns>,
-    scraper: Arc<Scraper>,
-    web: Option<Arc<live::Live>>,
-) {
+async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
     let mut last_complaint: Option<Instant> = None;
     loop {
         let (stream, client) = match listener.accept().await {
@@ -253,23 +241,14 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Some(slot) = conns.admit() else {
-            // Every connection is being answered: closing at once is
-            // cheaper than queueing.
-            drop(stream);
+        // None: every connection is being answered, and closing at once is
+        // cheaper than queueing.
+        let Some(slot) = server.conns.admit() else {
             continue;
         };
         let _ = stream.set_nodelay(true);
         let slot = Arc::new(slot);
-        let connection = serve_connection(
-            stream,
-            client,
-            slot.clone(),
-            http.clone(),
-            Arc::downgrade(&graceful),
-            scraper.clone(),
-            web.clone(),
-        );
+        let connection = serve_connection(stream, client, slot.clone(), server.clone());
         tokio::spawn(async move {
             // A new connection may take the slot while this one waits for
             // a request head: then it goes.
@@ -287,18 +266,15 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     client: IpAddr,
     slot: Arc<Slot>,
-    http: http1::Builder,
-    graceful: Weak<GracefulShutdown>,
-    scraper: Arc<Scraper>,
-    web: Option<Arc<live::Live>>,
+    server: Arc<Server>,
 ) {
     let deadline = tokio::time::Instant::now() + HEADER_TIMEOUT;
-    let mut stream = match &web {
+    let mut stream = match &server.web {
         Some(web) => match web.accept(stream, client, HEADER_TIMEOUT).await {
             Some(stream) => stream,
             None => return,
         },
-        None => stream::Stream::Plain(stream),
+        None => tokio_util::either::Either::Left(stream),
     };
     let head = match tokio::time::timeout_at(deadline, gate::first_head(&mut stream, MAX_BUF)).await
     {
@@ -306,28 +282,23 @@ async fn serve_connection(
         // Silent, gone, or too slow: no request to answer.
         _ => return,
     };
-    let io = TokioIo::new(stall::WriteDeadline::new(
-        gate::Prefixed::new(head, stream),
-        WRITE_TIMEOUT,
-    ));
+    let io = TokioIo::new(gate::Conn::new(head, stream, WRITE_TIMEOUT));
+    let Some(watcher) = server.graceful.upgrade().map(|g| g.watcher()) else {
+        return;
+    };
+    let http = server.http.clone();
     let service = service_fn(move |request| {
-        let (scraper, web, slot) = (scraper.clone(), web.clone(), slot.clone());
+        let (server, slot) = (server.clone(), slot.clone());
         slot.busy();
         async move {
-            let answer = respond(&request, &scraper);
-            let response = match &web {
+            let answer = respond(&request, &server.scraper);
+            let response = match &server.web {
                 Some(web) => web.answer(&request, client, answer).await,
                 None => answer.await,
             };
             Ok::<_, Infallible>(response.map(|body| Answer { body, slot }))
         }
     });
-    // Shutdown has begun when the accept loop's Arc is gone. The upgrade is
-    // dropped before any await, and the runtime has one thread, so run()
-    // never sees it when it takes the Arc back.
-    let Some(watcher) = graceful.upgrade().map(|g| g.watcher()) else {
-        return;
-    };
     // Errors here are the client's (reset, timeout, garbage): hyper has
     // already answered what could be answered.
     let _ = watcher.watch(http.serve_connection(io, service)).await;
@@ -470,18 +441,9 @@ impl Scans {
         };
         self.notices.scanned(&scan);
         let mut body = self.job.render(&scan);
-        exposition::counter(
-            &mut body,
-            "port_exporter_scans_total",
-            "Port scans run since the server started.",
-            scans,
-        );
-        exposition::counter(
-            &mut body,
-            "port_exporter_scan_errors_total",
-            "Port scans that failed since the server started.",
-            self.errors.load(Ordering::Relaxed),
-        );
+        let errors = self.errors.load(Ordering::Relaxed);
+        exposition::counter(&mut body, "port_exporter_scans_total", scans);
+        exposition::counter(&mut body, "port_exporter_scan_errors_total", errors);
         Ok(Bytes::from(body))
     }
 }

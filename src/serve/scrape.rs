@@ -1,20 +1,14 @@
 //! Scans for scrapes: one at a time, shared by the requests that wait for
-//! it, and always fresh.
-//!
-//! The rules, however clients come and go:
+//! it, and always fresh, however clients come and go:
 //! - at most one scan runs, and at most one more waits to start;
-//! - a request is answered by a scan that started after the request
-//!   arrived, never by one already running (whose answer may predate a port
-//!   opened just before the request); if one is running, the request waits
-//!   for the next, which every request that arrives meanwhile shares;
-//! - a request that goes away (its client reset the connection) leaves
-//!   nothing behind: when every request that waited for the next scan has
-//!   gone, that scan does not run;
-//! - a scan that starts runs to its end, and its outcome goes to whoever
-//!   still waits.
+//! - a request is answered by a scan that started after it arrived (one
+//!   already running may predate a port opened just before), shared by
+//!   every request that arrives meanwhile;
+//! - when every request that waited for the next scan has gone, that scan
+//!   does not run; a scan that starts runs to its end, for whoever waits.
 //!
-//! The scan itself is a function given to [`Scraper::start`], so that these
-//! rules are tested with a fake scan on tokio's paused clock.
+//! The scan is a function given to [`Scraper::start`], so that these rules
+//! are tested with a fake scan on tokio's paused clock.
 
 use std::{
     future::Future,

@@ -10,7 +10,7 @@
 //! As with Go, `cipher_suites` only chooses among TLS 1.2 suites; TLS 1.3
 //! suites are not configurable and are all on.
 
-use std::{io, path::Path, sync::Arc};
+use std::{fmt, io, path::Path, sync::Arc};
 
 use rustls::{
     RootCertStore, ServerConfig, SupportedCipherSuite,
@@ -38,101 +38,121 @@ pub struct Built {
 /// bytes of a snapshot that the caller has seen settle.
 pub type ReadFile<'a> = &'a dyn Fn(&Path) -> io::Result<Vec<u8>>;
 
-/// The rustls suite for a Go cipher suite name, or why there is none.
-fn cipher_suite(go_name: &str) -> Result<Option<SupportedCipherSuite>, ()> {
+/// Go's names of what `tls_server_config` chooses, here and nowhere else:
+/// the cipher suites the peer accepts (Go's `tls.CipherSuites()`; Go's
+/// insecure ones are unknown to it too) and rustls' suite for each, `None`
+/// where rustls has none (CBC, RSA key exchange). As in Go, the TLS 1.3
+/// suites are always on.
+pub static CIPHER_SUITES: [(&str, Option<SupportedCipherSuite>); 17] = {
     use ring::cipher_suite as cs;
-    Ok(Some(match go_name {
-        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256" => {
-            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+    [
+        ("TLS_RSA_WITH_AES_128_CBC_SHA", None),
+        ("TLS_RSA_WITH_AES_256_CBC_SHA", None),
+        ("TLS_RSA_WITH_AES_128_GCM_SHA256", None),
+        ("TLS_RSA_WITH_AES_256_GCM_SHA384", None),
+        ("TLS_AES_128_GCM_SHA256", Some(cs::TLS13_AES_128_GCM_SHA256)),
+        ("TLS_AES_256_GCM_SHA384", Some(cs::TLS13_AES_256_GCM_SHA384)),
+        (
+            "TLS_CHACHA20_POLY1305_SHA256",
+            Some(cs::TLS13_CHACHA20_POLY1305_SHA256),
+        ),
+        ("TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA", None),
+        ("TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA", None),
+        ("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA", None),
+        ("TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA", None),
+        (
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            Some(cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+        ),
+        (
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            Some(cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
+        ),
+        (
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            Some(cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
+        ),
+        (
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            Some(cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
+        ),
+        (
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+            Some(cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256),
+        ),
+        (
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            Some(cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
+        ),
+    ]
+};
+
+/// The curves the peer accepts, and rustls' key exchange group for each.
+pub static CURVES: [(&str, Option<&dyn SupportedKxGroup>); 4] = [
+    ("CurveP256", Some(ring::kx_group::SECP256R1)),
+    ("CurveP384", Some(ring::kx_group::SECP384R1)),
+    ("CurveP521", None),
+    ("X25519", Some(ring::kx_group::X25519)),
+];
+
+/// The TLS versions the peer accepts (rustls has TLS12 and TLS13).
+pub const VERSIONS: [(&str, TlsVersion); 4] = [
+    ("TLS10", TlsVersion::Tls10),
+    ("TLS11", TlsVersion::Tls11),
+    ("TLS12", TlsVersion::Tls12),
+    ("TLS13", TlsVersion::Tls13),
+];
+
+/// rustls' counterpart of a Go name from one of the tables above.
+fn rustls<T: Copy>(table: &[(&str, Option<T>)], go_name: &str) -> Option<T> {
+    table.iter().find(|(name, _)| *name == go_name)?.1
+}
+
+/// A PEM source and the key that names it in the file (its `*_file` key,
+/// or the inline one).
+struct Pem<'a>(&'a Source, String);
+
+impl Pem<'_> {
+    fn new<'a>(source: &'a Source, file_key: &str, inline_key: &str) -> Pem<'a> {
+        let name = match source {
+            Source::File(_) => file_key,
+            Source::Inline(_) => inline_key,
+        };
+        Pem(source, format!("tls_server_config.{name}"))
+    }
+
+    /// Where the text comes from, for messages.
+    fn origin(&self) -> String {
+        match self.0 {
+            Source::File(path) => path.display().to_string(),
+            Source::Inline(_) => "the inline text".into(),
         }
-        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256" => {
-            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+    }
+
+    fn error(&self, why: impl fmt::Display) -> KeyError {
+        KeyError::new(&self.1, format!("{} {why}", self.origin()))
+    }
+
+    fn read(&self, read_file: ReadFile) -> Result<Vec<u8>, KeyError> {
+        match self.0 {
+            Source::Inline(text) => Ok(text.as_bytes().to_vec()),
+            Source::File(path) => read_file(path).map_err(|err| {
+                KeyError::new(&self.1, format!("cannot read {}: {err}", path.display()))
+            }),
         }
-        // TLS 1.3 suites: accepted and, as in Go, always on.
-        "TLS_AES_128_GCM_SHA256" | "TLS_AES_256_GCM_SHA384" | "TLS_CHACHA20_POLY1305_SHA256" => {
-            return Ok(None);
+    }
+
+    /// Every CERTIFICATE block.
+    fn certificates(&self, read_file: ReadFile) -> Result<Vec<CertificateDer<'static>>, KeyError> {
+        let certs = CertificateDer::pem_slice_iter(&self.read(read_file)?)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| self.error(format_args!("is not valid PEM: {err}")))?;
+        if certs.is_empty() {
+            let why = format!("no CERTIFICATE block in {}", self.origin());
+            return Err(KeyError::new(&self.1, why));
         }
-        // CBC suites and RSA key exchange.
-        _ => return Err(()),
-    }))
-}
-
-/// The rustls key exchange group for a Go curve name, if rustls has it.
-fn kx_group(go_name: &str) -> Option<&'static dyn SupportedKxGroup> {
-    use ring::kx_group;
-    match go_name {
-        "X25519" => Some(kx_group::X25519),
-        "CurveP256" => Some(kx_group::SECP256R1),
-        "CurveP384" => Some(kx_group::SECP384R1),
-        _ => None,
+        Ok(certs)
     }
-}
-
-/// The bytes of a PEM source, and the key to blame for a read error.
-fn read(
-    source: &Source,
-    file_key: &str,
-    inline_key: &str,
-    read_file: ReadFile,
-) -> Result<Vec<u8>, KeyError> {
-    match source {
-        Source::Inline(text) => Ok(text.as_bytes().to_vec()),
-        Source::File(path) => read_file(path).map_err(|err| {
-            KeyError::new(
-                format!("tls_server_config.{file_key}"),
-                format!("cannot read {}: {err}", path.display()),
-            )
-        }),
-    }
-    .map_err(|mut err| {
-        if matches!(source, Source::Inline(_)) {
-            err.key = format!("tls_server_config.{inline_key}");
-        }
-        err
-    })
-}
-
-/// The key a source is named by in the file.
-fn key_of(source: &Source, file_key: &str, inline_key: &str) -> String {
-    match source {
-        Source::File(_) => format!("tls_server_config.{file_key}"),
-        Source::Inline(_) => format!("tls_server_config.{inline_key}"),
-    }
-}
-
-/// Where a source's text comes from, for messages.
-fn origin(source: &Source) -> String {
-    match source {
-        Source::File(path) => path.display().to_string(),
-        Source::Inline(_) => "the inline text".into(),
-    }
-}
-
-/// Every CERTIFICATE block of a PEM source.
-fn certificates(
-    source: &Source,
-    file_key: &str,
-    inline_key: &str,
-    read_file: ReadFile,
-) -> Result<Vec<CertificateDer<'static>>, KeyError> {
-    let bytes = read(source, file_key, inline_key, read_file)?;
-    let key = key_of(source, file_key, inline_key);
-    let certs = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| {
-            KeyError::new(&key, format!("{} is not valid PEM: {err}", origin(source)))
-        })?;
-    if certs.is_empty() {
-        return Err(KeyError::new(
-            key,
-            format!("no CERTIFICATE block in {}", origin(source)),
-        ));
-    }
-    Ok(certs)
 }
 
 /// Builds the server configuration; reads the certificate, key and CA
@@ -173,13 +193,13 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
             let mut unusable = Vec::new();
             let mut any12 = false;
             for name in names {
-                match cipher_suite(name) {
-                    Ok(Some(suite)) => {
+                match rustls(&CIPHER_SUITES, name) {
+                    Some(suite) if suite.tls13().is_none() => {
                         any12 = true;
                         suites.push(suite);
                     }
-                    Ok(None) => {}
-                    Err(()) => unusable.push(*name),
+                    Some(_) => {}
+                    None => unusable.push(*name),
                 }
             }
             if !unusable.is_empty() {
@@ -206,11 +226,11 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
     let kx_groups = match &settings.curve_preferences {
         None => base.kx_groups.clone(),
         Some(names) => {
-            let usable: Vec<_> = names.iter().filter_map(|n| kx_group(n)).collect();
+            let usable: Vec<_> = names.iter().filter_map(|n| rustls(&CURVES, n)).collect();
             let unusable: Vec<&str> = names
                 .iter()
                 .copied()
-                .filter(|n| kx_group(n).is_none())
+                .filter(|n| rustls(&CURVES, n).is_none())
                 .collect();
             if usable.is_empty() {
                 return Err(KeyError::new(
@@ -233,17 +253,12 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
         ..base
     });
 
-    let certs = certificates(&settings.cert, "cert_file", "cert", read_file)?;
-    let key_bytes = read(&settings.key, "key_file", "key", read_file)?;
-    let key_name = key_of(&settings.key, "key_file", "key");
-    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|err| {
-        KeyError::new(
-            &key_name,
-            format!(
-                "no private key (PKCS#8, PKCS#1 or SEC1 PEM) in {}: {err}",
-                origin(&settings.key)
-            ),
-        )
+    let cert = Pem::new(&settings.cert, "cert_file", "cert");
+    let certs = cert.certificates(read_file)?;
+    let pem = Pem::new(&settings.key, "key_file", "key");
+    let key = PrivateKeyDer::from_pem_slice(&pem.read(read_file)?).map_err(|err| {
+        let why = "no private key (PKCS#8, PKCS#1 or SEC1 PEM) in";
+        KeyError::new(&pem.1, format!("{why} {}: {err}", pem.origin()))
     })?;
 
     let verifier = client_verifier(settings, &provider, read_file)?;
@@ -266,7 +281,7 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
                 }
                 other => format!("cannot use this certificate and key: {other}"),
             };
-            KeyError::new(key_of(&settings.cert, "cert_file", "cert"), why)
+            KeyError::new(cert.1, why)
         })?;
     config.ignore_client_order = settings.prefer_server_cipher_suites;
     // HTTP/1.1 only, whatever http_server_config.http2 says.
@@ -296,7 +311,7 @@ fn client_verifier(
             // A CA here is never checked against (the caller says so);
             // like the peer, the file must still be readable.
             if let Some(source) = &settings.client_ca {
-                read(source, "client_ca_file", "client_ca", read_file)?;
+                Pem::new(source, "client_ca_file", "client_ca").read(read_file)?;
             }
             let mandatory = settings.client_auth == ClientAuth::RequireAnyClientCert;
             (Arc::new(AnyCert::new(provider, mandatory)), Vec::new())
@@ -305,20 +320,14 @@ fn client_verifier(
             let mut roots = RootCertStore::empty();
             let (key, anchors) = match &settings.client_ca {
                 Some(source) => {
-                    let key = key_of(source, "client_ca_file", "client_ca");
-                    let anchors = certificates(source, "client_ca_file", "client_ca", read_file)?;
+                    let ca = Pem::new(source, "client_ca_file", "client_ca");
+                    let anchors = ca.certificates(read_file)?;
                     for cert in &anchors {
                         roots.add(cert.clone()).map_err(|err| {
-                            KeyError::new(
-                                &key,
-                                format!(
-                                    "{} holds an unusable CA certificate: {err}",
-                                    origin(source)
-                                ),
-                            )
+                            ca.error(format_args!("holds an unusable CA certificate: {err}"))
                         })?;
                     }
-                    (key, anchors)
+                    (ca.1, anchors)
                 }
                 None => {
                     // As Go does without ClientCAs: the system's roots

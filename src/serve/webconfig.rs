@@ -1,15 +1,9 @@
-//! `--web.config.file`: exporter-toolkit's web configuration file, parsed and
-//! validated.
-//!
-//! The format is the Prometheus ecosystem's (prometheus/exporter-toolkit,
-//! docs/web-configuration.md), so a file written for node_exporter works
-//! here unchanged: `tls_server_config`, `http_server_config`,
-//! `basic_auth_users` and `rate_limit`. Parsing is strict as the peer's
-//! (`yaml.UnmarshalStrict`): unknown keys and duplicate keys are errors.
+//! `--web.config.file`: exporter-toolkit's web configuration file
+//! (docs/web-configuration.md there), parsed and validated, so that a file
+//! written for node_exporter works here unchanged. Parsing is strict as the
+//! peer's (`yaml.UnmarshalStrict`): unknown and duplicate keys are errors.
 //! Every error names the key and the reason; the caller adds the file.
-//! Relative paths resolve against the directory of the file, not the cwd.
-//!
-//! This module only reads YAML text and decides what it means; reading the
+//! Relative paths resolve against the file's directory. Reading the
 //! certificates and building the TLS configuration is `tls.rs`'s job.
 
 use std::{
@@ -20,7 +14,12 @@ use std::{
 };
 
 use hyper::header::{HeaderName, HeaderValue};
-use serde::{Deserialize, Deserializer, de};
+use serde::Deserialize;
+
+use super::tls::{CIPHER_SUITES, CURVES, VERSIONS};
+
+mod go;
+use go::{StrictMap, go_duration, yaml11_bool};
 
 /// What a web config file asks for, validated.
 #[derive(Debug, Default)]
@@ -47,7 +46,6 @@ pub struct TlsSettings {
     pub key: Source,
     /// `client_ca_file` or `client_ca`.
     pub client_ca: Option<Source>,
-    /// `client_auth_type`.
     pub client_auth: ClientAuth,
     /// `client_allowed_sans`: a client certificate must carry one of these.
     pub client_allowed_sans: Option<Vec<String>>,
@@ -57,7 +55,6 @@ pub struct TlsSettings {
     pub max_version: TlsVersion,
     /// `cipher_suites` by their Go names, in preference order; `None`: all.
     pub cipher_suites: Option<Vec<&'static str>>,
-    /// `curve_preferences` by their Go names, in preference order.
     pub curve_preferences: Option<Vec<&'static str>>,
     /// `prefer_server_cipher_suites` (default true).
     pub prefer_server_cipher_suites: bool,
@@ -137,55 +134,15 @@ pub enum TlsVersion {
     Tls13,
 }
 
-impl TlsVersion {
-    /// Parses `TLS10` .. `TLS13`.
-    fn parse(name: &str) -> Option<TlsVersion> {
-        Some(match name {
-            "TLS10" => TlsVersion::Tls10,
-            "TLS11" => TlsVersion::Tls11,
-            "TLS12" => TlsVersion::Tls12,
-            "TLS13" => TlsVersion::Tls13,
-            _ => return None,
-        })
-    }
-}
-
 impl fmt::Display for TlsVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TlsVersion::Tls10 => "TLS10",
-            TlsVersion::Tls11 => "TLS11",
-            TlsVersion::Tls12 => "TLS12",
-            TlsVersion::Tls13 => "TLS13",
-        })
+        let (name, _) = VERSIONS
+            .iter()
+            .find(|(_, v)| v == self)
+            .expect("in VERSIONS");
+        f.write_str(name)
     }
 }
-
-/// The cipher suite names the peer accepts: Go's `tls.CipherSuites()`.
-/// (Go's insecure ones, RC4, 3DES and CBC with SHA-256, are unknown to the
-/// peer too.) Which of them rustls can do is `tls.rs`'s business.
-pub const GO_CIPHER_SUITES: &[&str] = &[
-    "TLS_RSA_WITH_AES_128_CBC_SHA",
-    "TLS_RSA_WITH_AES_256_CBC_SHA",
-    "TLS_RSA_WITH_AES_128_GCM_SHA256",
-    "TLS_RSA_WITH_AES_256_GCM_SHA384",
-    "TLS_AES_128_GCM_SHA256",
-    "TLS_AES_256_GCM_SHA384",
-    "TLS_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
-    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
-    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-];
-
-/// The curve names the peer accepts.
-pub const GO_CURVES: &[&str] = &["CurveP256", "CurveP384", "CurveP521", "X25519"];
 
 /// `rate_limit`: a token bucket shared by all requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,12 +158,10 @@ pub struct RateLimit {
 pub struct KeyError {
     /// Such as `tls_server_config.cipher_suites`.
     pub key: String,
-    /// What is wrong with it.
     pub reason: String,
 }
 
 impl KeyError {
-    /// An error about `key`.
     pub fn new(key: impl Into<String>, reason: impl Into<String>) -> KeyError {
         KeyError {
             key: key.into(),
@@ -271,62 +226,6 @@ struct RawRateLimit {
     burst: Option<i64>,
 }
 
-/// A string-to-string mapping that refuses duplicate keys, as the peer's
-/// strict YAML decoding does (a later duplicate would silently win here).
-#[derive(Debug, Default)]
-struct StrictMap(BTreeMap<String, String>);
-
-impl<'de> Deserialize<'de> for StrictMap {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> de::Visitor<'de> for Visit {
-            type Value = StrictMap;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a mapping of strings to strings")
-            }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<StrictMap, A::Error> {
-                let mut out = BTreeMap::new();
-                while let Some((key, value)) = map.next_entry::<String, String>()? {
-                    if out.contains_key(&key) {
-                        return Err(de::Error::custom(format_args!("{key:?} is given twice")));
-                    }
-                    out.insert(key, value);
-                }
-                Ok(StrictMap(out))
-            }
-        }
-        deserializer.deserialize_map(Visit)
-    }
-}
-
-/// A boolean as Go's YAML library reads one: YAML 1.1's `yes`/`no`/`on`/
-/// `off` spellings too, so that files written for the peer mean the same.
-fn yaml11_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
-    struct Visit;
-    impl de::Visitor<'_> for Visit {
-        type Value = Option<bool>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a boolean (true or false)")
-        }
-        fn visit_bool<E: de::Error>(self, b: bool) -> Result<Option<bool>, E> {
-            Ok(Some(b))
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Option<bool>, E> {
-            Ok(None)
-        }
-        fn visit_str<E: de::Error>(self, text: &str) -> Result<Option<bool>, E> {
-            match text {
-                "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True"
-                | "TRUE" => Ok(Some(true)),
-                "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False"
-                | "FALSE" => Ok(Some(false)),
-                _ => Err(E::invalid_value(de::Unexpected::Str(text), &self)),
-            }
-        }
-    }
-    deserializer.deserialize_any(Visit)
-}
-
 /// The headers the peer lets a file set, with the values it allows (`None`:
 /// any value).
 const HEADERS: &[(&str, Option<&[&str]>)] = &[
@@ -341,11 +240,10 @@ impl WebConfig {
     /// Parses and validates the text of a web config file found in `dir`.
     pub fn parse(text: &str, dir: &Path) -> Result<WebConfig, KeyError> {
         // An empty file (or one with only comments) is a valid, empty config.
-        let raw: RawConfig = if text.trim().is_empty()
-            || text.lines().all(|l| {
-                let l = l.trim();
-                l.is_empty() || l.starts_with('#') || l == "---"
-            }) {
+        let raw: RawConfig = if text.lines().all(|l| {
+            let l = l.trim();
+            l.is_empty() || l.starts_with('#') || l == "---"
+        }) {
             RawConfig::default()
         } else {
             serde_norway::from_str(text).map_err(yaml_error)?
@@ -382,9 +280,7 @@ impl WebConfig {
 /// A YAML or type error as a key error: serde_norway's message already
 /// starts with the key path (`tls_server_config.cert_file: invalid type...`).
 fn yaml_error(err: serde_norway::Error) -> KeyError {
-    let text = err.to_string();
-    let text = text.replace('\n', " ");
-    KeyError::new("", text)
+    KeyError::new("", err.to_string().replace('\n', " "))
 }
 
 /// Validates `tls_server_config`; `None` when it configures nothing, which
@@ -397,14 +293,9 @@ fn tls_settings(
     const K: &str = "tls_server_config";
     let key = |name: &str| format!("{K}.{name}");
     let set = |value: &Option<String>| value.as_deref().filter(|v| !v.is_empty()).is_some();
-    let enabled = set(&raw.cert)
-        || set(&raw.key)
-        || set(&raw.cert_file)
-        || set(&raw.key_file)
-        || set(&raw.client_ca)
-        || set(&raw.client_ca_file)
-        || set(&raw.client_auth_type);
-    if !enabled {
+    let sources = [&raw.cert, &raw.key, &raw.cert_file, &raw.key_file];
+    let auth = [&raw.client_ca, &raw.client_ca_file, &raw.client_auth_type];
+    if !sources.into_iter().chain(auth).any(set) {
         // Other keys without any certificate: the peer serves plain HTTP
         // and ignores them; so do we, but not silently.
         let stray = [
@@ -423,16 +314,16 @@ fn tls_settings(
             .filter(|(_, present)| *present)
             .map(|(name, _)| key(name))
             .collect();
+        let they = if named.len() == 1 {
+            "it is"
+        } else {
+            "they are"
+        };
         if !named.is_empty() {
             notes.push(format!(
                 "{} set, but there is no cert_file or cert: TLS is off (plain HTTP), \
-                 and {} ignored",
+                 and {they} ignored",
                 named.join(", "),
-                if named.len() == 1 {
-                    "it is"
-                } else {
-                    "they are"
-                }
             ));
         }
         return Ok(None);
@@ -491,12 +382,16 @@ fn tls_settings(
     }
     let version = |name: &str, value: Option<String>, default| match value.as_deref() {
         None | Some("") => Ok(default),
-        Some(text) => TlsVersion::parse(text).ok_or_else(|| {
-            KeyError::new(
-                key(name),
-                format!("unknown TLS version {text:?}; expected TLS10, TLS11, TLS12 or TLS13"),
-            )
-        }),
+        Some(text) => VERSIONS
+            .iter()
+            .find(|(n, _)| *n == text)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                KeyError::new(
+                    key(name),
+                    format!("unknown TLS version {text:?}; expected TLS10, TLS11, TLS12 or TLS13"),
+                )
+            }),
     };
     let min_given = raw.min_version.as_deref().is_some_and(|v| !v.is_empty());
     let min_version = version("min_version", raw.min_version, TlsVersion::Tls12)?;
@@ -514,18 +409,13 @@ fn tls_settings(
             )
         });
     }
-    let cipher_suites = names(
-        &key("cipher_suites"),
+    let suites = names(
+        "cipher_suites",
         raw.cipher_suites,
-        GO_CIPHER_SUITES,
+        &CIPHER_SUITES,
         "cipher suite",
     )?;
-    let curve_preferences = names(
-        &key("curve_preferences"),
-        raw.curve_preferences,
-        GO_CURVES,
-        "curve",
-    )?;
+    let curve_preferences = names("curve_preferences", raw.curve_preferences, &CURVES, "curve")?;
     Ok(Some(TlsSettings {
         cert,
         key: private,
@@ -534,7 +424,7 @@ fn tls_settings(
         client_allowed_sans: raw.client_allowed_sans,
         min_version,
         max_version,
-        cipher_suites,
+        cipher_suites: suites,
         curve_preferences,
         prefer_server_cipher_suites: raw.prefer_server_cipher_suites.unwrap_or(true),
     }))
@@ -560,35 +450,27 @@ fn source(
     }
 }
 
-/// Checks a list of Go names against the known ones; `None` when absent.
-fn names(
+/// Checks the Go names of `tls_server_config.{key}` against a table of
+/// `tls.rs`; `None` when absent or empty.
+fn names<T>(
     key: &str,
     given: Option<Vec<String>>,
-    known: &[&'static str],
+    known: &[(&'static str, T)],
     what: &str,
 ) -> Result<Option<Vec<&'static str>>, KeyError> {
-    let Some(given) = given else {
+    let Some(given) = given.filter(|given| !given.is_empty()) else {
         return Ok(None);
     };
-    if given.is_empty() {
-        return Ok(None);
-    }
-    given
-        .iter()
-        .map(|name| {
-            known
-                .iter()
-                .find(|k| **k == name.as_str())
-                .copied()
-                .ok_or_else(|| {
-                    KeyError::new(
-                        key,
-                        format!("unknown {what} {name:?}; known: {}", known.join(", ")),
-                    )
-                })
+    let known: Vec<&'static str> = known.iter().map(|(name, _)| *name).collect();
+    let find = |name: &String| {
+        known.iter().copied().find(|k| k == name).ok_or_else(|| {
+            KeyError::new(
+                format!("tls_server_config.{key}"),
+                format!("unknown {what} {name:?}; known: {}", known.join(", ")),
+            )
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    };
+    given.iter().map(find).collect::<Result<_, _>>().map(Some)
 }
 
 /// `http_server_config.headers`, checked as the peer checks them. Blank
@@ -680,488 +562,5 @@ fn rate_limit(raw: RawRateLimit) -> Result<Option<RateLimit>, KeyError> {
     }))
 }
 
-/// Parses a Go duration such as `1s`, `250ms`, `1m30s` or `0`; negative
-/// durations are refused.
-pub fn go_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration such as 100ms, 1s or 1m30s");
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if text.starts_with('-') {
-        return Err(format!("{text:?} is negative"));
-    }
-    let mut rest = text.strip_prefix('+').unwrap_or(text);
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let (number, after) = rest.split_at(number_len);
-        let value: f64 = number.parse().map_err(|_| bad())?;
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += value * scale;
-        rest = after;
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const HASH: &str = "$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG";
-
-    fn parse(text: &str) -> Result<WebConfig, String> {
-        WebConfig::parse(text, Path::new("/etc/web")).map_err(|e| e.to_string())
-    }
-
-    #[track_caller]
-    fn refused(text: &str, needles: &[&str]) {
-        let err = parse(text).expect_err(text);
-        assert!(!err.contains('\n'), "{err}");
-        for needle in needles {
-            assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
-        }
-    }
-
-    #[test]
-    fn an_empty_file_serves_plain_http_without_auth() {
-        for text in ["", "\n", "# nothing\n", "---\n", "tls_server_config:\n"] {
-            let config = parse(text).unwrap();
-            assert!(config.tls.is_none() && config.users.is_empty(), "{text:?}");
-            assert!(config.headers.is_empty() && config.rate_limit.is_none());
-        }
-    }
-
-    #[test]
-    fn a_full_file_as_exporter_toolkit_documents_it() {
-        let text = format!(
-            "tls_server_config:
-  cert_file: server.crt
-  key_file: /abs/server.key
-  client_auth_type: RequireAndVerifyClientCert
-  client_ca_file: ca/ca.crt
-  client_allowed_sans: [prometheus.example, 10.0.0.1]
-  min_version: TLS13
-  max_version: TLS13
-  cipher_suites:
-    - TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
-    - TLS_AES_128_GCM_SHA256
-  curve_preferences: [X25519, CurveP256]
-  prefer_server_cipher_suites: false
-http_server_config:
-  http2: false
-  headers:
-    X-Frame-Options: deny
-    X-Content-Type-Options: nosniff
-    Strict-Transport-Security: max-age=31536000
-    X-XSS-Protection: ''
-basic_auth_users:
-  alice: {HASH}
-  bob: '$2b$04$abcdefghijklmnopqrstuu8z0w3YyO7T4yE0I2sE0q8kq1zHqP8S.'
-rate_limit:
-  interval: 1s
-  burst: 10
-"
-        );
-        let config = parse(&text).unwrap();
-        let tls = config.tls.unwrap();
-        assert_eq!(tls.cert, Source::File("/etc/web/server.crt".into()));
-        assert_eq!(tls.key, Source::File("/abs/server.key".into()));
-        assert_eq!(
-            tls.client_ca,
-            Some(Source::File("/etc/web/ca/ca.crt".into()))
-        );
-        assert_eq!(tls.client_auth, ClientAuth::RequireAndVerifyClientCert);
-        assert_eq!(
-            tls.client_allowed_sans.as_deref(),
-            Some(&["prometheus.example".to_string(), "10.0.0.1".to_string()][..])
-        );
-        assert_eq!(
-            (tls.min_version, tls.max_version),
-            (TlsVersion::Tls13, TlsVersion::Tls13)
-        );
-        assert_eq!(
-            tls.cipher_suites.as_deref(),
-            Some(
-                &[
-                    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-                    "TLS_AES_128_GCM_SHA256"
-                ][..]
-            )
-        );
-        assert_eq!(
-            tls.curve_preferences.as_deref(),
-            Some(&["X25519", "CurveP256"][..])
-        );
-        assert!(!tls.prefer_server_cipher_suites);
-        let headers: Vec<String> = config
-            .headers
-            .iter()
-            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
-            .collect();
-        // Blank X-XSS-Protection means unset.
-        assert_eq!(
-            headers,
-            [
-                "strict-transport-security: max-age=31536000",
-                "x-content-type-options: nosniff",
-                "x-frame-options: deny"
-            ]
-        );
-        assert_eq!(config.users.len(), 2);
-        assert_eq!(
-            config.rate_limit,
-            Some(RateLimit {
-                interval: Duration::from_secs(1),
-                burst: 10
-            })
-        );
-    }
-
-    #[test]
-    fn defaults_and_inline_pem() {
-        let config =
-            parse("tls_server_config:\n  cert: |\n    -----BEGIN CERTIFICATE-----\n  key: k\n")
-                .unwrap();
-        let tls = config.tls.unwrap();
-        assert_eq!(
-            tls.cert,
-            Source::Inline("-----BEGIN CERTIFICATE-----\n".into())
-        );
-        assert_eq!(tls.key, Source::Inline("k".into()));
-        assert_eq!(
-            (tls.min_version, tls.max_version),
-            (TlsVersion::Tls12, TlsVersion::Tls13)
-        );
-        assert_eq!(tls.client_auth, ClientAuth::NoClientCert);
-        assert!(tls.prefer_server_cipher_suites);
-        assert!(tls.cipher_suites.is_none() && tls.curve_preferences.is_none());
-    }
-
-    #[test]
-    fn go_yaml_booleans_and_the_legacy_client_auth_name() {
-        let config = parse(
-            "tls_server_config:\n  cert_file: c\n  key_file: k\n  prefer_server_cipher_suites: no\n  client_auth_type: RequireClientCert\nhttp_server_config:\n  http2: on\n",
-        )
-        .unwrap();
-        let tls = config.tls.unwrap();
-        assert!(!tls.prefer_server_cipher_suites);
-        assert_eq!(tls.client_auth, ClientAuth::RequireAnyClientCert);
-    }
-
-    #[test]
-    fn unknown_and_duplicate_keys_are_refused() {
-        refused(
-            "tls_server_config:\n  cert_fil: x\n",
-            &["tls_server_config", "unknown field `cert_fil`"],
-        );
-        refused(
-            "basic_auth_user:\n  a: b\n",
-            &["unknown field `basic_auth_user`"],
-        );
-        refused(
-            "http_server_config:\n  header: {}\n",
-            &["http_server_config", "unknown field `header`"],
-        );
-        refused(
-            "rate_limit:\n  every: 1s\n",
-            &["rate_limit", "unknown field `every`"],
-        );
-        refused(
-            &format!("basic_auth_users:\n  a: {HASH}\n  a: {HASH}\n"),
-            &["basic_auth_users", "\"a\" is given twice"],
-        );
-        refused(
-            "tls_server_config:\n  cert_file: [1]\n",
-            &["tls_server_config.cert_file", "invalid type"],
-        );
-        refused(
-            "tls_server_config: [1]\n",
-            &["tls_server_config", "invalid type"],
-        );
-        refused("- a\n", &["invalid type"]);
-        refused(
-            "tls_server_config:\n  cert_file: \"x\n",
-            &["found unexpected end of stream"],
-        );
-        refused(
-            "tls_server_config:\n  cert_file: c\n  key_file: k\n  prefer_server_cipher_suites: maybe\n",
-            &[
-                "tls_server_config.prefer_server_cipher_suites",
-                "\"maybe\", expected a boolean",
-            ],
-        );
-    }
-
-    #[test]
-    fn tls_errors_name_the_key() {
-        let base = "tls_server_config:\n  cert_file: c\n  key_file: k\n";
-        refused(
-            "tls_server_config:\n  key_file: k\n",
-            &["tls_server_config: missing one of cert or cert_file"],
-        );
-        refused(
-            "tls_server_config:\n  cert_file: c\n",
-            &["tls_server_config: missing one of key or key_file"],
-        );
-        refused(
-            "tls_server_config:\n  client_auth_type: RequireAndVerifyClientCert\n",
-            &["missing one of cert or cert_file"],
-        );
-        refused(
-            &format!("{base}  cert: inline\n"),
-            &["tls_server_config.cert_file", "both cert_file and cert"],
-        );
-        refused(
-            &format!("{base}  min_version: TLS14\n"),
-            &[
-                "tls_server_config.min_version",
-                "unknown TLS version \"TLS14\"",
-            ],
-        );
-        refused(
-            &format!("{base}  max_version: tls12\n"),
-            &["tls_server_config.max_version", "\"tls12\""],
-        );
-        refused(
-            &format!("{base}  min_version: TLS13\n  max_version: TLS12\n"),
-            &[
-                "tls_server_config.min_version",
-                "TLS13 is above max_version TLS12",
-            ],
-        );
-        refused(
-            &format!("{base}  cipher_suites: [TLS_RSA_WITH_RC4_128_SHA]\n"),
-            &[
-                "tls_server_config.cipher_suites",
-                "unknown cipher suite \"TLS_RSA_WITH_RC4_128_SHA\"",
-            ],
-        );
-        refused(
-            &format!("{base}  curve_preferences: [CurveP256, Curve25519]\n"),
-            &[
-                "tls_server_config.curve_preferences",
-                "unknown curve \"Curve25519\"",
-            ],
-        );
-        refused(
-            &format!("{base}  client_auth_type: Always\n"),
-            &[
-                "tls_server_config.client_auth_type",
-                "unknown client auth type \"Always\"",
-            ],
-        );
-    }
-
-    #[test]
-    fn tls_keys_without_a_certificate_mean_plain_http_said_once() {
-        // As with the peer, which serves plain HTTP then.
-        let config =
-            parse("tls_server_config:\n  min_version: TLS13\n  client_allowed_sans: [a]\n")
-                .unwrap();
-        assert!(config.tls.is_none());
-        assert_eq!(
-            config.notes,
-            [
-                "tls_server_config.client_allowed_sans, tls_server_config.min_version set, \
-              but there is no cert_file or cert: TLS is off (plain HTTP), and they are ignored"
-            ]
-        );
-    }
-
-    #[test]
-    fn client_ca_and_client_auth_type_as_the_peer_takes_them() {
-        let base = "tls_server_config:\n  cert_file: c\n  key_file: k\n";
-        refused(
-            &format!("{base}  client_ca_file: ca\n  client_auth_type: NoClientCert\n"),
-            &["tls_server_config.client_ca_file", "NoClientCert"],
-        );
-        refused(
-            &format!("{base}  client_ca_file: ca\n"),
-            &["client_ca_file", "NoClientCert"],
-        );
-        refused(
-            &format!("{base}  client_ca: pem\n"),
-            &["tls_server_config.client_ca:", "NoClientCert"],
-        );
-        // Accepted, as the peer does, and said.
-        for auth in ["RequestClientCert", "RequireAnyClientCert"] {
-            let config = parse(&format!(
-                "{base}  client_ca_file: ca\n  client_auth_type: {auth}\n"
-            ))
-            .unwrap();
-            assert_eq!(config.notes.len(), 1);
-            assert!(
-                config.notes[0].contains(&format!(
-                    "tls_server_config.client_ca_file is only named to clients as a hint: \
-                     client_auth_type {auth} never checks"
-                )),
-                "{:?}",
-                config.notes
-            );
-        }
-        for auth in ["RequireAndVerifyClientCert", "VerifyClientCertIfGiven"] {
-            let config = parse(&format!("{base}  client_auth_type: {auth}\n")).unwrap();
-            assert!(
-                config.notes[0].contains("verified against the system's trusted roots"),
-                "{:?}",
-                config.notes
-            );
-            let config = parse(&format!(
-                "{base}  client_auth_type: {auth}\n  client_ca_file: ca\n"
-            ))
-            .unwrap();
-            assert!(config.notes.is_empty(), "{:?}", config.notes);
-        }
-        for auth in [
-            "NoClientCert",
-            "RequestClientCert",
-            "VerifyClientCertIfGiven",
-        ] {
-            let ca = if auth == "VerifyClientCertIfGiven" {
-                "  client_ca_file: ca\n"
-            } else {
-                ""
-            };
-            refused(
-                &format!("{base}  client_auth_type: {auth}\n{ca}  client_allowed_sans: [a]\n"),
-                &["tls_server_config.client_allowed_sans", auth],
-            );
-        }
-        parse(&format!(
-            "{base}  client_auth_type: RequireAnyClientCert\n  client_allowed_sans: [a]\n"
-        ))
-        .unwrap();
-    }
-
-    #[test]
-    fn headers_as_the_peer_allows_them() {
-        refused(
-            "http_server_config:\n  headers:\n    X-Powered-By: me\n",
-            &[
-                "http_server_config.headers.X-Powered-By",
-                "can not be configured",
-            ],
-        );
-        refused(
-            "http_server_config:\n  headers:\n    x-frame-options: deny\n",
-            &["headers.x-frame-options", "can not be configured"],
-        );
-        refused(
-            "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
-            &["headers.X-Frame-Options", "\"allow\"", "deny or sameorigin"],
-        );
-        refused(
-            "http_server_config:\n  headers:\n    X-Content-Type-Options: sniff\n",
-            &["headers.X-Content-Type-Options", "nosniff"],
-        );
-        refused(
-            "http_server_config:\n  headers:\n    Content-Security-Policy: \"a\\nb\"\n",
-            &[
-                "headers.Content-Security-Policy",
-                "not a valid HTTP header value",
-            ],
-        );
-    }
-
-    #[test]
-    fn passwords_must_be_bcrypt_hashes() {
-        for (hash, needle) in [
-            ("secret", "not a bcrypt hash"),
-            (
-                "$2x$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG",
-                "$2a$, $2b$ or $2y$",
-            ),
-            (
-                "$1$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG",
-                "start with",
-            ),
-            (
-                "$2y$03$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG",
-                "cost 3 is outside 4-31",
-            ),
-            (
-                "$2y$1a$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG",
-                "not two digits",
-            ),
-            (
-                "$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7z",
-                "60 characters",
-            ),
-            (
-                "$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7Esimh!7zG",
-                "base64",
-            ),
-        ] {
-            let text = format!("basic_auth_users:\n  alice: '{hash}'\n");
-            refused(
-                &text,
-                &["basic_auth_users.alice", needle, "htpasswd -nBC 10"],
-            );
-            assert!(
-                !parse(&text).unwrap_err().contains(hash),
-                "the secret was echoed"
-            );
-        }
-        refused(
-            &format!("basic_auth_users:\n  'a:b': {HASH}\n"),
-            &["basic_auth_users.a:b", "':'"],
-        );
-        for prefix in ["$2a$", "$2b$", "$2y$"] {
-            let hash = HASH.replacen("$2y$", prefix, 1);
-            parse(&format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
-        }
-    }
-
-    #[test]
-    fn rate_limits() {
-        assert_eq!(
-            parse("rate_limit:\n  interval: 0\n  burst: 0\n")
-                .unwrap()
-                .rate_limit,
-            None
-        );
-        assert_eq!(parse("rate_limit: {}\n").unwrap().rate_limit, None);
-        refused(
-            "rate_limit:\n  interval: 1s\n",
-            &["rate_limit.burst", "at least 1"],
-        );
-        refused(
-            "rate_limit:\n  interval: soon\n  burst: 1\n",
-            &["rate_limit.interval", "\"soon\""],
-        );
-        refused(
-            "rate_limit:\n  interval: -1s\n  burst: 1\n",
-            &["rate_limit.interval", "negative"],
-        );
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(go_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(go_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(go_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(go_duration("1.5h"), Ok(Duration::from_secs(5400)));
-        assert_eq!(go_duration("10us"), Ok(Duration::from_micros(10)));
-        assert_eq!(go_duration("0"), Ok(Duration::ZERO));
-        for bad in ["", "1", "s", "1x", "1s2", "1..5s", "+"] {
-            assert!(go_duration(bad).is_err(), "{bad:?}");
-        }
-    }
-}
+mod tests;
