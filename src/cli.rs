@@ -9,7 +9,7 @@ use std::{
 
 use clap::{
     Arg, Command, CommandFactory, FromArgMatches, Parser, ValueEnum,
-    builder::{PossibleValue, TypedValueParser},
+    builder::TypedValueParser,
     error::{ContextKind, ContextValue, ErrorKind},
     parser::ValueSource,
 };
@@ -376,97 +376,6 @@ pub enum GenerateKind {
     Tmpfiles,
     /// The units' options file (/etc/default/port_exporter)
     Options,
-}
-
-/// The values of `--protocol`.
-impl ValueEnum for Protocol {
-    fn value_variants<'a>() -> &'a [Protocol] {
-        &[Protocol::Tcp, Protocol::Udp]
-    }
-
-    fn to_possible_value(&self) -> Option<PossibleValue> {
-        let help = match self {
-            Protocol::Tcp => "TCP sockets in LISTEN state (ss -Htln)",
-            Protocol::Udp => "UDP sockets bound and not connected to a peer (ss -Huln)",
-        };
-        Some(PossibleValue::new(self.name()).help(help))
-    }
-}
-
-/// The values of `--labels`.
-impl ValueEnum for Label {
-    fn value_variants<'a>() -> &'a [Label] {
-        &Label::CHOSEN
-    }
-
-    fn to_possible_value(&self) -> Option<PossibleValue> {
-        let help = match self {
-            Label::Protocol => "tcp or udp (always there when UDP is scanned)",
-            Label::Address => {
-                "The local address, as ss prints it without brackets: 0.0.0.0, ::, 127.0.0.1, \
-                 fe80::1%eth0"
-            }
-            Label::Scope => {
-                "any (a wildcard address), loopback, link-local or specific: is it exposed?"
-            }
-            Label::User => "The socket's owner, by name (the number when none resolves)",
-            Label::Process => {
-                "The command name of the process holding the socket (the lowest pid), \"\" \
-                 when it cannot be found"
-            }
-            // Not chosen by --labels: --netns all adds it.
-            Label::Netns => return None,
-        };
-        Some(PossibleValue::new(self.name()).help(help))
-    }
-}
-
-/// The values of `--netns`.
-impl ValueEnum for Namespaces {
-    fn value_variants<'a>() -> &'a [Namespaces] {
-        &[Namespaces::All]
-    }
-
-    fn to_possible_value(&self) -> Option<PossibleValue> {
-        match self {
-            Namespaces::All => Some(
-                PossibleValue::new("all")
-                    .help("Every network namespace with a process or a name, each entered in turn"),
-            ),
-            Namespaces::Own => None,
-        }
-    }
-}
-
-/// The values of `--method`, with the help each gets in `--help`, the man
-/// page and the completions.
-impl ValueEnum for Method {
-    fn value_variants<'a>() -> &'a [Method] {
-        &[Method::Auto, Method::Netlink, Method::Procfs, Method::Bind]
-    }
-
-    fn to_possible_value(&self) -> Option<PossibleValue> {
-        let help = match self {
-            Method::Auto => {
-                "On Linux netlink, falling back to procfs if netlink is refused (--verbose \
-                 says so); bind on other systems"
-            }
-            Method::Netlink => {
-                "The kernel's listener table over NETLINK_SOCK_DIAG, as ss asks for it: exact, \
-                 the fastest, no privilege"
-            }
-            Method::Procfs => {
-                "/proc/net/tcp and tcp6: exact, but slower the more connections the host has"
-            }
-            Method::Bind => {
-                "Try to bind each port, in parallel (--threads): portable but slow; counts \
-                 ports that are only bound (outgoing connections, TIME_WAIT) as open, holds \
-                 each free port for a moment, and checks ports below 1024 only as root or \
-                 with CAP_NET_BIND_SERVICE"
-            }
-        };
-        Some(PossibleValue::new(self.name()).help(help))
-    }
 }
 
 impl Args {

@@ -6,16 +6,25 @@ use std::{fmt, net::IpAddr};
 
 use crate::scan::{Listener, Protocol, Sockets};
 
-/// One label of `--labels`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One label of `--labels` (each variant's doc is its help).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Label {
+    /// tcp or udp (always there when UDP is scanned)
     Protocol,
+    /// The local address, as ss prints it without brackets: 0.0.0.0, ::,
+    /// 127.0.0.1, fe80::1%eth0
     Address,
+    /// any (a wildcard address), loopback, link-local or specific: is it
+    /// exposed?
     Scope,
+    /// The socket's owner, by name (the number when none resolves)
     User,
+    /// The command name of the process holding the socket (the lowest pid),
+    /// "" when it cannot be found
     Process,
     /// The network namespace: never chosen by `--labels`, always there
     /// with `--netns all`.
+    #[value(skip)]
     Netns,
 }
 
@@ -29,9 +38,6 @@ impl Label {
         Label::Process,
         Label::Netns,
     ];
-
-    /// The labels `--labels` may choose: all but `netns`.
-    pub const CHOSEN: [Label; 5] = *Label::ALL.first_chunk().unwrap();
 
     /// The label's name.
     pub fn name(self) -> &'static str {

@@ -29,13 +29,23 @@ use anyhow::Context;
 
 use crate::ports::PortSet;
 
-/// How to find the open ports (`--method`; `cli` gives each its help).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How to find the open ports (`--method`). Each variant's doc is its help
+/// in `--help`, the man page and the completions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Method {
-    /// `netlink`, falling back to `procfs`; `bind` where neither exists.
+    /// On Linux netlink, falling back to procfs if netlink is refused
+    /// (--verbose says so); bind on other systems
     Auto,
+    /// The kernel's listener table over NETLINK_SOCK_DIAG, as ss asks for
+    /// it: exact, the fastest, no privilege
     Netlink,
+    /// /proc/net/tcp and tcp6: exact, but slower the more connections the
+    /// host has
     Procfs,
+    /// Try to bind each port, in parallel (--threads): portable but slow;
+    /// counts ports that are only bound (outgoing connections, TIME_WAIT) as
+    /// open, holds each free port for a moment, and checks ports below 1024
+    /// only as root or with CAP_NET_BIND_SERVICE
     Bind,
 }
 
@@ -51,10 +61,12 @@ impl Method {
     }
 }
 
-/// A transport protocol.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A transport protocol (`--protocol`; each variant's doc is its help).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum Protocol {
+    /// TCP sockets in LISTEN state (ss -Htln)
     Tcp,
+    /// UDP sockets bound and not connected to a peer (ss -Huln)
     Udp,
 }
 
@@ -129,14 +141,14 @@ impl Detail {
     }
 }
 
-/// Which network namespaces to scan (`--netns`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which network namespaces to scan (`--netns`; the doc of `All` is its help).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Namespaces {
-    /// The one port_exporter runs in.
+    /// The one port_exporter runs in: the default, not a value of `--netns`.
     #[default]
+    #[value(skip)]
     Own,
-    /// Every namespace of the host that a thread is in or a file is bound
-    /// to.
+    /// Every network namespace with a process or a name, each entered in turn
     All,
 }
 
