@@ -1171,6 +1171,13 @@ fn socket_activation_refuses_what_is_not_a_listening_tcp_socket() {
         "{}",
         util::stderr_of(&out)
     );
+    let script = format!("LISTEN_PID=$$ LISTEN_FDS=x exec {bin} --serve 3</dev/null");
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        util::stderr_of(&out),
+        "port_exporter: socket activation: LISTEN_FDS=\"x\" is not a number of descriptors\n"
+    );
     // Variables meant for another process are left alone: the default
     // address is bound (checked in a namespace of its own, where :8000 is
     // surely free).

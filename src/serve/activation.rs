@@ -22,8 +22,19 @@ const FIRST_FD: usize = 3;
 /// process. Takes ownership of the descriptors (listenfd removes the
 /// variables): call once, before other threads start.
 pub fn listeners() -> anyhow::Result<Option<Vec<TcpListener>>> {
-    if std::env::var_os("LISTEN_PID").is_none() {
+    let Some(pid) = std::env::var_os("LISTEN_PID") else {
         return Ok(None);
+    };
+    // listenfd reads a LISTEN_FDS it cannot parse as "none"; for us that
+    // would serve on the default address instead of the unit's sockets.
+    let count = std::env::var_os("LISTEN_FDS").unwrap_or_default();
+    if pid.to_str() == Some(&std::process::id().to_string())
+        && count
+            .to_str()
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_none()
+    {
+        bail!("socket activation: LISTEN_FDS={count:?} is not a number of descriptors");
     }
     let mut fds = ListenFd::from_env();
     if fds.len() == 0 {
