@@ -32,8 +32,7 @@ local ends of outgoing connections or sockets in TIME_WAIT, are not open.
 
 Each open port becomes one sample, instance_open_ports{port=\"N\"} 1, in the \
 Prometheus text exposition format, followed by a few port_exporter_* metrics \
-about the scan itself. --protocol adds UDP ports (bound and not connected, as \
-`ss -Huln` lists them); --labels adds the protocol, address, scope, user or \
+about the scan itself. --protocol adds UDP ports; --labels adds the protocol, address, scope, user or \
 process of each listener, one sample per distinct combination; --format table \
 or json shows every listener with all of that, for people and scripts. --netns \
 all does the same in every network namespace of the host (containers, ip netns), \
@@ -64,9 +63,8 @@ Examples:
   Ports that must stay open, with 0 when one is closed (one series each):
       port_exporter --ports 22,443 --include-closed
 
-  Leave out the ephemeral range (sysctl net.ipv4.ip_local_port_range), where
-  short-lived listeners such as dev servers come and go, on hosts that have
-  them; every port is reported by default, so nothing new hides there unseen:
+  Leave out the ephemeral range, where short-lived listeners such as dev
+  servers come and go (see --exclude):
       port_exporter --exclude 32768-60999
 
   Every minute from cron (/etc/cron.d/port_exporter). cron's PATH is
@@ -167,8 +165,8 @@ pub struct Args {
 
     /// Never report these ports, such as 32768-60999 (same form as --ports)
     ///
-    /// Applied after --ports. Excluding the ephemeral range
-    /// (net.ipv4.ip_local_port_range) hides listeners that come and go,
+    /// Applied after --ports. Excluding the ephemeral range (sysctl
+    /// net.ipv4.ip_local_port_range) hides listeners that come and go,
     /// which keeps the number of series stable, and also any service that
     /// listens there for good: every port is reported by default.
     #[arg(short = 'x', long, value_name = "LIST", value_parser = PortList, allow_hyphen_values = true)]
@@ -184,11 +182,9 @@ pub struct Args {
 
     /// Scan these protocols: tcp, udp or tcp,udp [default: tcp]
     ///
-    /// A UDP port is open when a UDP socket is bound to it and not connected
-    /// to a peer (a connected one is a client): exactly what `ss -Huln`
-    /// lists. Whenever UDP is scanned every sample carries protocol="tcp" or
-    /// protocol="udp", so 53/tcp and 53/udp stay apart. --method bind knows
-    /// TCP only.
+    /// A connected UDP socket is a client, not an open port. Whenever UDP is
+    /// scanned every sample carries protocol="tcp" or protocol="udp", so
+    /// 53/tcp and 53/udp stay apart. --method bind knows TCP only.
     #[arg(
         long,
         value_enum,
@@ -233,11 +229,9 @@ pub struct Args {
     ///
     /// table and json list every listener with all it can find (protocol,
     /// port, address, scope, user, process, pid; netns with --netns all),
-    /// whatever --labels says,
-    /// on stdout only: --output is for node_exporter, and --serve answers
-    /// Prometheus. With --watch, table is the default whether stdout is a
-    /// terminal or not (in colour only on a terminal), and json prints
-    /// JSON Lines.
+    /// whatever --labels says, on stdout only: --output is for
+    /// node_exporter, and --serve answers Prometheus. --watch prints them as
+    /// events (see there).
     #[arg(
         long,
         value_enum,
@@ -266,7 +260,7 @@ pub struct Args {
     /// a --format json row. --protocol, --ports, --exclude, --netns and
     /// --method netlink or procfs apply to every scan. A scan that fails is
     /// said once per cause on stderr, and the watch goes on. Runs until
-    /// SIGINT or SIGTERM, or until the reader of stdout goes away; exits 0.
+    /// SIGINT or SIGTERM, or until the reader of stdout goes away.
     #[arg(
         long,
         value_name = "INTERVAL",
@@ -292,8 +286,7 @@ pub struct Args {
     ///
     /// man/port_exporter.1 and completions/ in the source tree are this
     /// option's output. `rules` prints Prometheus alerting rules for these
-    /// metrics (new, exposed and vanished ports; stale or failing scans):
-    /// save them to a file that prometheus.yml lists under rule_files:.
+    /// metrics (new, exposed and vanished ports; stale or failing scans).
     /// The systemd units and files are those the Debian package installs,
     /// for installing a copied binary the same way.
     #[arg(long, value_enum, value_name = "KIND", exclusive = true)]

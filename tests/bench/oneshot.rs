@@ -7,9 +7,11 @@
 //! to /dev/null) and the clock runs from just before the spawn to just after
 //! the reap. `ss -Htn state listening` is timed the same way; both pay the
 //! same spawn overhead, and ss is the tool users would otherwise reach for.
-//! `true` is timed too, as the floor: on this machine fork, exec, glibc's
-//! start-up and exit alone cost a large part of either program's time, and
-//! a ratio means more when that share is known.
+//! Two floors are timed in the same series, since a ratio means more when
+//! the share it cannot change is known: `true` (fork, exec, glibc's start-up
+//! and exit alone, a large part of either program's time on this machine)
+//! and `port_exporter --version` (our start-up: loading, clap, exit, no
+//! scan). So is the static musl build, which loads no shared libraries.
 
 use std::{
     env,
@@ -71,38 +73,25 @@ pub fn time_run(program: &Path, args: &[&str]) -> f64 {
     elapsed
 }
 
-/// Timings of ours, ss and `true` from one interleaved series.
-pub struct Series {
-    /// Seconds per run of the port_exporter binary.
-    pub ours: Samples,
-    /// Seconds per run of `ss`.
-    pub ss: Samples,
-    /// Seconds per run of `true`: the floor, what any dynamically linked C
-    /// program pays for fork, exec, the loader and exit on this machine.
-    /// Ours minus this is what our code and our linking add.
-    pub floor: Samples,
-    /// ours/ss within each round: its median is less sensitive to slow
-    /// drift than the ratio of the two medians, printed as a cross-check.
-    pub per_round: Samples,
-}
+/// A program of a series and its arguments.
+pub type Program<'a> = (&'a Path, &'a [&'a str]);
 
-/// Times ours, `ss` and `true` in rounds, `runs` rounds, after `warmup`
-/// untimed rounds.
+/// Times `programs` in `runs` rounds of one run each, after `warmup`
+/// untimed rounds, and returns each program's seconds per run, in the order
+/// given: element i of every list is from round i.
 ///
 /// Why interleaved: on a shared machine the background load drifts over
 /// seconds. Timing all of ours, then all of ss, would let that drift land
 /// on one side only and skew the ratio; rounds of one run each put all
-/// three under the same conditions. The order inside a round rotates, so
-/// none of them always runs right after another warmed the caches.
-pub fn series(ours: &Path, runs: usize, warmup: usize) -> Series {
-    let (ss, floor) = (tool("ss"), tool("true"));
-    let programs: [(&Path, &[&str]); 3] = [(ours, &[]), (&ss, &SS_ARGS), (&floor, &[])];
+/// programs under the same conditions. The order inside a round rotates,
+/// so none of them always runs right after another warmed the caches.
+pub fn series(programs: &[Program], runs: usize, warmup: usize) -> Vec<Vec<f64>> {
     for _ in 0..warmup {
         for (program, args) in programs {
             time_run(program, args);
         }
     }
-    let mut seconds: [Vec<f64>; 3] = Default::default();
+    let mut seconds = vec![Vec::with_capacity(runs); programs.len()];
     for round in 0..runs {
         for k in 0..programs.len() {
             let which = (round + k) % programs.len();
@@ -110,14 +99,40 @@ pub fn series(ours: &Path, runs: usize, warmup: usize) -> Series {
             seconds[which].push(time_run(program, args));
         }
     }
-    let [ours, ss, floor] = seconds;
-    let per_round = ours.iter().zip(&ss).map(|(a, b)| a / b).collect();
-    Series {
-        ours: Samples::new(ours),
-        ss: Samples::new(ss),
-        floor: Samples::new(floor),
-        per_round: Samples::new(per_round),
+    seconds
+}
+
+/// a/b within each round of a series: its median is less sensitive to slow
+/// drift than the ratio of the two medians, printed as a cross-check.
+pub fn per_round(a: &[f64], b: &[f64]) -> Samples {
+    Samples::new(a.iter().zip(b).map(|(x, y)| x / y).collect())
+}
+
+/// The static release build, brought up to date the way the README builds
+/// it (`cargo build --release --locked --target x86_64-unknown-linux-musl`)
+/// in the target directory of the glibc build (`util::bin::path`), so a
+/// stale copy is never timed. Err says why there is none (no musl target or
+/// musl-gcc: cargo's own message is on stderr).
+pub fn musl_release() -> Result<PathBuf, String> {
+    const TARGET: &str = "x86_64-unknown-linux-musl";
+    let target_dir = crate::util::bin::path()
+        .parent()
+        .and_then(Path::parent)
+        .expect("the release binary is in a target directory")
+        .to_owned();
+    let args = ["build", "--release", "--locked", "--target", TARGET];
+    let built = Command::new("cargo")
+        .args(args)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|err| format!("cannot run cargo: {err}"))?;
+    if !built.success() {
+        return Err(format!("`cargo {}` failed: {built}", args.join(" ")));
     }
+    Ok(target_dir.join(TARGET).join("release/port_exporter"))
 }
 
 /// Runs the binary once, untimed, and checks that it printed an exposition:
@@ -202,7 +217,7 @@ pub struct Pair {
 
 /// Times `a` and `b` in `runs` rounds (after two untimed ones), the order
 /// inside a round alternating, as [`series`] does for three.
-pub fn pair(a: (&Path, &[&str]), b: (&Path, &[&str]), runs: usize) -> Pair {
+pub fn pair(a: Program, b: Program, runs: usize) -> Pair {
     for _ in 0..2 {
         time_run(a.0, a.1);
         time_run(b.0, b.1);
@@ -217,10 +232,9 @@ pub fn pair(a: (&Path, &[&str]), b: (&Path, &[&str]), runs: usize) -> Pair {
             ta.push(time_run(a.0, a.1));
         }
     }
-    let per_round = ta.iter().zip(&tb).map(|(x, y)| x / y).collect();
     Pair {
+        per_round: per_round(&ta, &tb),
         a: Samples::new(ta),
         b: Samples::new(tb),
-        per_round: Samples::new(per_round),
     }
 }

@@ -8,7 +8,7 @@
 //! |-----------|----------------------------------------------------|-----------------|
 //! | `netlink` | `scan::netlink::listening_ports()` in-process      | ≤ 50 µs         |
 //! |           | the same with 20,000 established connections      | ≤ 1.5 × idle    |
-//! | `oneshot` | the binary, one run to stdout, vs `ss -Htn state listening` | ≤ 0.65 × ss, idle and at 20k |
+//! | `oneshot` | the binary, one run to stdout, vs `ss -Htn state listening`; the same for the static musl build | ≤ 0.65 × ss, idle and at 20k |
 //! | `bind`    | `scan::bind::scan(&PortSet::all(), Some(2))`       | ≤ 300 ms        |
 //! | `rss`     | peak RSS of one one-shot run                       | ≤ 5 MiB (worst) |
 //! | `procfs`  | `scan::procfs::listening_ports()`, idle and at 20k | context only    |
@@ -142,7 +142,13 @@ fn run(wants: &dyn Fn(&str) -> bool) {
         .iter()
         .any(|s| wants(s))
         .then(util::bin::path);
-    print_environment(binary.as_deref());
+    // Built (or found up to date) before the clock starts: cargo's output
+    // goes to stderr, and an error is printed as the musl row.
+    let musl = wants("oneshot").then(oneshot::musl_release);
+    print_environment(
+        binary.as_deref(),
+        musl.as_ref().and_then(|m| m.as_deref().ok()),
+    );
     let mut report = Report::default();
     report.header();
 
@@ -154,7 +160,10 @@ fn run(wants: &dyn Fn(&str) -> bool) {
     }
     if let (true, Some(binary)) = (wants("oneshot"), &binary) {
         oneshot::check_output(binary);
-        time_oneshot(&mut report, binary, "idle");
+        if let Some(Ok(musl)) = &musl {
+            oneshot::check_output(musl);
+        }
+        time_oneshot(&mut report, binary, musl.as_ref(), "idle");
     }
     if let (true, Some(binary)) = (wants("rss"), &binary) {
         measure_rss(&mut report, binary);
@@ -186,7 +195,7 @@ fn run(wants: &dyn Fn(&str) -> bool) {
             time_procfs(&mut report, "20k conns", PROCFS_RUNS_LOADED);
         }
         if let (true, Some(binary)) = (wants("oneshot"), &binary) {
-            time_oneshot(&mut report, binary, "20k conns");
+            time_oneshot(&mut report, binary, musl.as_ref(), "20k conns");
         }
         drop(holders);
         if let (Some(before), Some(loaded)) = (&netlink_before, &netlink_loaded) {
@@ -251,7 +260,7 @@ fn netlink_figures(report: &mut Report, before: &Samples, loaded: &Samples) {
 /// Prints what the figures depend on: cores, kernel, CPU, the load at the
 /// start (a busy neighbour explains a slow run), the binary measured and
 /// the TCP socket counts before anything is opened.
-fn print_environment(binary: Option<&Path>) {
+fn print_environment(binary: Option<&Path>, musl: Option<&Path>) {
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = read_trimmed("/proc/sys/kernel/osrelease");
     let cpu = fs::read_to_string("/proc/cpuinfo")
@@ -266,16 +275,20 @@ fn print_environment(binary: Option<&Path>) {
     println!("machine: nproc {nproc}, kernel {kernel}, cpu {cpu}");
     println!("loadavg: {}", read_trimmed("/proc/loadavg"));
     if let Some(binary) = binary {
-        let size = fs::metadata(binary).map_or(0, |m| m.len());
-        println!(
-            "binary:  {} ({:.2} MiB)",
-            binary.display(),
-            size as f64 / 1048576.0
-        );
+        println!("binary:  {}", describe(binary));
         println!("loads:   {}", needed_libraries(binary));
+    }
+    if let Some(musl) = musl {
+        println!("static:  {}", describe(musl));
     }
     println!("sockets: {}", tcp_sockstat());
     println!();
+}
+
+/// A binary's path and size.
+fn describe(binary: &Path) -> String {
+    let size = fs::metadata(binary).map_or(0, |m| m.len());
+    format!("{} ({:.2} MiB)", binary.display(), size as f64 / 1048576.0)
 }
 
 /// The shared libraries `binary` names (its NEEDED entries, from binutils'
@@ -374,36 +387,82 @@ fn time_procfs(report: &mut Report, phase: &str, runs: usize) {
     );
 }
 
-/// Times whole one-shot runs against `ss` and prints ours, ss, the floor
-/// that any process pays (`true`), and the ratio ours/ss, which carries the
-/// target.
-fn time_oneshot(report: &mut Report, binary: &Path, phase: &str) {
-    let runs = oneshot::series(binary, ONESHOT_RUNS, ONESHOT_WARMUP);
+/// Times whole one-shot runs against `ss` in one interleaved series and
+/// prints each program's median: ours; ours with `--version`, our start-up
+/// floor (loading, clap, exit: no scan), so the scan's own share shows;
+/// ss; `true`, the floor any dynamically linked process pays; and the
+/// static musl build when there is one. The ratios ours/ss of the glibc
+/// and the static build carry the target.
+fn time_oneshot(
+    report: &mut Report,
+    binary: &Path,
+    musl: Option<&Result<PathBuf, String>>,
+    phase: &str,
+) {
+    let (ss, floor) = (oneshot::tool("ss"), oneshot::tool("true"));
+    let mut programs: Vec<oneshot::Program> = vec![
+        (binary, &[]),
+        (binary, &["--version"]),
+        (&ss, &oneshot::SS_ARGS),
+        (&floor, &[]),
+    ];
+    if let Some(Ok(musl)) = musl {
+        programs.push((musl, &[]));
+    }
+    let seconds = oneshot::series(&programs, ONESHOT_RUNS, ONESHOT_WARMUP);
+    let runs: Vec<Samples> = seconds.iter().cloned().map(Samples::new).collect();
+    let (ours, version, ss) = (&runs[0], &runs[1], &runs[2]);
+    // Program `which` against ss, the target's ratio.
+    let gate = |report: &mut Report, name: &str, which: usize| {
+        let r = runs[which].median() / ss.median();
+        let per_round = oneshot::per_round(&seconds[which], &seconds[2]);
+        report.at_most(
+            &format!("one-shot {name} / ss, {phase}"),
+            (r, ratio(r)),
+            (ONESHOT_RATIO, "≤ 0.65×"),
+            format!("median of per-round ratios {}", ratio(per_round.median())),
+        );
+    };
     report.info(
         &format!("one-shot port_exporter, {phase}"),
-        secs(runs.ours.median()),
-        runs.ours.spread(secs),
+        secs(ours.median()),
+        ours.spread(secs),
+    );
+    report.info(
+        &format!("one-shot port_exporter --version, {phase}"),
+        secs(version.median()),
+        format!(
+            "start-up floor, no scan; the scan adds {}",
+            secs(ours.median() - version.median())
+        ),
     );
     report.info(
         &format!("one-shot ss -Htn state listening, {phase}"),
-        secs(runs.ss.median()),
-        runs.ss.spread(secs),
+        secs(ss.median()),
+        ss.spread(secs),
     );
     report.info(
         &format!("one-shot `true` (exec floor), {phase}"),
-        secs(runs.floor.median()),
-        runs.floor.spread(secs),
+        secs(runs[3].median()),
+        runs[3].spread(secs),
     );
-    let r = runs.ours.median() / runs.ss.median();
-    report.at_most(
-        &format!("one-shot ours / ss, {phase}"),
-        (r, ratio(r)),
-        (ONESHOT_RATIO, "≤ 0.65×"),
-        format!(
-            "median of per-round ratios {}",
-            ratio(runs.per_round.median())
+    gate(report, "ours", 0);
+    match musl {
+        Some(Ok(_)) => {
+            report.info(
+                &format!("one-shot static musl build, {phase}"),
+                secs(runs[4].median()),
+                runs[4].spread(secs),
+            );
+            gate(report, "musl", 4);
+        }
+        Some(Err(why)) => report.info(
+            &format!("one-shot static musl build, {phase}: SKIPPED"),
+            "-".into(),
+            why.clone(),
         ),
-    );
+        None => {}
+    }
 }
 
 /// Measures the peak RSS of one-shot runs: the worst run carries the target
