@@ -51,6 +51,8 @@ use super::Listener;
 
 /// Processes a reading thread takes at a time.
 const CHUNK: usize = 4;
+/// Processes that make another reading thread worth its start.
+const PER_THREAD: usize = 200;
 
 /// The processes found holding listeners.
 #[derive(Debug, Default)]
@@ -266,12 +268,26 @@ fn in_order(
         });
         held
     };
+    // A reader per PER_THREAD processes, up to one per CPU and at most 4:
+    // more gain little and cost memory.
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let threads = cpus.min(pids.len() / PER_THREAD);
+    if threads <= 1 {
+        let mut walk = Walk::new(proc_root);
+        for &pid in pids {
+            if !take(read(&mut walk, pid)) {
+                return;
+            }
+        }
+        return;
+    }
     let chunks: Vec<&[u32]> = pids.chunks(CHUNK).collect();
     let next = AtomicUsize::new(0);
     thread::scope(|scope| {
-        let (sender, receiver) = mpsc::channel();
-        let threads = thread::available_parallelism().map_or(1, |n| n.get());
-        for _ in 0..threads.min(chunks.len()) {
+        // Readers wait rather than run far ahead of `take` with what they
+        // found.
+        let (sender, receiver) = mpsc::sync_channel(threads);
+        for _ in 0..threads {
             let sender = sender.clone();
             let (chunks, next) = (&chunks, &next);
             scope.spawn(move || {
@@ -570,6 +586,27 @@ mod tests {
             [(20, "master".to_string()), (300, "worker".to_string())]
         );
         assert_eq!(processes.unattributed, 1);
+    }
+
+    #[test]
+    fn several_readers_answer_as_one() {
+        // Enough processes for more than one reading thread.
+        let procs: Vec<(u32, Vec<u32>)> = (1..=3 * PER_THREAD as u32)
+            .map(|pid| match pid {
+                5 => (pid, vec![31]),
+                400 | 401 => (pid, vec![32, 33]),
+                555 => (pid, vec![33, 31]),
+                _ => (pid, vec![]),
+            })
+            .collect();
+        let procs: Vec<(u32, &[u32], &str)> =
+            procs.iter().map(|(pid, s)| (*pid, &s[..], "p")).collect();
+        let root = fake_proc(&procs);
+        let uid = me();
+        let mut listeners = [listener(33, uid), listener(31, uid), listener(32, uid)];
+        let processes = attribute(&mut listeners, root.path());
+        assert_eq!(listeners.map(|l| l.pid), [400, 5, 400]);
+        assert_eq!(processes.unattributed, 0);
     }
 
     #[test]
