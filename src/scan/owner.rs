@@ -16,8 +16,8 @@
 //!   of their owner's, and only as far as the answer can still change;
 //! - a command name is read once per process that holds a listener;
 //! - descriptors are read by number rather than listed (see
-//!   `Walk::descriptors`), by as many threads as there are CPUs, taking
-//!   the answers in pid order as one reader would.
+//!   `Walk::descriptors`), with many processes by a thread per CPU (at
+//!   most 4), the answers taken in pid order as one reader would.
 //!
 //! Reading another user's descriptors needs root, or CAP_SYS_PTRACE and
 //! CAP_DAC_READ_SEARCH; without them those processes are counted in
@@ -284,8 +284,8 @@ fn in_order(
     let chunks: Vec<&[u32]> = pids.chunks(CHUNK).collect();
     let next = AtomicUsize::new(0);
     thread::scope(|scope| {
-        // Readers wait rather than run far ahead of `take` with what they
-        // found.
+        // A short queue: readers wait while `take` is busy rather than
+        // pile up what they found.
         let (sender, receiver) = mpsc::sync_channel(threads);
         for _ in 0..threads {
             let sender = sender.clone();
