@@ -14,7 +14,10 @@
 //!   wanted socket has its answer;
 //! - the other processes are read only for sockets still without a holder
 //!   of their owner's, and only as far as the answer can still change;
-//! - a command name is read once per process that holds a listener.
+//! - a command name is read once per process that holds a listener;
+//! - descriptors are read by number rather than listed (see
+//!   `Walk::descriptors`), with many processes by a thread per CPU (at
+//!   most 4), the answers taken in pid order as one reader would.
 //!
 //! Reading another user's descriptors needs root, or CAP_SYS_PTRACE and
 //! CAP_DAC_READ_SEARCH; without them those processes are counted in
@@ -29,11 +32,27 @@
 use std::{
     fs,
     io::{self, ErrorKind},
-    os::unix::fs::MetadataExt,
+    os::{fd::AsFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
+    thread,
+};
+
+use rustix::{
+    fs::{Dir, PROC_SUPER_MAGIC, fstatfs},
+    io::Errno,
+    path::DecInt,
 };
 
 use super::Listener;
+
+/// Processes a reading thread takes at a time.
+const CHUNK: usize = 4;
+/// Processes that make another reading thread worth its start.
+const PER_THREAD: usize = 200;
 
 /// The processes found holding listeners.
 #[derive(Debug, Default)]
@@ -72,12 +91,12 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
         })
         .collect();
     wanted.sort_unstable_by_key(|w| w.inode);
+    let inodes: Vec<u32> = wanted.iter().map(|w| w.inode).collect();
     let mut owners: Vec<u32> = listeners.iter().map(|l| l.uid).collect();
     owners.sort_unstable();
     owners.dedup();
     let mut processes = Processes::default();
     let mut left = wanted.len();
-    let mut walk = Walk::new(proc_root);
     // Owners some of whose processes could not be read: their sockets
     // have no answer unless one of their readable processes holds them,
     // and the lowest denied pid, below which no fallback answer holds.
@@ -86,36 +105,39 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
 
     // First the processes of the sockets' owners.
     let mut others = Vec::new();
-    for pid in pids(proc_root) {
-        if left == 0 {
-            break;
-        }
-        let Some(uid) = walk.uid(pid) else { continue };
-        if owners.binary_search(&uid).is_err() {
-            others.push(pid);
-            continue;
-        }
-        let denied = processes.denied;
-        walk.sockets(pid, &mut processes, |inode| {
-            if let Some(w) = find(&mut wanted, inode)
-                && !w.done
-            {
+    in_order(
+        proc_root,
+        &pids(proc_root),
+        &inodes,
+        Some(&owners),
+        |held| {
+            let Some(uid) = held.uid else { return true };
+            if owners.binary_search(&uid).is_err() {
+                others.push(held.pid);
+                return true;
+            }
+            for inode in held.inodes {
+                let w = find(&mut wanted, inode);
+                if w.done {
+                    continue;
+                }
                 let listener = &mut listeners[w.index];
                 if listener.uid == uid {
-                    listener.pid = pid;
+                    listener.pid = held.pid;
                     w.done = true;
                     left -= 1;
                 } else if w.other == 0 {
-                    w.other = pid;
+                    w.other = held.pid;
                 }
             }
+            if held.denied > 0 {
+                processes.denied += held.denied;
+                denied_owners.push(uid);
+                lowest_denied = lowest_denied.min(held.pid);
+            }
             left > 0
-        });
-        if processes.denied > denied {
-            denied_owners.push(uid);
-            lowest_denied = lowest_denied.min(pid);
-        }
-    }
+        },
+    );
     // A socket whose owner has processes that could not be read may be
     // held by one of them: the first tier's answer is unknown, so there is
     // none (never a process of another tier, which a reader with more
@@ -138,29 +160,29 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
             .map(|w| w.other)
             .max()
             .unwrap_or(0);
-        for pid in others {
-            if unheld == 0 && pid > last_seen {
-                break;
+        in_order(proc_root, &others, &inodes, None, |held| {
+            if unheld == 0 && held.pid > last_seen {
+                return false;
             }
-            let denied = processes.denied;
-            walk.sockets(pid, &mut processes, |inode| {
-                if let Some(w) = find(&mut wanted, inode)
-                    && !w.done
-                {
-                    if w.other == 0 {
-                        unheld -= 1;
-                    }
-                    if w.other == 0 || pid < w.other {
-                        w.other = pid;
-                    }
-                    w.done = true;
+            for inode in held.inodes {
+                let w = find(&mut wanted, inode);
+                if w.done {
+                    continue;
                 }
-                true
-            });
-            if processes.denied > denied {
-                lowest_denied = lowest_denied.min(pid);
+                if w.other == 0 {
+                    unheld -= 1;
+                }
+                if w.other == 0 || held.pid < w.other {
+                    w.other = held.pid;
+                }
+                w.done = true;
             }
-        }
+            if held.denied > 0 {
+                processes.denied += held.denied;
+                lowest_denied = lowest_denied.min(held.pid);
+            }
+            true
+        });
         // The lowest holder, unless a process below it could not be read.
         for w in wanted.iter().filter(|w| w.other != 0) {
             let listener = &mut listeners[w.index];
@@ -171,6 +193,7 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
     }
 
     // The command names, once per process.
+    let mut walk = Walk::new(proc_root);
     let mut pids: Vec<u32> = listeners
         .iter()
         .map(|l| l.pid)
@@ -198,10 +221,111 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
     processes
 }
 
-/// The wanted socket of `inode`, if any.
-fn find(wanted: &mut [Wanted], inode: u32) -> Option<&mut Wanted> {
-    let i = wanted.binary_search_by_key(&inode, |w| w.inode).ok()?;
-    Some(&mut wanted[i])
+/// What one process was found to hold.
+struct Held {
+    pid: u32,
+    /// The user it runs as, when asked for; `None` if it exited.
+    uid: Option<u32>,
+    /// The wanted sockets it holds, in descriptor order.
+    inodes: Vec<u32>,
+    /// Descriptor directories that could not be read (permission denied).
+    denied: usize,
+}
+
+/// Reads the processes of `pids` (those that run as one of `owners`, all
+/// when `None`) for the sockets of `inodes`, and hands what each holds to
+/// `take` in pid order until it returns false. Several threads read ahead
+/// of `take`: one reader is as slow as `ss -p`, and the kernel serves
+/// readers of different processes at once.
+fn in_order(
+    proc_root: &Path,
+    pids: &[u32],
+    inodes: &[u32],
+    owners: Option<&[u32]>,
+    mut take: impl FnMut(Held) -> bool,
+) {
+    let read = |walk: &mut Walk, pid: u32| {
+        let mut held = Held {
+            pid,
+            uid: None,
+            inodes: Vec::new(),
+            denied: 0,
+        };
+        if let Some(owners) = owners {
+            held.uid = walk.uid(pid);
+            if held
+                .uid
+                .is_none_or(|uid| owners.binary_search(&uid).is_err())
+            {
+                return held;
+            }
+        }
+        walk.sockets(pid, &mut held.denied, |inode| {
+            if inodes.binary_search(&inode).is_ok() {
+                held.inodes.push(inode);
+            }
+            true
+        });
+        held
+    };
+    // A reader per PER_THREAD processes, up to one per CPU and at most 4:
+    // more gain little and cost memory.
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let threads = cpus.min(pids.len() / PER_THREAD);
+    if threads <= 1 {
+        let mut walk = Walk::new(proc_root);
+        for &pid in pids {
+            if !take(read(&mut walk, pid)) {
+                return;
+            }
+        }
+        return;
+    }
+    let chunks: Vec<&[u32]> = pids.chunks(CHUNK).collect();
+    let next = AtomicUsize::new(0);
+    thread::scope(|scope| {
+        // A short queue: readers wait while `take` is busy rather than
+        // pile up what they found.
+        let (sender, receiver) = mpsc::sync_channel(threads);
+        for _ in 0..threads {
+            let sender = sender.clone();
+            let (chunks, next) = (&chunks, &next);
+            scope.spawn(move || {
+                let mut walk = Walk::new(proc_root);
+                // Stops when every chunk is taken or `take` has stopped.
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(chunk) = chunks.get(i) else { break };
+                    let held: Vec<Held> = chunk.iter().map(|&pid| read(&mut walk, pid)).collect();
+                    if sender.send((i, held)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(sender);
+        let mut ready: Vec<Option<Vec<Held>>> = Vec::new();
+        ready.resize_with(chunks.len(), || None);
+        let mut first = 0;
+        for (i, held) in receiver {
+            ready[i] = Some(held);
+            while let Some(held) = ready.get_mut(first).and_then(Option::take) {
+                first += 1;
+                for held in held {
+                    if !take(held) {
+                        next.store(chunks.len(), Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The wanted socket of `inode` (one of them).
+fn find(wanted: &mut [Wanted], inode: u32) -> &mut Wanted {
+    let i = wanted.binary_search_by_key(&inode, |w| w.inode).unwrap();
+    &mut wanted[i]
 }
 
 /// The pids of the processes under `proc_root`, ascending.
@@ -257,9 +381,9 @@ impl Walk {
     /// skipped; one whose descriptors may not be read is counted. A process
     /// whose main thread has exited shows no descriptors in `/proc/PID/fd`:
     /// its other threads' are read instead (`/proc/PID/task/TID/fd`).
-    fn sockets(&mut self, pid: u32, processes: &mut Processes, mut each: impl FnMut(u32) -> bool) {
+    fn sockets(&mut self, pid: u32, denied: &mut usize, mut each: impl FnMut(u32) -> bool) {
         self.at(pid, &["fd"]);
-        if self.descriptors(processes, &mut each) == Some(0) {
+        if self.descriptors(denied, &mut each) == Some(0) {
             // No descriptor at all: a kernel thread, or a process whose
             // main thread has exited while others live on.
             self.back(1);
@@ -274,7 +398,7 @@ impl Walk {
             for task in tasks.into_iter().flatten() {
                 self.path.push(task);
                 self.path.push("fd");
-                let found = self.descriptors(processes, &mut each);
+                let found = self.descriptors(denied, &mut each);
                 self.path.pop();
                 self.path.pop();
                 // The threads of a process share one table, as a rule.
@@ -291,41 +415,60 @@ impl Walk {
     /// descriptors there were, `None` when it could not be read.
     fn descriptors(
         &mut self,
-        processes: &mut Processes,
+        denied: &mut usize,
         each: &mut impl FnMut(u32) -> bool,
     ) -> Option<usize> {
-        // Each link is read relative to the open directory (readlinkat),
-        // which spares the kernel a walk of the whole path per descriptor.
-        let opened =
-            fs::File::open(&self.path).and_then(|dir| Ok((fs::read_dir(&self.path)?, dir)));
-        let (entries, dir) = match opened {
-            Ok(opened) => opened,
+        let dir = match fs::File::open(&self.path) {
+            Ok(dir) => dir,
             Err(err) => {
                 if is_denied(&err) {
-                    processes.denied += 1;
+                    *denied += 1;
                 }
                 return None;
             }
         };
-        let mut count = 0;
-        for entry in entries.flatten() {
+        // Listing the directory costs the kernel half as much as reading
+        // the links, so the descriptors are read by number, lowest first,
+        // until the count of open ones that Linux 6.2+ gives as the
+        // directory's size is reached; only what follows a gap is listed.
+        let open = dir.metadata().map_or(0, |m| m.len());
+        let (mut count, mut fd) = (0, 0);
+        while count < open {
+            let link = socket_at(&dir, DecInt::new(fd));
+            if link == Err(Errno::NOENT) {
+                break;
+            }
+            (count, fd) = (count + 1, fd + 1);
+            if let Ok(Some(inode)) = link
+                && !each(inode)
+            {
+                return Some(count as usize);
+            }
+        }
+        if open > 0 && count == open {
+            return Some(count as usize);
+        }
+        // In procfs a descriptor's offset in the listing is its number + 2.
+        let procfs = fstatfs(&dir).is_ok_and(|fs| fs.f_type == PROC_SUPER_MAGIC);
+        let Ok(mut list) = Dir::new(dir) else {
+            return Some(count as usize);
+        };
+        if procfs && fd > 0 {
+            let _ = list.seek(fd as i64 + 2);
+        }
+        while let Some(Ok(entry)) = list.read() {
+            let number = entry.file_name().to_str().ok().and_then(|n| n.parse().ok());
+            if number.is_none_or(|n: u64| n < fd) {
+                continue; // `.`, `..`, or read above
+            }
             count += 1;
-            let Ok(link) = nix::fcntl::readlinkat(&dir, entry.file_name().as_os_str()) else {
-                continue;
-            };
-            let Some(inode) = link
-                .to_str()
-                .and_then(|l| l.strip_prefix("socket:["))
-                .and_then(|l| l.strip_suffix(']'))
-                .and_then(|l| l.parse().ok())
-            else {
-                continue;
-            };
-            if !each(inode) {
+            if let Ok(Some(inode)) = list.fd().and_then(|dir| socket_at(dir, entry.file_name()))
+                && !each(inode)
+            {
                 break;
             }
         }
-        Some(count)
+        Some(count as usize)
     }
 
     /// The command name of process `pid`, or `None` if it exited.
@@ -353,16 +496,28 @@ pub fn sockets_of(proc_root: &Path, pid: u32) -> Option<Vec<u32>> {
     fs::metadata(walk.at(pid, &["fd"])).ok()?;
     walk.back(2);
     let mut inodes = Vec::new();
-    let mut processes = Processes::default();
-    walk.sockets(pid, &mut processes, |inode| {
+    let mut denied = 0;
+    walk.sockets(pid, &mut denied, |inode| {
         inodes.push(inode);
         true
     });
-    if processes.denied > 0 {
+    if denied > 0 {
         return None;
     }
     inodes.sort_unstable();
     Some(inodes)
+}
+
+/// The inode of the socket that descriptor `name` in `dir` is, if it is
+/// one (its link reads `socket:[INODE]`). The link is read relative to the
+/// open directory, which spares the kernel a walk of the whole path, and
+/// into a buffer on the stack: a longer link is not a socket's.
+fn socket_at(dir: impl AsFd, name: impl rustix::path::Arg) -> rustix::io::Result<Option<u32>> {
+    let mut link = [0; 24];
+    let len = rustix::fs::readlinkat_raw(dir, name, &mut link)?;
+    Ok(std::str::from_utf8(&link[..len])
+        .ok()
+        .and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()))
 }
 
 /// Whether an error means the reader lacks the privilege.
@@ -431,6 +586,27 @@ mod tests {
             [(20, "master".to_string()), (300, "worker".to_string())]
         );
         assert_eq!(processes.unattributed, 1);
+    }
+
+    #[test]
+    fn several_readers_answer_as_one() {
+        // Enough processes for more than one reading thread.
+        let procs: Vec<(u32, Vec<u32>)> = (1..=3 * PER_THREAD as u32)
+            .map(|pid| match pid {
+                5 => (pid, vec![31]),
+                400 | 401 => (pid, vec![32, 33]),
+                555 => (pid, vec![33, 31]),
+                _ => (pid, vec![]),
+            })
+            .collect();
+        let procs: Vec<(u32, &[u32], &str)> =
+            procs.iter().map(|(pid, s)| (*pid, &s[..], "p")).collect();
+        let root = fake_proc(&procs);
+        let uid = me();
+        let mut listeners = [listener(33, uid), listener(31, uid), listener(32, uid)];
+        let processes = attribute(&mut listeners, root.path());
+        assert_eq!(listeners.map(|l| l.pid), [400, 5, 400]);
+        assert_eq!(processes.unattributed, 0);
     }
 
     #[test]

@@ -114,6 +114,10 @@ impl Helpers {
         }
         helpers
     }
+
+    fn pids(&self) -> impl Iterator<Item = u32> {
+        self.0.iter().map(Child::id)
+    }
 }
 
 impl Drop for Helpers {
@@ -133,12 +137,19 @@ impl Drop for Helpers {
 pub fn process(report: &mut Report, binary: &Path) {
     util::in_netns(|| {
         for (who, uid) in [("nobody's", Some(65534)), ("root's", None)] {
-            let fillers = Helpers::start(PROCESSES, |_| format!("fill {FDS_EACH}"), uid);
-            let holders = Helpers::start(
-                LISTENERS / 5,
-                |i| format!("listen {} 5", 20_000 + 10 * i),
-                None,
-            );
+            let (fillers, holders) = loop {
+                let fillers = Helpers::start(PROCESSES, |_| format!("fill {FDS_EACH}"), uid);
+                let holders = Helpers::start(
+                    LISTENERS / 5,
+                    |i| format!("listen {} 5", 20_000 + 10 * i),
+                    None,
+                );
+                // Pids that wrapped around pid_max would put holders
+                // before fillers: the walk would stop early. Again, then.
+                if holders.pids().min() > fillers.pids().max() {
+                    break (fillers, holders);
+                }
+            };
             let out = Command::new(binary)
                 .args(["--labels", "process"])
                 .output()
