@@ -110,17 +110,6 @@ fn interface_name(index: u32) -> String {
     }
 }
 
-/// [`listening_ports`] without the second dump of a table that came in
-/// several parts, which can miss listeners: for the benchmark of its cost.
-pub fn listening_ports_single_dump() -> io::Result<PortSet> {
-    let mut dumper = Dumper::new()?;
-    let mut open = PortSet::new();
-    for family in FAMILIES {
-        dumper.dump(Protocol::Tcp, family, &mut open)?;
-    }
-    Ok(open)
-}
-
 /// Adds records to a list, skipping sockets (inodes) that earlier dumps
 /// of the same table added: the union of two dumps.
 struct Unite<'a> {

@@ -14,7 +14,7 @@
 //! | `procfs`  | `scan::procfs::listening_ports()`, idle and at 20k | context only    |
 //! | `process` | `--labels process`, 1,000 processes × 100 fds, vs `ss -Htlnp` | ≤ 0.5 × ss |
 //! | `rss60k`  | peak RSS with 60,000 listeners, no labels / every label | ≤ 5 / ≤ 8 MiB |
-//! | `churn`   | netlink scan (second dump when split) vs one dump | context only |
+//! | `churn`   | netlink scan, 10 and 1,000 listeners (dumped twice) | context only |
 //! | `netns`   | `--netns all` over 103 namespaces vs a loop of `nsenter --net=X ss -Htln`; peak RSS | ≤ 0.1 × the loop; ≤ 8 MiB |
 //!
 //! `cargo bench --bench scan -- oneshot` runs one section alone (any
