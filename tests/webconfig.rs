@@ -1171,13 +1171,35 @@ fn socket_activation_refuses_what_is_not_a_listening_tcp_socket() {
         "{}",
         util::stderr_of(&out)
     );
-    let script = format!("LISTEN_PID=$$ LISTEN_FDS=x exec {bin} --serve 3</dev/null");
-    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        util::stderr_of(&out),
-        "port_exporter: socket activation: LISTEN_FDS=\"x\" is not a number of descriptors\n"
-    );
+    // A LISTEN_FDS that cannot be read is an error, not "none": in a
+    // namespace of its own and killed at the deadline, since the wrong
+    // answer is a server that binds :8000 and runs on.
+    util::in_netns(|| {
+        let script = format!("LISTEN_PID=$$ LISTEN_FDS=x exec {bin} --serve 3</dev/null");
+        let mut child = ChildGuard(
+            Command::new("sh")
+                .args(["-c", &script])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let status = util::wait_until("the server to exit", Duration::from_secs(10), || {
+            child.0.try_wait().unwrap()
+        });
+        let mut stderr = String::new();
+        child
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert_eq!(
+            stderr,
+            "port_exporter: socket activation: LISTEN_FDS=\"x\" is not a number of descriptors\n"
+        );
+    });
     // Variables meant for another process are left alone: the default
     // address is bound (checked in a namespace of its own, where :8000 is
     // surely free).
