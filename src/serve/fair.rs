@@ -274,6 +274,8 @@ mod tests {
         ms: u64,
         log: Arc<Mutex<Vec<String>>>,
         ran: bool,
+        /// When given, the job runs until this is set.
+        gate: Option<Arc<std::sync::atomic::AtomicBool>>,
     }
 
     impl Job for Logged {
@@ -282,6 +284,11 @@ mod tests {
         }
         fn run(mut self: Box<Self>) {
             std::thread::sleep(Duration::from_millis(self.ms));
+            while let Some(gate) = &self.gate
+                && !gate.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             self.ran = true;
             self.log.lock().unwrap().push(self.name.into());
         }
@@ -301,6 +308,7 @@ mod tests {
             ms,
             log: log.clone(),
             ran: false,
+            gate: None,
         })
     }
 
@@ -346,11 +354,29 @@ mod tests {
             workers: 1,
             per_client: 10,
             total: 100,
-            max_wait: Duration::from_millis(10),
+            max_wait: Duration::from_millis(300),
         });
         let log = Arc::new(Mutex::new(Vec::new()));
-        fair.submit(A, job("slow", 60, &log)).unwrap();
+        // "slow" holds the only worker until released; "late" is queued
+        // once it runs, and released only after max_wait has passed.
+        let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gate = release.clone();
+        let slow = Logged {
+            name: "slow",
+            ms: 0,
+            log: log.clone(),
+            ran: false,
+            gate: Some(gate),
+        };
+        fair.submit(A, Box::new(slow)).unwrap();
+        let start = Instant::now();
+        while fair.waiting() > 0 {
+            assert!(start.elapsed() < Duration::from_secs(10), "never started");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         fair.submit(B, job("late", 1, &log)).unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        release.store(true, std::sync::atomic::Ordering::SeqCst);
         let order = settled(&fair, &log, 2).await;
         assert_eq!(order, ["slow", "-late"]);
     }
