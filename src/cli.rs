@@ -3,7 +3,7 @@
 
 use std::{
     ffi::{OsStr, OsString},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -241,10 +241,6 @@ pub struct Args {
     )]
     pub format: Format,
 
-    /// Whether --format was given (with --watch, table is the default).
-    #[arg(skip)]
-    pub format_given: bool,
-
     /// List the listeners, then print each that opens or closes, scanning every INTERVAL [default INTERVAL: 1s]
     ///
     /// INTERVAL is a duration such as 100ms, 2s or 1m (from 1ms to a day).
@@ -389,27 +385,17 @@ impl Args {
         }
     }
 
-    /// The labels of `--labels`, with `protocol` whenever UDP is scanned
-    /// and `netns` with `--netns all`.
-    fn chosen_labels(&self) -> Labels {
+    /// What to scan and report, the same for one-shot runs and the server.
+    pub fn job(&self) -> Job {
+        let namespaces = self.netns.unwrap_or_default();
+        // --labels, with protocol whenever UDP is scanned and netns with --netns all.
         let mut labels: Labels = self.labels.iter().copied().collect();
         if self.protocols().udp {
             labels = labels.with(Label::Protocol);
         }
-        if self.namespaces() == Namespaces::All {
+        if namespaces == Namespaces::All {
             labels = labels.with(Label::Netns);
         }
-        labels
-    }
-
-    /// The namespaces of `--netns`.
-    fn namespaces(&self) -> Namespaces {
-        self.netns.unwrap_or_default()
-    }
-
-    /// What to scan and report, the same for one-shot runs and the server.
-    pub fn job(&self) -> Job {
-        let labels = self.chosen_labels();
         let every_detail = self.format != Format::Prometheus;
         Job {
             plan: Plan {
@@ -422,7 +408,7 @@ impl Args {
                     users: every_detail || labels.has(Label::User),
                     processes: every_detail || labels.has(Label::Process),
                 },
-                namespaces: self.namespaces(),
+                namespaces,
             },
             include_closed: self.include_closed,
             verbose: self.verbose,
@@ -431,111 +417,103 @@ impl Args {
         }
     }
 
-    /// Why these options do not go together, if they do not.
+    /// Why these options do not go together, if they do not: the first of
+    /// these rules that applies.
     fn conflict(&self) -> Option<String> {
         let to_file = self
             .output
             .as_deref()
-            .is_some_and(|path| path != std::path::Path::new("-"));
+            .is_some_and(|path| path != Path::new("-"));
         let format = self.format.to_possible_value().expect("a value");
         let format = format.get_name();
-        if let Some(why) = self.watch_conflict(to_file) {
-            return Some(why);
-        }
-        if self.format != Format::Prometheus {
-            if to_file {
-                return Some(format!(
+        let listing = self.format != Format::Prometheus;
+        let (watch, serve) = (self.watch.is_some(), self.serve.is_some());
+        let bind = self.method == Method::Bind;
+        let protocols = self.protocols();
+        let label = self.labels.iter().find(|l| **l != Label::Protocol);
+        [
+            (
+                self.include_closed && self.ports.is_none(),
+                "--include-closed needs an explicit --ports list",
+            ),
+            (
+                watch && to_file,
+                "--watch prints changes on stdout: --output writes one scan to FILE, for \
+                 node_exporter",
+            ),
+            (
+                watch && serve,
+                "--watch and --serve do not go together: --watch prints changes on stdout, \
+                 --serve answers scrapes",
+            ),
+            (
+                watch && !listing,
+                "--watch prints --format table or json: the Prometheus format has no events",
+            ),
+            (
+                watch && self.include_closed,
+                "--include-closed applies to the Prometheus format: --watch shows listeners, \
+                 and a closed port has none",
+            ),
+            (
+                watch && bind,
+                "--watch shows listeners, which --method bind cannot see (it learns only which \
+                 ports are in use); use --method netlink or procfs",
+            ),
+            (
+                listing && to_file,
+                &format!(
                     "--format {format} prints on stdout only: --output writes the Prometheus \
                      format, for node_exporter"
-                ));
-            }
-            if self.serve.is_some() {
-                return Some(format!(
+                ),
+            ),
+            (
+                listing && serve,
+                &format!(
                     "--format {format} is for one-shot runs: --serve answers in the Prometheus \
                      format"
-                ));
-            }
-            if self.include_closed {
-                return Some(format!(
+                ),
+            ),
+            (
+                listing && self.include_closed,
+                &format!(
                     "--include-closed applies to the Prometheus format: --format {format} lists \
                      listeners, and a closed port has none"
-                ));
-            }
-        }
-        if self.method == Method::Bind {
-            if self.namespaces() == Namespaces::All {
-                return Some(
-                    "--netns all scans each namespace from inside, which --method bind cannot \
-                     do (it probes the ports of its own namespace); use --method netlink or \
-                     procfs"
-                        .into(),
-                );
-            }
-            if self.protocols().udp {
-                return Some(
-                    "--method bind finds TCP ports only (binding a UDP port cannot tell a \
-                     service from a client); use --method netlink or procfs for --protocol udp"
-                        .into(),
-                );
-            }
-            if let Some(label) = self.labels.iter().find(|l| **l != Label::Protocol) {
-                return Some(format!(
+                ),
+            ),
+            (
+                bind && self.netns == Some(Namespaces::All),
+                "--netns all scans each namespace from inside, which --method bind cannot do (it \
+                 probes the ports of its own namespace); use --method netlink or procfs",
+            ),
+            (
+                bind && protocols.udp,
+                "--method bind finds TCP ports only (binding a UDP port cannot tell a service \
+                 from a client); use --method netlink or procfs for --protocol udp",
+            ),
+            (
+                bind && label.is_some(),
+                &format!(
                     "--labels {} needs the kernel's socket table: --method bind learns only \
                      which ports are in use, not their address, owner or process; use --method \
                      netlink or procfs",
-                    label.name()
-                ));
-            }
-            if self.format != Format::Prometheus {
-                return Some(format!(
+                    label.map_or("", |l| l.name())
+                ),
+            ),
+            (
+                bind && listing,
+                &format!(
                     "--format {format} lists listeners, which --method bind cannot see (it \
                      learns only which ports are in use); use --method netlink or procfs"
-                ));
-            }
-        }
-        if !self.protocols().tcp && !self.protocols().udp {
-            return Some("--protocol names no protocol".into());
-        }
-        None
-    }
-
-    /// Why these options do not go with `--watch`, if they do not.
-    fn watch_conflict(&self, to_file: bool) -> Option<String> {
-        self.watch?;
-        if to_file {
-            return Some(
-                "--watch prints changes on stdout: --output writes one scan to FILE, for \
-                 node_exporter"
-                    .into(),
-            );
-        }
-        if self.serve.is_some() {
-            return Some(
-                "--watch and --serve do not go together: --watch prints changes on stdout, \
-                 --serve answers scrapes"
-                    .into(),
-            );
-        }
-        if self.format == Format::Prometheus {
-            return Some(
-                "--watch prints --format table or json: the Prometheus format has no events".into(),
-            );
-        }
-        if self.include_closed {
-            return Some(
-                "--include-closed applies to the Prometheus format: --watch shows listeners, \
-                 and a closed port has none"
-                    .into(),
-            );
-        }
-        if self.method == Method::Bind {
-            return Some(
-                "--watch shows listeners, which --method bind cannot see (it learns only which \
-                 ports are in use); use --method netlink or procfs"
-                    .into(),
-            );
-        }
-        None
+                ),
+            ),
+            (
+                !protocols.tcp && !protocols.udp,
+                "--protocol names no protocol",
+            ),
+        ]
+        .into_iter()
+        .find_map(|(conflicts, why)| conflicts.then(|| why.to_string()))
     }
 }
 
@@ -547,22 +525,15 @@ pub fn parse() -> Result<Args, clap::Error> {
         .map_err(|err| with_hint(err, &argv))?;
     let mut args =
         Args::from_arg_matches(&matches).map_err(|err| err.format(&mut Args::command()))?;
-    args.format_given = matches.value_source("format") == Some(ValueSource::CommandLine);
-    if args.watch.is_some() && !args.format_given {
+    if args.watch.is_some() && matches.value_source("format") != Some(ValueSource::CommandLine) {
         args.format = Format::Table;
     }
-    if args.include_closed && args.ports.is_none() {
-        return Err(Args::command().error(
-            ErrorKind::ArgumentConflict,
-            "--include-closed needs an explicit --ports list",
-        ));
-    }
-    if args.generate.is_none()
-        && let Some(why) = args.conflict()
-    {
+    // --generate is exclusive: then every other option has its default, and
+    // nothing below applies.
+    if let Some(why) = args.conflict() {
         return Err(Args::command().error(ErrorKind::ArgumentConflict, why));
     }
-    if args.generate.is_none() && args.selected_ports().is_empty() {
+    if args.selected_ports().is_empty() {
         return Err(Args::command().error(
             ErrorKind::ValueValidation,
             "--exclude removes every port that --ports selects",
