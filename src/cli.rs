@@ -543,15 +543,15 @@ pub fn parse() -> Result<Args, clap::Error> {
 }
 
 /// The options whose value is a comma-separated list: long name, short.
-const LISTS: [(&str, Option<char>); 4] = [
-    ("--ports", Some('p')),
-    ("--exclude", Some('x')),
+const LISTS: [(&str, Option<&str>); 4] = [
+    ("--ports", Some("-p")),
+    ("--exclude", Some("-x")),
     ("--labels", None),
     ("--protocol", None),
 ];
 
-/// One list option on the command line: where it is, its long name, its
-/// value, and the index of the word after the value.
+/// One list option on the command line: its long name, its value, and the
+/// index of the word after the value.
 struct ListUse<'a> {
     option: &'static str,
     value: &'a str,
@@ -563,34 +563,26 @@ struct ListUse<'a> {
 fn list_uses(words: &[String]) -> Vec<ListUse<'_>> {
     let mut uses = Vec::new();
     let mut i = 1;
-    while i < words.len() && words[i] != "--" {
-        let word = words[i].as_str();
-        let found = LISTS.into_iter().find_map(|(long, short)| {
-            let short = short.map(|c| format!("-{c}"));
-            if let Some(value) = word.strip_prefix(long).and_then(|r| r.strip_prefix('=')) {
-                return Some((long, value, i + 1));
-            }
-            if let Some(value) = short
-                .as_deref()
-                .and_then(|short| word.strip_prefix(short))
-                .filter(|value| !value.is_empty() && !word.starts_with("--"))
-            {
-                return Some((long, value, i + 1));
-            }
-            let alone = word == long || short.as_deref() == Some(word);
-            (alone && i + 1 < words.len()).then(|| (long, words[i + 1].as_str(), i + 2))
+    while let Some(word) = words.get(i).map(String::as_str).filter(|w| *w != "--") {
+        let found = LISTS.into_iter().find_map(|(option, short)| {
+            let glued = word.strip_prefix(option).and_then(|r| r.strip_prefix('='));
+            let glued = glued
+                .or_else(|| (short.and_then(|s| word.strip_prefix(s))).filter(|v| !v.is_empty()));
+            let (value, next) = match glued {
+                Some(value) => (value, i + 1),
+                None if word == option || short == Some(word) => {
+                    (words.get(i + 1)?.as_str(), i + 2)
+                }
+                None => return None,
+            };
+            Some(ListUse {
+                option,
+                value,
+                next,
+            })
         });
-        match found {
-            Some((option, value, next)) => {
-                uses.push(ListUse {
-                    option,
-                    value,
-                    next,
-                });
-                i = next;
-            }
-            None => i += 1,
-        }
+        i = found.as_ref().map_or(i + 1, |list| list.next);
+        uses.extend(found);
     }
     uses
 }
@@ -622,57 +614,48 @@ fn with_hint(err: clap::Error, argv: &[OsString]) -> clap::Error {
         .iter()
         .map(|w| w.to_string_lossy().into_owned())
         .collect();
-    let invalid = match err.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(arg)) => arg.clone(),
-        _ => return err,
+    let Some(ContextValue::String(invalid)) = err.get(ContextKind::InvalidArg) else {
+        return err;
     };
     let hint = match err.kind() {
-        ErrorKind::UnknownArgument => unknown_hint(&invalid, &words),
+        ErrorKind::UnknownArgument => {
+            unknown_hint(invalid, &words).map(|hint| (ErrorKind::UnknownArgument, hint))
+        }
         ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
             list_uses(&words).into_iter().find_map(|list| {
-                let named =
-                    invalid == list.option || invalid.starts_with(&format!("{} ", list.option));
+                let named = invalid.split(' ').next() == Some(list.option);
                 let why = ports::list_items(list.value).err().filter(|_| named)?;
-                let strays = strays(&words, list.next);
-                let instead = if strays.is_empty() {
-                    String::new()
-                } else {
-                    format!(
+                let instead = match strays(&words, list.next) {
+                    [] => String::new(),
+                    strays => format!(
                         "; a list is one argument, without spaces: {}",
                         joined(&list, strays)
-                    )
-                };
-                Some((
-                    ErrorKind::ValueValidation,
-                    format!(
-                        "invalid value {} for '{invalid}': {why}{instead}",
-                        ports::quoted(list.value)
                     ),
-                ))
+                };
+                let value = ports::quoted(list.value);
+                let message = format!("invalid value {value} for '{invalid}': {why}{instead}");
+                Some((ErrorKind::ValueValidation, message))
             })
         }
         _ => None,
     };
-    match hint {
-        Some((kind, message)) => Args::command().error(kind, message),
-        None => err,
-    }
+    hint.map_or(err, |(kind, message)| Args::command().error(kind, message))
 }
 
 /// What to type instead of the unknown argument `arg`.
-fn unknown_hint(arg: &str, words: &[String]) -> Option<(ErrorKind, String)> {
-    let kind = ErrorKind::UnknownArgument;
+fn unknown_hint(arg: &str, words: &[String]) -> Option<String> {
     let flag = arg.split('=').next().unwrap_or(arg);
     // node_exporter's flags, as its users type them.
     let instead = match flag {
         "--web.listen-address" => {
-            let given = words
-                .iter()
-                .position(|w| w.starts_with(flag))
-                .and_then(|i| match words[i].split_once('=') {
-                    Some((_, value)) => Some(value.to_string()),
-                    None => words.get(i + 1).filter(|w| !w.starts_with('-')).cloned(),
-                });
+            let mut rest = words.iter().skip_while(|w| !w.starts_with(flag));
+            let given = rest.next().and_then(|word| match word.split_once('=') {
+                Some((_, value)) => Some(value),
+                None => rest
+                    .next()
+                    .map(String::as_str)
+                    .filter(|w| !w.starts_with('-')),
+            });
             Some(match given {
                 Some(addr) => format!(
                     "port_exporter takes the address to listen on as --serve ADDR: --serve {addr}"
@@ -693,19 +676,16 @@ fn unknown_hint(arg: &str, words: &[String]) -> Option<(ErrorKind, String)> {
         _ => None,
     };
     if let Some(instead) = instead {
-        return Some((kind, format!("unexpected argument '{flag}': {instead}")));
+        return Some(format!("unexpected argument '{flag}': {instead}"));
     }
     // Words that continue a list after a space: `--ports 22 80`.
     list_uses(words).into_iter().find_map(|list| {
         let strays = strays(words, list.next);
         strays.iter().any(|w| w == arg).then(|| {
-            (
-                kind,
-                format!(
-                    "unexpected argument '{arg}': a list is one argument, comma-separated \
-                     without spaces: {}",
-                    joined(&list, strays)
-                ),
+            format!(
+                "unexpected argument '{arg}': a list is one argument, comma-separated without \
+                 spaces: {}",
+                joined(&list, strays)
             )
         })
     })
