@@ -377,6 +377,13 @@ impl Args {
         selected
     }
 
+    /// The file of `--output`, unless it is `-` (stdout).
+    pub fn output_file(&self) -> Option<&Path> {
+        self.output
+            .as_deref()
+            .filter(|path| *path != Path::new("-"))
+    }
+
     /// The protocols of `--protocol`.
     fn protocols(&self) -> Protocols {
         Protocols {
@@ -420,10 +427,7 @@ impl Args {
     /// Why these options do not go together, if they do not: the first of
     /// these rules that applies.
     fn conflict(&self) -> Option<String> {
-        let to_file = self
-            .output
-            .as_deref()
-            .is_some_and(|path| path != Path::new("-"));
+        let to_file = self.output_file().is_some();
         let format = self.format.to_possible_value().expect("a value");
         let format = format.get_name();
         let listing = self.format != Format::Prometheus;
