@@ -515,6 +515,10 @@ impl Args {
                 !protocols.tcp && !protocols.udp,
                 "--protocol names no protocol",
             ),
+            (
+                self.selected_ports().is_empty(),
+                "--exclude removes every port that --ports selects",
+            ),
         ]
         .into_iter()
         .find_map(|(conflicts, why)| conflicts.then(|| why.to_string()))
@@ -536,12 +540,6 @@ pub fn parse() -> Result<Args, clap::Error> {
     // nothing below applies.
     if let Some(why) = args.conflict() {
         return Err(Args::command().error(ErrorKind::ArgumentConflict, why));
-    }
-    if args.selected_ports().is_empty() {
-        return Err(Args::command().error(
-            ErrorKind::ValueValidation,
-            "--exclude removes every port that --ports selects",
-        ));
     }
     Ok(args)
 }
