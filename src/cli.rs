@@ -8,10 +8,9 @@ use std::{
 };
 
 use clap::{
-    Arg, Command, CommandFactory, FromArgMatches, Parser, ValueEnum,
-    builder::TypedValueParser,
+    Arg, Command, CommandFactory, Parser, ValueEnum,
+    builder::{ArgPredicate, TypedValueParser},
     error::{ContextKind, ContextValue, ErrorKind},
-    parser::ValueSource,
 };
 
 use crate::{
@@ -237,6 +236,7 @@ pub struct Args {
         value_enum,
         value_name = "FORMAT",
         default_value_t = Format::Prometheus,
+        default_value_if("watch", ArgPredicate::IsPresent, "table"),
         hide_default_value = true
     )]
     pub format: Format,
@@ -528,14 +528,7 @@ impl Args {
 /// Parses the command line, including the checks that clap cannot express.
 pub fn parse() -> Result<Args, clap::Error> {
     let argv: Vec<OsString> = std::env::args_os().collect();
-    let matches = Args::command()
-        .try_get_matches_from(&argv)
-        .map_err(|err| with_hint(err, &argv))?;
-    let mut args =
-        Args::from_arg_matches(&matches).map_err(|err| err.format(&mut Args::command()))?;
-    if args.watch.is_some() && matches.value_source("format") != Some(ValueSource::CommandLine) {
-        args.format = Format::Table;
-    }
+    let args = Args::try_parse_from(&argv).map_err(|err| with_hint(err, &argv))?;
     // --generate is exclusive: then every other option has its default, and
     // nothing below applies.
     if let Some(why) = args.conflict() {
