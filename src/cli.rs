@@ -3,15 +3,14 @@
 
 use std::{
     ffi::{OsStr, OsString},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
 use clap::{
-    Arg, Command, CommandFactory, FromArgMatches, Parser, ValueEnum,
-    builder::TypedValueParser,
+    Arg, Command, CommandFactory, Parser, ValueEnum,
+    builder::{ArgPredicate, TypedValueParser},
     error::{ContextKind, ContextValue, ErrorKind},
-    parser::ValueSource,
 };
 
 use crate::{
@@ -237,13 +236,10 @@ pub struct Args {
         value_enum,
         value_name = "FORMAT",
         default_value_t = Format::Prometheus,
+        default_value_if("watch", ArgPredicate::IsPresent, "table"),
         hide_default_value = true
     )]
     pub format: Format,
-
-    /// Whether --format was given (with --watch, table is the default).
-    #[arg(skip)]
-    pub format_given: bool,
 
     /// List the listeners, then print each that opens or closes, scanning every INTERVAL [default INTERVAL: 1s]
     ///
@@ -381,6 +377,13 @@ impl Args {
         selected
     }
 
+    /// The file of `--output`, unless it is `-` (stdout).
+    pub fn output_file(&self) -> Option<&Path> {
+        self.output
+            .as_deref()
+            .filter(|path| *path != Path::new("-"))
+    }
+
     /// The protocols of `--protocol`.
     fn protocols(&self) -> Protocols {
         Protocols {
@@ -389,27 +392,17 @@ impl Args {
         }
     }
 
-    /// The labels of `--labels`, with `protocol` whenever UDP is scanned
-    /// and `netns` with `--netns all`.
-    fn chosen_labels(&self) -> Labels {
+    /// What to scan and report, the same for one-shot runs and the server.
+    pub fn job(&self) -> Job {
+        let namespaces = self.netns.unwrap_or_default();
+        // --labels, with protocol whenever UDP is scanned and netns with --netns all.
         let mut labels: Labels = self.labels.iter().copied().collect();
         if self.protocols().udp {
             labels = labels.with(Label::Protocol);
         }
-        if self.namespaces() == Namespaces::All {
+        if namespaces == Namespaces::All {
             labels = labels.with(Label::Netns);
         }
-        labels
-    }
-
-    /// The namespaces of `--netns`.
-    fn namespaces(&self) -> Namespaces {
-        self.netns.unwrap_or_default()
-    }
-
-    /// What to scan and report, the same for one-shot runs and the server.
-    pub fn job(&self) -> Job {
-        let labels = self.chosen_labels();
         let every_detail = self.format != Format::Prometheus;
         Job {
             plan: Plan {
@@ -422,7 +415,7 @@ impl Args {
                     users: every_detail || labels.has(Label::User),
                     processes: every_detail || labels.has(Label::Process),
                 },
-                namespaces: self.namespaces(),
+                namespaces,
             },
             include_closed: self.include_closed,
             verbose: self.verbose,
@@ -431,156 +424,129 @@ impl Args {
         }
     }
 
-    /// Why these options do not go together, if they do not.
+    /// Why these options do not go together, if they do not: the first of
+    /// these rules that applies.
     fn conflict(&self) -> Option<String> {
-        let to_file = self
-            .output
-            .as_deref()
-            .is_some_and(|path| path != std::path::Path::new("-"));
+        let to_file = self.output_file().is_some();
         let format = self.format.to_possible_value().expect("a value");
         let format = format.get_name();
-        if let Some(why) = self.watch_conflict(to_file) {
-            return Some(why);
-        }
-        if self.format != Format::Prometheus {
-            if to_file {
-                return Some(format!(
+        let listing = self.format != Format::Prometheus;
+        let (watch, serve) = (self.watch.is_some(), self.serve.is_some());
+        let bind = self.method == Method::Bind;
+        let protocols = self.protocols();
+        let label = self.labels.iter().find(|l| **l != Label::Protocol);
+        [
+            (
+                self.include_closed && self.ports.is_none(),
+                "--include-closed needs an explicit --ports list",
+            ),
+            (
+                watch && to_file,
+                "--watch prints changes on stdout: --output writes one scan to FILE, for \
+                 node_exporter",
+            ),
+            (
+                watch && serve,
+                "--watch and --serve do not go together: --watch prints changes on stdout, \
+                 --serve answers scrapes",
+            ),
+            (
+                watch && !listing,
+                "--watch prints --format table or json: the Prometheus format has no events",
+            ),
+            (
+                watch && self.include_closed,
+                "--include-closed applies to the Prometheus format: --watch shows listeners, \
+                 and a closed port has none",
+            ),
+            (
+                watch && bind,
+                "--watch shows listeners, which --method bind cannot see (it learns only which \
+                 ports are in use); use --method netlink or procfs",
+            ),
+            (
+                listing && to_file,
+                &format!(
                     "--format {format} prints on stdout only: --output writes the Prometheus \
                      format, for node_exporter"
-                ));
-            }
-            if self.serve.is_some() {
-                return Some(format!(
+                ),
+            ),
+            (
+                listing && serve,
+                &format!(
                     "--format {format} is for one-shot runs: --serve answers in the Prometheus \
                      format"
-                ));
-            }
-            if self.include_closed {
-                return Some(format!(
+                ),
+            ),
+            (
+                listing && self.include_closed,
+                &format!(
                     "--include-closed applies to the Prometheus format: --format {format} lists \
                      listeners, and a closed port has none"
-                ));
-            }
-        }
-        if self.method == Method::Bind {
-            if self.namespaces() == Namespaces::All {
-                return Some(
-                    "--netns all scans each namespace from inside, which --method bind cannot \
-                     do (it probes the ports of its own namespace); use --method netlink or \
-                     procfs"
-                        .into(),
-                );
-            }
-            if self.protocols().udp {
-                return Some(
-                    "--method bind finds TCP ports only (binding a UDP port cannot tell a \
-                     service from a client); use --method netlink or procfs for --protocol udp"
-                        .into(),
-                );
-            }
-            if let Some(label) = self.labels.iter().find(|l| **l != Label::Protocol) {
-                return Some(format!(
+                ),
+            ),
+            (
+                bind && self.netns == Some(Namespaces::All),
+                "--netns all scans each namespace from inside, which --method bind cannot do (it \
+                 probes the ports of its own namespace); use --method netlink or procfs",
+            ),
+            (
+                bind && protocols.udp,
+                "--method bind finds TCP ports only (binding a UDP port cannot tell a service \
+                 from a client); use --method netlink or procfs for --protocol udp",
+            ),
+            (
+                bind && label.is_some(),
+                &format!(
                     "--labels {} needs the kernel's socket table: --method bind learns only \
                      which ports are in use, not their address, owner or process; use --method \
                      netlink or procfs",
-                    label.name()
-                ));
-            }
-            if self.format != Format::Prometheus {
-                return Some(format!(
+                    label.map_or("", |l| l.name())
+                ),
+            ),
+            (
+                bind && listing,
+                &format!(
                     "--format {format} lists listeners, which --method bind cannot see (it \
                      learns only which ports are in use); use --method netlink or procfs"
-                ));
-            }
-        }
-        if !self.protocols().tcp && !self.protocols().udp {
-            return Some("--protocol names no protocol".into());
-        }
-        None
-    }
-
-    /// Why these options do not go with `--watch`, if they do not.
-    fn watch_conflict(&self, to_file: bool) -> Option<String> {
-        self.watch?;
-        if to_file {
-            return Some(
-                "--watch prints changes on stdout: --output writes one scan to FILE, for \
-                 node_exporter"
-                    .into(),
-            );
-        }
-        if self.serve.is_some() {
-            return Some(
-                "--watch and --serve do not go together: --watch prints changes on stdout, \
-                 --serve answers scrapes"
-                    .into(),
-            );
-        }
-        if self.format == Format::Prometheus {
-            return Some(
-                "--watch prints --format table or json: the Prometheus format has no events".into(),
-            );
-        }
-        if self.include_closed {
-            return Some(
-                "--include-closed applies to the Prometheus format: --watch shows listeners, \
-                 and a closed port has none"
-                    .into(),
-            );
-        }
-        if self.method == Method::Bind {
-            return Some(
-                "--watch shows listeners, which --method bind cannot see (it learns only which \
-                 ports are in use); use --method netlink or procfs"
-                    .into(),
-            );
-        }
-        None
+                ),
+            ),
+            (
+                !protocols.tcp && !protocols.udp,
+                "--protocol names no protocol",
+            ),
+            (
+                self.selected_ports().is_empty(),
+                "--exclude removes every port that --ports selects",
+            ),
+        ]
+        .into_iter()
+        .find_map(|(conflicts, why)| conflicts.then(|| why.to_string()))
     }
 }
 
 /// Parses the command line, including the checks that clap cannot express.
 pub fn parse() -> Result<Args, clap::Error> {
     let argv: Vec<OsString> = std::env::args_os().collect();
-    let matches = Args::command()
-        .try_get_matches_from(&argv)
-        .map_err(|err| with_hint(err, &argv))?;
-    let mut args =
-        Args::from_arg_matches(&matches).map_err(|err| err.format(&mut Args::command()))?;
-    args.format_given = matches.value_source("format") == Some(ValueSource::CommandLine);
-    if args.watch.is_some() && !args.format_given {
-        args.format = Format::Table;
-    }
-    if args.include_closed && args.ports.is_none() {
-        return Err(Args::command().error(
-            ErrorKind::ArgumentConflict,
-            "--include-closed needs an explicit --ports list",
-        ));
-    }
-    if args.generate.is_none()
-        && let Some(why) = args.conflict()
-    {
+    let args = Args::try_parse_from(&argv).map_err(|err| with_hint(err, &argv))?;
+    // --generate is exclusive: then every other option has its default, and
+    // nothing below applies.
+    if let Some(why) = args.conflict() {
         return Err(Args::command().error(ErrorKind::ArgumentConflict, why));
-    }
-    if args.generate.is_none() && args.selected_ports().is_empty() {
-        return Err(Args::command().error(
-            ErrorKind::ValueValidation,
-            "--exclude removes every port that --ports selects",
-        ));
     }
     Ok(args)
 }
 
 /// The options whose value is a comma-separated list: long name, short.
-const LISTS: [(&str, Option<char>); 4] = [
-    ("--ports", Some('p')),
-    ("--exclude", Some('x')),
+const LISTS: [(&str, Option<&str>); 4] = [
+    ("--ports", Some("-p")),
+    ("--exclude", Some("-x")),
     ("--labels", None),
     ("--protocol", None),
 ];
 
-/// One list option on the command line: where it is, its long name, its
-/// value, and the index of the word after the value.
+/// One list option on the command line: its long name, its value, and the
+/// index of the word after the value.
 struct ListUse<'a> {
     option: &'static str,
     value: &'a str,
@@ -592,34 +558,26 @@ struct ListUse<'a> {
 fn list_uses(words: &[String]) -> Vec<ListUse<'_>> {
     let mut uses = Vec::new();
     let mut i = 1;
-    while i < words.len() && words[i] != "--" {
-        let word = words[i].as_str();
-        let found = LISTS.into_iter().find_map(|(long, short)| {
-            let short = short.map(|c| format!("-{c}"));
-            if let Some(value) = word.strip_prefix(long).and_then(|r| r.strip_prefix('=')) {
-                return Some((long, value, i + 1));
-            }
-            if let Some(value) = short
-                .as_deref()
-                .and_then(|short| word.strip_prefix(short))
-                .filter(|value| !value.is_empty() && !word.starts_with("--"))
-            {
-                return Some((long, value, i + 1));
-            }
-            let alone = word == long || short.as_deref() == Some(word);
-            (alone && i + 1 < words.len()).then(|| (long, words[i + 1].as_str(), i + 2))
+    while let Some(word) = words.get(i).map(String::as_str).filter(|w| *w != "--") {
+        let found = LISTS.into_iter().find_map(|(option, short)| {
+            let glued = word.strip_prefix(option).and_then(|r| r.strip_prefix('='));
+            let glued = glued
+                .or_else(|| (short.and_then(|s| word.strip_prefix(s))).filter(|v| !v.is_empty()));
+            let (value, next) = match glued {
+                Some(value) => (value, i + 1),
+                None if word == option || short == Some(word) => {
+                    (words.get(i + 1)?.as_str(), i + 2)
+                }
+                None => return None,
+            };
+            Some(ListUse {
+                option,
+                value,
+                next,
+            })
         });
-        match found {
-            Some((option, value, next)) => {
-                uses.push(ListUse {
-                    option,
-                    value,
-                    next,
-                });
-                i = next;
-            }
-            None => i += 1,
-        }
+        i = found.as_ref().map_or(i + 1, |list| list.next);
+        uses.extend(found);
     }
     uses
 }
@@ -651,57 +609,48 @@ fn with_hint(err: clap::Error, argv: &[OsString]) -> clap::Error {
         .iter()
         .map(|w| w.to_string_lossy().into_owned())
         .collect();
-    let invalid = match err.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(arg)) => arg.clone(),
-        _ => return err,
+    let Some(ContextValue::String(invalid)) = err.get(ContextKind::InvalidArg) else {
+        return err;
     };
     let hint = match err.kind() {
-        ErrorKind::UnknownArgument => unknown_hint(&invalid, &words),
+        ErrorKind::UnknownArgument => {
+            unknown_hint(invalid, &words).map(|hint| (ErrorKind::UnknownArgument, hint))
+        }
         ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
             list_uses(&words).into_iter().find_map(|list| {
-                let named =
-                    invalid == list.option || invalid.starts_with(&format!("{} ", list.option));
+                let named = invalid.split(' ').next() == Some(list.option);
                 let why = ports::list_items(list.value).err().filter(|_| named)?;
-                let strays = strays(&words, list.next);
-                let instead = if strays.is_empty() {
-                    String::new()
-                } else {
-                    format!(
+                let instead = match strays(&words, list.next) {
+                    [] => String::new(),
+                    strays => format!(
                         "; a list is one argument, without spaces: {}",
                         joined(&list, strays)
-                    )
-                };
-                Some((
-                    ErrorKind::ValueValidation,
-                    format!(
-                        "invalid value {} for '{invalid}': {why}{instead}",
-                        ports::quoted(list.value)
                     ),
-                ))
+                };
+                let value = ports::quoted(list.value);
+                let message = format!("invalid value {value} for '{invalid}': {why}{instead}");
+                Some((ErrorKind::ValueValidation, message))
             })
         }
         _ => None,
     };
-    match hint {
-        Some((kind, message)) => Args::command().error(kind, message),
-        None => err,
-    }
+    hint.map_or(err, |(kind, message)| Args::command().error(kind, message))
 }
 
 /// What to type instead of the unknown argument `arg`.
-fn unknown_hint(arg: &str, words: &[String]) -> Option<(ErrorKind, String)> {
-    let kind = ErrorKind::UnknownArgument;
+fn unknown_hint(arg: &str, words: &[String]) -> Option<String> {
     let flag = arg.split('=').next().unwrap_or(arg);
     // node_exporter's flags, as its users type them.
     let instead = match flag {
         "--web.listen-address" => {
-            let given = words
-                .iter()
-                .position(|w| w.starts_with(flag))
-                .and_then(|i| match words[i].split_once('=') {
-                    Some((_, value)) => Some(value.to_string()),
-                    None => words.get(i + 1).filter(|w| !w.starts_with('-')).cloned(),
-                });
+            let mut rest = words.iter().skip_while(|w| !w.starts_with(flag));
+            let given = rest.next().and_then(|word| match word.split_once('=') {
+                Some((_, value)) => Some(value),
+                None => rest
+                    .next()
+                    .map(String::as_str)
+                    .filter(|w| !w.starts_with('-')),
+            });
             Some(match given {
                 Some(addr) => format!(
                     "port_exporter takes the address to listen on as --serve ADDR: --serve {addr}"
@@ -722,19 +671,16 @@ fn unknown_hint(arg: &str, words: &[String]) -> Option<(ErrorKind, String)> {
         _ => None,
     };
     if let Some(instead) = instead {
-        return Some((kind, format!("unexpected argument '{flag}': {instead}")));
+        return Some(format!("unexpected argument '{flag}': {instead}"));
     }
     // Words that continue a list after a space: `--ports 22 80`.
     list_uses(words).into_iter().find_map(|list| {
         let strays = strays(words, list.next);
         strays.iter().any(|w| w == arg).then(|| {
-            (
-                kind,
-                format!(
-                    "unexpected argument '{arg}': a list is one argument, comma-separated \
-                     without spaces: {}",
-                    joined(&list, strays)
-                ),
+            format!(
+                "unexpected argument '{arg}': a list is one argument, comma-separated without \
+                 spaces: {}",
+                joined(&list, strays)
             )
         })
     })

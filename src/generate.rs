@@ -1,12 +1,11 @@
 //! `--generate`: the man page and shell completions, rendered from the clap
 //! definition so they can never drift from `--help` (the man page adds the
 //! reference sections of `man.txt`: metrics, exit status, environment and
-//! files); the Prometheus
-//! alerting rules, whose text lives in `rules.yml` beside this file; and the
-//! systemd units, sysusers.d and tmpfiles.d entries and options file under
-//! `units/`, which the Debian package installs (Cargo.toml's
-//! `[package.metadata.deb]`), so that a copied static binary can install
-//! the very same files.
+//! files); the Prometheus alerting rules, whose text lives in `rules.yml`
+//! beside this file; and the systemd units, sysusers.d and tmpfiles.d entries
+//! and options file under `units/`, which the Debian package installs
+//! (Cargo.toml's `[package.metadata.deb]`), so that a copied static binary can
+//! install the very same files.
 
 use std::io::{self, Write};
 
@@ -20,37 +19,39 @@ use crate::cli::{Args, GenerateKind};
 /// see them (tests/promtool/alerts.test.yml).
 const RULES: &str = include_str!("rules.yml");
 
-/// The man page's reference sections (see [`reference`]).
-const MAN_SECTIONS: &str = include_str!("man.txt");
-
-/// The files under `units/`, as the package installs them.
-const SERVICE: &str = include_str!("units/port_exporter.service");
-const TIMER: &str = include_str!("units/port_exporter.timer");
-const HTTP_SERVICE: &str = include_str!("units/port_exporter-http.service");
-const HTTP_SOCKET: &str = include_str!("units/port_exporter-http.socket");
-const SYSUSERS: &str = include_str!("units/sysusers.d/port_exporter.conf");
-const TMPFILES: &str = include_str!("units/tmpfiles.d/port_exporter.conf");
-const OPTIONS: &str = include_str!("units/port_exporter.default");
-
 /// Writes the artifact `kind` to `out`. The program name is fixed, not taken
 /// from `argv[0]`, so the output does not depend on how we were invoked.
 pub fn generate(kind: GenerateKind, out: &mut dyn Write) -> io::Result<()> {
-    let shell = match kind {
-        GenerateKind::Rules => return rules(out),
-        GenerateKind::Service => return out.write_all(SERVICE.as_bytes()),
-        GenerateKind::Timer => return out.write_all(TIMER.as_bytes()),
-        GenerateKind::HttpService => return out.write_all(HTTP_SERVICE.as_bytes()),
-        GenerateKind::HttpSocket => return out.write_all(HTTP_SOCKET.as_bytes()),
-        GenerateKind::Sysusers => return out.write_all(SYSUSERS.as_bytes()),
-        GenerateKind::Tmpfiles => return out.write_all(TMPFILES.as_bytes()),
-        GenerateKind::Options => return out.write_all(OPTIONS.as_bytes()),
+    let text = match kind {
         GenerateKind::Man => return man(out),
-        GenerateKind::Bash => Shell::Bash,
-        GenerateKind::Zsh => Shell::Zsh,
-        GenerateKind::Fish => Shell::Fish,
-        GenerateKind::Elvish => Shell::Elvish,
-        GenerateKind::Powershell => Shell::PowerShell,
+        // The rule file, headed by the version that wrote it.
+        GenerateKind::Rules => {
+            let version = env!("CARGO_PKG_VERSION");
+            writeln!(
+                out,
+                "# Written by port_exporter {version} --generate rules."
+            )?;
+            RULES
+        }
+        // The files under `units/`, as the package installs them.
+        GenerateKind::Service => include_str!("units/port_exporter.service"),
+        GenerateKind::Timer => include_str!("units/port_exporter.timer"),
+        GenerateKind::HttpService => include_str!("units/port_exporter-http.service"),
+        GenerateKind::HttpSocket => include_str!("units/port_exporter-http.socket"),
+        GenerateKind::Sysusers => include_str!("units/sysusers.d/port_exporter.conf"),
+        GenerateKind::Tmpfiles => include_str!("units/tmpfiles.d/port_exporter.conf"),
+        GenerateKind::Options => include_str!("units/port_exporter.default"),
+        GenerateKind::Bash => return completion(Shell::Bash, out),
+        GenerateKind::Zsh => return completion(Shell::Zsh, out),
+        GenerateKind::Fish => return completion(Shell::Fish, out),
+        GenerateKind::Elvish => return completion(Shell::Elvish, out),
+        GenerateKind::Powershell => return completion(Shell::PowerShell, out),
     };
+    out.write_all(text.as_bytes())
+}
+
+/// Writes the completion script for `shell`.
+fn completion(shell: Shell, out: &mut dyn Write) -> io::Result<()> {
     clap_complete::generate(shell, &mut Args::command(), "port_exporter", out);
     Ok(())
 }
@@ -74,7 +75,8 @@ fn man(out: &mut dyn Write) -> io::Result<()> {
     for line in examples.as_deref().unwrap_or_default().lines() {
         roff.text([roman(line)]);
     }
-    roff.control("fi", []).extend([reference(MAN_SECTIONS)]);
+    roff.control("fi", [])
+        .extend([reference(include_str!("man.txt"))]);
     roff.to_writer(out)?;
     man.render_version_section(out)
 }
@@ -108,16 +110,6 @@ fn reference(text: &str) -> Roff {
         }
     }
     roff
-}
-
-/// Writes the rule file, headed by the version that wrote it.
-fn rules(out: &mut dyn Write) -> io::Result<()> {
-    writeln!(
-        out,
-        "# Written by port_exporter {} --generate rules.",
-        env!("CARGO_PKG_VERSION")
-    )?;
-    out.write_all(RULES.as_bytes())
 }
 
 #[cfg(test)]

@@ -7,8 +7,6 @@
 
 use std::{
     io::{self, Write},
-    os::fd::AsFd,
-    path::Path,
     process::ExitCode,
     time::Duration,
 };
@@ -17,13 +15,38 @@ use anyhow::bail;
 use clap::error::ErrorKind;
 use nix::{
     fcntl::{FcntlArg, OFlag, fcntl},
-    sys::stat::{SFlag, fstat, major, minor},
+    sys::stat::{SFlag, fstat, makedev},
 };
 
-use port_exporter::{cli, generate, log, oneshot, serve};
+use port_exporter::{cli, generate, log, oneshot, serve, watch};
 
 fn main() -> ExitCode {
-    ExitCode::from(exit_code(stdout_was_closed()))
+    let stdout_closed = stdout_was_closed();
+    let args = match cli::parse() {
+        Ok(args) => args,
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) =>
+        {
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("port_exporter: {}", cli::one_line(&err));
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args, stdout_closed) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            log::line(format_args!("{err:#}"));
+            log::flush(Duration::from_millis(200));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Whether the program was started with descriptor 1 closed (`>&-`): then
@@ -31,55 +54,18 @@ fn main() -> ExitCode {
 /// a shell's `>/dev/null` opens it write-only. (`1<>/dev/null` and
 /// daemon(3) look the same; their output would be thrown away anyway.)
 fn stdout_was_closed() -> bool {
-    let stdout = io::stdout();
-    let fd = stdout.as_fd();
-    let is_dev_null = fstat(fd).is_ok_and(|st| {
-        st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFCHR.bits()
-            && major(st.st_rdev) == 1
-            && minor(st.st_rdev) == 3
+    let is_dev_null = fstat(io::stdout()).is_ok_and(|st| {
+        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR
+            && st.st_rdev == makedev(1, 3)
     });
     is_dev_null
-        && fcntl(fd, FcntlArg::F_GETFL)
+        && fcntl(io::stdout(), FcntlArg::F_GETFL)
             .is_ok_and(|flags| OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE == OFlag::O_RDWR)
-}
-
-/// Runs the program and returns its exit status.
-fn exit_code(stdout_closed: bool) -> u8 {
-    let args = match cli::parse() {
-        Ok(args) => args,
-        Err(err) => return usage_error(&err),
-    };
-    match run(&args, stdout_closed) {
-        Ok(()) => 0,
-        Err(err) if is_broken_pipe(&err) => 0,
-        Err(err) => {
-            log::line(format_args!("{err:#}"));
-            log::flush(Duration::from_millis(200));
-            1
-        }
-    }
-}
-
-/// Prints `--help`/`--version` as asked, or a usage error as one line.
-fn usage_error(err: &clap::Error) -> u8 {
-    match err.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            let _ = err.print();
-            0
-        }
-        _ => {
-            eprintln!("port_exporter: {}", cli::one_line(err));
-            2
-        }
-    }
 }
 
 /// Prints a generated file, serves, or runs the one-shot job.
 fn run(args: &cli::Args, stdout_closed: bool) -> anyhow::Result<()> {
-    let output = args
-        .output
-        .as_deref()
-        .filter(|path| *path != Path::new("-"));
+    let output = args.output_file();
     // As coreutils does, rather than pass for a success that printed nothing.
     if stdout_closed && args.serve.is_none() && output.is_none() {
         bail!(
@@ -96,7 +82,7 @@ fn run(args: &cli::Args, stdout_closed: bool) -> anyhow::Result<()> {
         return serve::serve(addr.as_ref(), args.web_config_file.as_deref(), args.job());
     }
     if let Some(interval) = args.watch {
-        return port_exporter::watch::run(&args.job(), interval);
+        return watch::run(&args.job(), interval);
     }
     oneshot::run(&args.job(), output)
 }
