@@ -9,6 +9,7 @@
 //! typed crate's glue, and the parser stays a pure function tests feed.
 
 use std::{
+    collections::BTreeSet,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
@@ -91,11 +92,14 @@ pub(crate) fn listeners(protocols: Protocols) -> io::Result<(Vec<Listener>, Name
     let mut dumper = Dumper::new()?;
     let mut found = Vec::new();
     for protocol in protocols.iter() {
-        dumper.dump_all(protocol, &mut Unite::new(&mut found))?;
+        let mut unite = Unite {
+            before: found.len(),
+            known: Vec::new(),
+            list: &mut found,
+        };
+        dumper.dump_all(protocol, &mut unite)?;
     }
-    let mut indexes: Vec<u32> = found.iter().map(|l| l.interface).collect();
-    indexes.sort_unstable();
-    indexes.dedup();
+    let indexes: BTreeSet<u32> = found.iter().map(|l| l.interface).collect();
     let names = indexes.into_iter().filter(|&i| i != 0);
     let names = names.map(|index| (index, interface_name(index))).collect();
     Ok((found, names))
@@ -118,17 +122,6 @@ struct Unite<'a> {
     before: usize,
     /// Inodes added by earlier dumps, sorted.
     known: Vec<u32>,
-}
-
-impl<'a> Unite<'a> {
-    fn new(list: &'a mut Vec<Listener>) -> Unite<'a> {
-        let before = list.len();
-        Unite {
-            list,
-            before,
-            known: Vec::new(),
-        }
-    }
 }
 
 impl Sink for Unite<'_> {
@@ -314,20 +307,21 @@ fn parse<S: Sink>(
         if msg_seq == seq {
             progress.interrupted |= flags & NLM_F_DUMP_INTR != 0;
             match kind {
-                NLMSG_DONE => {
-                    // The payload is an int: negative errno if the dump failed.
-                    if let Some(code) = errno(payload).filter(|&c| c < 0) {
+                NLMSG_DONE | NLMSG_ERROR => {
+                    // The payload starts with an int: a negative errno if
+                    // the dump failed.
+                    let code = payload
+                        .get(0..4)
+                        .map(|c| i32::from_ne_bytes(c.try_into().unwrap()));
+                    if let Some(code) = code.filter(|&c| c < 0) {
                         return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    if kind == NLMSG_ERROR {
+                        return Err(invalid("unexpected acknowledgement"));
                     }
                     progress.done = true;
                     return Ok(progress);
                 }
-                NLMSG_ERROR => match errno(payload) {
-                    Some(code) if code < 0 => {
-                        return Err(io::Error::from_raw_os_error(-code));
-                    }
-                    _ => return Err(invalid("unexpected acknowledgement")),
-                },
                 SOCK_DIAG_BY_FAMILY => {
                     if payload.len() < DIAG_MSG_LEN {
                         return Err(invalid("truncated inet_diag_msg"));
@@ -348,11 +342,6 @@ fn parse<S: Sink>(
         rest = &rest[next..];
     }
     Ok(progress)
-}
-
-/// The leading `int` of an NLMSG_ERROR or NLMSG_DONE payload.
-fn errno(payload: &[u8]) -> Option<i32> {
-    Some(i32::from_ne_bytes(payload.get(0..4)?.try_into().unwrap()))
 }
 
 /// An error for a reply that does not have the expected shape.
