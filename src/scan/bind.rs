@@ -101,19 +101,14 @@ fn dual_stack_by_default() -> bool {
 
 /// Binds (and at once closes) one socket on the wildcard address and `port`.
 fn probe(port: u16, family: Family) -> io::Result<Probe> {
-    let (socket, addr) = match family {
-        Family::Dual | Family::DualByDefault => {
-            let socket = Socket::new(Domain::IPV6, Type::STREAM, None)?;
-            if let Family::Dual = family {
-                socket.set_only_v6(false)?;
-            }
-            (socket, SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
-        }
-        Family::V4 => {
-            let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-            (socket, SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
-        }
+    let addr = match family {
+        Family::V4 => SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+        Family::Dual | Family::DualByDefault => SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
     };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if let Family::Dual = family {
+        socket.set_only_v6(false)?;
+    }
     socket.set_reuse_address(true)?;
     match socket.bind(&addr.into()) {
         Ok(()) => Ok(Probe::Free),

@@ -167,10 +167,9 @@ impl Dumper {
     /// consistent snapshot.
     fn dump_all<S: Sink>(&mut self, protocol: Protocol, sink: &mut S) -> io::Result<()> {
         for family in FAMILIES {
-            let (mut dumps, mut clean) = (0, false);
-            loop {
+            let mut clean = false;
+            for dumps in 1.. {
                 let (parts, interrupted) = self.dump(protocol, family, sink)?;
-                dumps += 1;
                 clean |= !interrupted;
                 if clean && (dumps > 1 || parts <= 1) {
                     break;

@@ -130,20 +130,16 @@ struct Row<'a> {
 impl Row<'_> {
     /// The local port.
     fn port(&self) -> Result<u16, String> {
-        self.local()
+        self.fields[1]
+            .rsplit_once(':')
             .and_then(|(_, port)| u16::from_str_radix(port, 16).ok())
             .ok_or_else(|| self.bad("local address"))
     }
 
-    /// The local address and port, as hex text.
-    fn local(&self) -> Option<(&str, &str)> {
-        self.fields[1].rsplit_once(':')
-    }
-
     /// The whole record of the row's socket.
     fn listener(&self, protocol: Protocol) -> Result<Listener, String> {
-        let address = self
-            .local()
+        let address = self.fields[1]
+            .rsplit_once(':')
             .and_then(|(hex, _)| address(hex))
             .ok_or_else(|| self.bad("local address"))?;
         let uid = self.fields[7].parse().map_err(|_| self.bad("uid"))?;
