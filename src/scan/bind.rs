@@ -47,8 +47,10 @@ pub fn scan(ports: &PortSet, threads: Option<usize>) -> io::Result<Found> {
     let _lock = lock_path()
         .map(|path| ScanLock::acquire_at(path, LOCK_WAIT))
         .transpose()?;
+    // Whether a new IPv6 socket of this network namespace starts dual-stack.
+    let v6only = fs::read_to_string("/proc/sys/net/ipv6/bindv6only");
     let family = match Socket::new(Domain::IPV6, Type::STREAM, None) {
-        Ok(_) if dual_stack_by_default() => Family::DualByDefault,
+        Ok(_) if v6only.is_ok_and(|value| value.trim() == "0") => Family::DualByDefault,
         Ok(_) => Family::Dual,
         // A kernel without IPv6: 0.0.0.0 covers everything.
         Err(err) if err.raw_os_error() == Some(libc::EAFNOSUPPORT) => Family::V4,
@@ -90,13 +92,6 @@ enum Family {
     /// nothing and cost ~10% of the scan.
     DualByDefault,
     V4,
-}
-
-/// Whether a new IPv6 socket of this network namespace starts dual-stack.
-fn dual_stack_by_default() -> bool {
-    cfg!(target_os = "linux")
-        && std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
-            .is_ok_and(|value| value.trim() == "0")
 }
 
 /// Binds (and at once closes) one socket on the wildcard address and `port`.
