@@ -214,11 +214,12 @@ impl Dumper {
     }
 }
 
-/// The state a socket of `protocol` is in when it makes its port open.
-fn open_state(protocol: Protocol) -> u8 {
+/// The IP protocol number of `protocol`, and the state a socket of it is
+/// in when it makes its port open.
+fn numbers(protocol: Protocol) -> (u8, u8) {
     match protocol {
-        Protocol::Tcp => TCP_LISTEN,
-        Protocol::Udp => TCP_CLOSE,
+        Protocol::Tcp => (IPPROTO_TCP, TCP_LISTEN),
+        Protocol::Udp => (IPPROTO_UDP, TCP_CLOSE),
     }
 }
 
@@ -231,13 +232,11 @@ fn request(protocol: Protocol, family: u8, seq: u32) -> [u8; NLMSG_HDRLEN + REQ_
     msg[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     msg[8..12].copy_from_slice(&seq.to_ne_bytes());
     // nlmsg_pid 0: the kernel fills in our port id.
+    let (number, state) = numbers(protocol);
     msg[16] = family;
-    msg[17] = match protocol {
-        Protocol::Tcp => IPPROTO_TCP,
-        Protocol::Udp => IPPROTO_UDP,
-    };
+    msg[17] = number;
     // idiag_ext 0, pad 0, then the state bitmask; the socket id stays zero.
-    msg[20..24].copy_from_slice(&(1u32 << open_state(protocol)).to_ne_bytes());
+    msg[20..24].copy_from_slice(&(1u32 << state).to_ne_bytes());
     msg
 }
 
@@ -289,7 +288,7 @@ fn parse<S: Sink>(
     sink: &mut S,
 ) -> io::Result<Progress> {
     let mut progress = Progress::default();
-    let state = open_state(protocol);
+    let (_, state) = numbers(protocol);
     let mut rest = datagram;
     while !rest.is_empty() {
         if rest.len() < NLMSG_HDRLEN {
