@@ -44,9 +44,13 @@ enum Probe {
 /// Probes every port of `ports` with a pool of `threads` threads (`None`:
 /// one per CPU), holding the [`ScanLock`] throughout.
 pub fn scan(ports: &PortSet, threads: Option<usize>) -> io::Result<Found> {
-    let _lock = ScanLock::acquire(LOCK_WAIT)?;
+    let _lock = lock_path()
+        .map(|path| ScanLock::acquire_at(path, LOCK_WAIT))
+        .transpose()?;
+    // Whether a new IPv6 socket of this network namespace starts dual-stack.
+    let v6only = fs::read_to_string("/proc/sys/net/ipv6/bindv6only");
     let family = match Socket::new(Domain::IPV6, Type::STREAM, None) {
-        Ok(_) if dual_stack_by_default() => Family::DualByDefault,
+        Ok(_) if v6only.is_ok_and(|value| value.trim() == "0") => Family::DualByDefault,
         Ok(_) => Family::Dual,
         // A kernel without IPv6: 0.0.0.0 covers everything.
         Err(err) if err.raw_os_error() == Some(libc::EAFNOSUPPORT) => Family::V4,
@@ -90,28 +94,16 @@ enum Family {
     V4,
 }
 
-/// Whether a new IPv6 socket of this network namespace starts dual-stack.
-fn dual_stack_by_default() -> bool {
-    cfg!(target_os = "linux")
-        && std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
-            .is_ok_and(|value| value.trim() == "0")
-}
-
 /// Binds (and at once closes) one socket on the wildcard address and `port`.
 fn probe(port: u16, family: Family) -> io::Result<Probe> {
-    let (socket, addr) = match family {
-        Family::Dual | Family::DualByDefault => {
-            let socket = Socket::new(Domain::IPV6, Type::STREAM, None)?;
-            if let Family::Dual = family {
-                socket.set_only_v6(false)?;
-            }
-            (socket, SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
-        }
-        Family::V4 => {
-            let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-            (socket, SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
-        }
+    let addr = match family {
+        Family::V4 => SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+        Family::Dual | Family::DualByDefault => SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
     };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if let Family::Dual = family {
+        socket.set_only_v6(false)?;
+    }
     socket.set_reuse_address(true)?;
     match socket.bind(&addr.into()) {
         Ok(()) => Ok(Probe::Free),
@@ -140,21 +132,14 @@ const LOCK_WAIT: Duration = Duration::from_secs(30);
 /// holder removes the file before releasing it, so a waiter that locked
 /// the removed file sees it is no longer the named one and tries again.
 struct ScanLock {
-    /// `None` when running without a lock.
-    held: Option<(fs::File, PathBuf)>,
+    /// Locked; closing it releases the lock.
+    _file: fs::File,
+    path: PathBuf,
 }
 
 impl ScanLock {
-    /// Takes the lock of the current network namespace, waiting up to
+    /// Takes the lock that the file at `path` stands for, waiting up to
     /// `wait` for a running scan to end.
-    fn acquire(wait: Duration) -> io::Result<ScanLock> {
-        match lock_path() {
-            Some(path) => ScanLock::acquire_at(path, wait),
-            None => Ok(ScanLock { held: None }),
-        }
-    }
-
-    /// Takes the lock that the file at `path` stands for.
     fn acquire_at(path: PathBuf, wait: Duration) -> io::Result<ScanLock> {
         let deadline = Instant::now() + wait;
         loop {
@@ -172,11 +157,7 @@ impl ScanLock {
                     )
                 })?;
             match file.try_lock() {
-                Ok(()) if same_file(&file, &path) => {
-                    return Ok(ScanLock {
-                        held: Some((file, path)),
-                    });
-                }
+                Ok(()) if same_file(&file, &path) => return Ok(ScanLock { _file: file, path }),
                 // Its holder removed it as we locked it: try the new one.
                 Ok(()) => continue,
                 Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
@@ -202,9 +183,7 @@ impl ScanLock {
 impl Drop for ScanLock {
     fn drop(&mut self) {
         // Removed while still locked; closing the file then releases it.
-        if let Some((_, path)) = &self.held {
-            let _ = fs::remove_file(path);
-        }
+        let _ = fs::remove_file(&self.path);
     }
 }
 
@@ -230,11 +209,9 @@ fn lock_path() -> Option<PathBuf> {
         private_dir(&runtime)?;
         runtime.join("port_exporter")
     };
-    match fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(_) => return None,
-    }
+    // Made if missing; the check below judges what is there (nothing, if
+    // it could not be made).
+    let _ = fs::DirBuilder::new().mode(0o700).create(&dir);
     private_dir(&dir)?;
     Some(dir.join(format!("bind-scan.{}.lock", namespace_id())))
 }
@@ -249,12 +226,8 @@ fn private_dir(dir: &Path) -> Option<()> {
 
 /// What tells this network namespace from others: its inode on Linux.
 fn namespace_id() -> String {
-    if cfg!(target_os = "linux") {
-        fs::metadata("/proc/thread-self/ns/net")
-            .map_or_else(|_| "net".into(), |meta| format!("net{}", meta.ino()))
-    } else {
-        "net".into()
-    }
+    fs::metadata("/proc/thread-self/ns/net")
+        .map_or_else(|_| "net".into(), |meta| format!("net{}", meta.ino()))
 }
 
 #[cfg(test)]
@@ -311,7 +284,7 @@ mod tests {
         early.try_lock().unwrap();
         assert!(!same_file(&early, &path));
         let second = ScanLock::acquire_at(path.clone(), LOCK_WAIT).unwrap();
-        assert!(path.exists() && second.held.is_some());
+        assert!(path.exists() && second.path == path);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! typed crate's glue, and the parser stays a pure function tests feed.
 
 use std::{
+    collections::BTreeSet,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
@@ -91,11 +92,14 @@ pub(crate) fn listeners(protocols: Protocols) -> io::Result<(Vec<Listener>, Name
     let mut dumper = Dumper::new()?;
     let mut found = Vec::new();
     for protocol in protocols.iter() {
-        dumper.dump_all(protocol, &mut Unite::new(&mut found))?;
+        let mut unite = Unite {
+            before: found.len(),
+            known: Vec::new(),
+            list: &mut found,
+        };
+        dumper.dump_all(protocol, &mut unite)?;
     }
-    let mut indexes: Vec<u32> = found.iter().map(|l| l.interface).collect();
-    indexes.sort_unstable();
-    indexes.dedup();
+    let indexes: BTreeSet<u32> = found.iter().map(|l| l.interface).collect();
     let names = indexes.into_iter().filter(|&i| i != 0);
     let names = names.map(|index| (index, interface_name(index))).collect();
     Ok((found, names))
@@ -118,17 +122,6 @@ struct Unite<'a> {
     before: usize,
     /// Inodes added by earlier dumps, sorted.
     known: Vec<u32>,
-}
-
-impl<'a> Unite<'a> {
-    fn new(list: &'a mut Vec<Listener>) -> Unite<'a> {
-        let before = list.len();
-        Unite {
-            list,
-            before,
-            known: Vec::new(),
-        }
-    }
 }
 
 impl Sink for Unite<'_> {
@@ -174,10 +167,9 @@ impl Dumper {
     /// consistent snapshot.
     fn dump_all<S: Sink>(&mut self, protocol: Protocol, sink: &mut S) -> io::Result<()> {
         for family in FAMILIES {
-            let (mut dumps, mut clean) = (0, false);
-            loop {
+            let mut clean = false;
+            for dumps in 1.. {
                 let (parts, interrupted) = self.dump(protocol, family, sink)?;
-                dumps += 1;
                 clean |= !interrupted;
                 if clean && (dumps > 1 || parts <= 1) {
                     break;
@@ -222,11 +214,12 @@ impl Dumper {
     }
 }
 
-/// The state a socket of `protocol` is in when it makes its port open.
-fn open_state(protocol: Protocol) -> u8 {
+/// The IP protocol number of `protocol`, and the state a socket of it is
+/// in when it makes its port open.
+fn numbers(protocol: Protocol) -> (u8, u8) {
     match protocol {
-        Protocol::Tcp => TCP_LISTEN,
-        Protocol::Udp => TCP_CLOSE,
+        Protocol::Tcp => (IPPROTO_TCP, TCP_LISTEN),
+        Protocol::Udp => (IPPROTO_UDP, TCP_CLOSE),
     }
 }
 
@@ -239,13 +232,11 @@ fn request(protocol: Protocol, family: u8, seq: u32) -> [u8; NLMSG_HDRLEN + REQ_
     msg[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     msg[8..12].copy_from_slice(&seq.to_ne_bytes());
     // nlmsg_pid 0: the kernel fills in our port id.
+    let (number, state) = numbers(protocol);
     msg[16] = family;
-    msg[17] = match protocol {
-        Protocol::Tcp => IPPROTO_TCP,
-        Protocol::Udp => IPPROTO_UDP,
-    };
+    msg[17] = number;
     // idiag_ext 0, pad 0, then the state bitmask; the socket id stays zero.
-    msg[20..24].copy_from_slice(&(1u32 << open_state(protocol)).to_ne_bytes());
+    msg[20..24].copy_from_slice(&(1u32 << state).to_ne_bytes());
     msg
 }
 
@@ -297,7 +288,7 @@ fn parse<S: Sink>(
     sink: &mut S,
 ) -> io::Result<Progress> {
     let mut progress = Progress::default();
-    let state = open_state(protocol);
+    let (_, state) = numbers(protocol);
     let mut rest = datagram;
     while !rest.is_empty() {
         if rest.len() < NLMSG_HDRLEN {
@@ -314,20 +305,21 @@ fn parse<S: Sink>(
         if msg_seq == seq {
             progress.interrupted |= flags & NLM_F_DUMP_INTR != 0;
             match kind {
-                NLMSG_DONE => {
-                    // The payload is an int: negative errno if the dump failed.
-                    if let Some(code) = errno(payload).filter(|&c| c < 0) {
+                NLMSG_DONE | NLMSG_ERROR => {
+                    // The payload starts with an int: a negative errno if
+                    // the dump failed.
+                    let code = payload
+                        .get(0..4)
+                        .map(|c| i32::from_ne_bytes(c.try_into().unwrap()));
+                    if let Some(code) = code.filter(|&c| c < 0) {
                         return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    if kind == NLMSG_ERROR {
+                        return Err(invalid("unexpected acknowledgement"));
                     }
                     progress.done = true;
                     return Ok(progress);
                 }
-                NLMSG_ERROR => match errno(payload) {
-                    Some(code) if code < 0 => {
-                        return Err(io::Error::from_raw_os_error(-code));
-                    }
-                    _ => return Err(invalid("unexpected acknowledgement")),
-                },
                 SOCK_DIAG_BY_FAMILY => {
                     if payload.len() < DIAG_MSG_LEN {
                         return Err(invalid("truncated inet_diag_msg"));
@@ -348,11 +340,6 @@ fn parse<S: Sink>(
         rest = &rest[next..];
     }
     Ok(progress)
-}
-
-/// The leading `int` of an NLMSG_ERROR or NLMSG_DONE payload.
-fn errno(payload: &[u8]) -> Option<i32> {
-    Some(i32::from_ne_bytes(payload.get(0..4)?.try_into().unwrap()))
 }
 
 /// An error for a reply that does not have the expected shape.

@@ -31,7 +31,7 @@
 
 use std::{
     fs,
-    io::{self, ErrorKind},
+    io::ErrorKind,
     os::{fd::AsFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
     sync::{
@@ -201,11 +201,10 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
         .collect();
     pids.sort_unstable();
     pids.dedup();
-    for pid in pids {
-        if let Some(name) = walk.comm(pid) {
-            processes.names.push((pid, name));
-        }
-    }
+    processes.names = pids
+        .into_iter()
+        .filter_map(|pid| Some((pid, walk.comm(pid)?)))
+        .collect();
     for listener in listeners.iter_mut() {
         if listener.pid != 0
             && processes
@@ -222,6 +221,7 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
 }
 
 /// What one process was found to hold.
+#[derive(Default)]
 struct Held {
     pid: u32,
     /// The user it runs as, when asked for; `None` if it exited.
@@ -247,9 +247,7 @@ fn in_order(
     let read = |walk: &mut Walk, pid: u32| {
         let mut held = Held {
             pid,
-            uid: None,
-            inodes: Vec::new(),
-            denied: 0,
+            ..Held::default()
         };
         if let Some(owners) = owners {
             held.uid = walk.uid(pid);
@@ -264,7 +262,6 @@ fn in_order(
             if inodes.binary_search(&inode).is_ok() {
                 held.inodes.push(inode);
             }
-            true
         });
         held
     };
@@ -274,11 +271,7 @@ fn in_order(
     let threads = cpus.min(pids.len() / PER_THREAD);
     if threads <= 1 {
         let mut walk = Walk::new(proc_root);
-        for &pid in pids {
-            if !take(read(&mut walk, pid)) {
-                return;
-            }
-        }
+        pids.iter().all(|&pid| take(read(&mut walk, pid)));
         return;
     }
     let chunks: Vec<&[u32]> = pids.chunks(CHUNK).collect();
@@ -304,8 +297,7 @@ fn in_order(
             });
         }
         drop(sender);
-        let mut ready: Vec<Option<Vec<Held>>> = Vec::new();
-        ready.resize_with(chunks.len(), || None);
+        let mut ready: Vec<Option<Vec<Held>>> = chunks.iter().map(|_| None).collect();
         let mut first = 0;
         for (i, held) in receiver {
             ready[i] = Some(held);
@@ -336,19 +328,23 @@ pub(crate) fn pids(proc_root: &Path) -> Vec<u32> {
 }
 
 /// Reads processes, reusing one path buffer.
-struct Walk {
+struct Walk<'a> {
+    root: &'a Path,
     path: PathBuf,
 }
 
-impl Walk {
-    fn new(proc_root: &Path) -> Walk {
+impl Walk<'_> {
+    fn new(root: &Path) -> Walk<'_> {
         Walk {
-            path: proc_root.to_path_buf(),
+            root,
+            path: root.to_path_buf(),
         }
     }
 
     /// `/proc/PID/REST...` in the buffer.
     fn at(&mut self, pid: u32, rest: &[&str]) -> &Path {
+        self.path.as_mut_os_string().clear();
+        self.path.push(self.root);
         self.path.push(pid.to_string());
         for part in rest {
             self.path.push(part);
@@ -356,41 +352,25 @@ impl Walk {
         &self.path
     }
 
-    /// Back to `/proc` after `parts` pushes.
-    fn back(&mut self, parts: usize) {
-        for _ in 0..parts {
-            self.path.pop();
-        }
-    }
-
     /// The user a process runs as: the owner of its /proc directory.
     fn uid(&mut self, pid: u32) -> Option<u32> {
-        let uid = fs::metadata(self.at(pid, &[])).ok().map(|m| m.uid());
-        self.back(1);
-        uid
+        fs::metadata(self.at(pid, &[])).ok().map(|m| m.uid())
     }
 
     /// Calls `each` with the inode of each socket process `pid` holds, in
-    /// descriptor order, until it returns false. A process that exited is
-    /// skipped; one whose descriptors may not be read is counted. A process
-    /// whose main thread has exited shows no descriptors in `/proc/PID/fd`:
-    /// its other threads' are read instead (`/proc/PID/task/TID/fd`).
-    fn sockets(&mut self, pid: u32, denied: &mut usize, mut each: impl FnMut(u32) -> bool) {
+    /// descriptor order. A process that exited is skipped; one whose
+    /// descriptors may not be read is counted. A process whose main thread
+    /// has exited shows no descriptors in `/proc/PID/fd`: its other
+    /// threads' are read instead (`/proc/PID/task/TID/fd`).
+    fn sockets(&mut self, pid: u32, denied: &mut usize, mut each: impl FnMut(u32)) {
         self.at(pid, &["fd"]);
         if self.descriptors(denied, &mut each) == Some(0) {
             // No descriptor at all: a kernel thread, or a process whose
             // main thread has exited while others live on.
-            self.back(1);
-            self.path.push("task");
-            let tasks = fs::read_dir(&self.path).map(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| e.file_name())
-                    .filter(|name| name.to_str() != Some(pid.to_string().as_str()))
-                    .collect::<Vec<_>>()
-            });
-            for task in tasks.into_iter().flatten() {
-                self.path.push(task);
+            self.at(pid, &["task"]);
+            let tasks = fs::read_dir(&self.path).into_iter().flatten().flatten();
+            for task in tasks.filter(|t| t.file_name().to_str() != Some(&pid.to_string())) {
+                self.path.push(task.file_name());
                 self.path.push("fd");
                 let found = self.descriptors(denied, &mut each);
                 self.path.pop();
@@ -401,26 +381,15 @@ impl Walk {
                 }
             }
         }
-        self.back(2);
     }
 
     /// Calls `each` with the inode of each socket in the descriptor
-    /// directory at the buffer's path, until it returns false: how many
-    /// descriptors there were, `None` when it could not be read.
-    fn descriptors(
-        &mut self,
-        denied: &mut usize,
-        each: &mut impl FnMut(u32) -> bool,
-    ) -> Option<usize> {
-        let dir = match fs::File::open(&self.path) {
-            Ok(dir) => dir,
-            Err(err) => {
-                if is_denied(&err) {
-                    *denied += 1;
-                }
-                return None;
-            }
-        };
+    /// directory at the buffer's path: how many descriptors there were,
+    /// `None` when it could not be read.
+    fn descriptors(&mut self, denied: &mut usize, each: &mut impl FnMut(u32)) -> Option<u64> {
+        let dir = fs::File::open(&self.path)
+            .inspect_err(|err| *denied += usize::from(err.kind() == ErrorKind::PermissionDenied))
+            .ok()?;
         // Listing the directory costs the kernel half as much as reading
         // the links, so the descriptors are read by number, lowest first,
         // until the count of open ones that Linux 6.2+ gives as the
@@ -433,19 +402,17 @@ impl Walk {
                 break;
             }
             (count, fd) = (count + 1, fd + 1);
-            if let Ok(Some(inode)) = link
-                && !each(inode)
-            {
-                return Some(count as usize);
+            if let Ok(Some(inode)) = link {
+                each(inode);
             }
         }
         if open > 0 && count == open {
-            return Some(count as usize);
+            return Some(count);
         }
         // In procfs a descriptor's offset in the listing is its number + 2.
         let procfs = fstatfs(&dir).is_ok_and(|fs| fs.f_type == PROC_SUPER_MAGIC);
         let Ok(mut list) = Dir::new(dir) else {
-            return Some(count as usize);
+            return Some(count);
         };
         if procfs && fd > 0 {
             let _ = list.seek(fd as i64 + 2);
@@ -456,20 +423,16 @@ impl Walk {
                 continue; // `.`, `..`, or read above
             }
             count += 1;
-            if let Ok(Some(inode)) = list.fd().and_then(|dir| socket_at(dir, entry.file_name()))
-                && !each(inode)
-            {
-                break;
+            if let Ok(Some(inode)) = list.fd().and_then(|dir| socket_at(dir, entry.file_name())) {
+                each(inode);
             }
         }
-        Some(count as usize)
+        Some(count)
     }
 
     /// The command name of process `pid`, or `None` if it exited.
     fn comm(&mut self, pid: u32) -> Option<String> {
-        let bytes = fs::read(self.at(pid, &["comm"])).ok();
-        self.back(2);
-        let bytes = bytes?;
+        let bytes = fs::read(self.at(pid, &["comm"])).ok()?;
         let name = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
         Some(String::from_utf8_lossy(name).into_owned())
     }
@@ -488,18 +451,11 @@ pub fn comm(proc_root: &Path, pid: u32) -> Option<String> {
 pub fn sockets_of(proc_root: &Path, pid: u32) -> Option<Vec<u32>> {
     let mut walk = Walk::new(proc_root);
     fs::metadata(walk.at(pid, &["fd"])).ok()?;
-    walk.back(2);
     let mut inodes = Vec::new();
     let mut denied = 0;
-    walk.sockets(pid, &mut denied, |inode| {
-        inodes.push(inode);
-        true
-    });
-    if denied > 0 {
-        return None;
-    }
+    walk.sockets(pid, &mut denied, |inode| inodes.push(inode));
     inodes.sort_unstable();
-    Some(inodes)
+    (denied == 0).then_some(inodes)
 }
 
 /// The inode of the socket that descriptor `name` in `dir` is, if it is
@@ -512,11 +468,6 @@ fn socket_at(dir: impl AsFd, name: impl rustix::path::Arg) -> rustix::io::Result
     Ok(std::str::from_utf8(&link[..len])
         .ok()
         .and_then(|l| l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()))
-}
-
-/// Whether an error means the reader lacks the privilege.
-fn is_denied(err: &io::Error) -> bool {
-    err.kind() == ErrorKind::PermissionDenied
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::{
     fs::File,
-    io::{self, Read},
+    io::{self, ErrorKind, Read},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
 };
@@ -17,15 +17,6 @@ use crate::ports::PortSet;
 /// The `st` of a listening TCP socket, and of an unconnected UDP one.
 const LISTEN: &str = "0A";
 const UNCONNECTED: &str = "07";
-
-/// The tables of `protocol` with whether each must exist (IPv6 may not),
-/// and the state of an open socket.
-fn tables(protocol: Protocol) -> ([(&'static str, bool); 2], &'static str) {
-    match protocol {
-        Protocol::Tcp => ([("tcp", true), ("tcp6", false)], LISTEN),
-        Protocol::Udp => ([("udp", true), ("udp6", false)], UNCONNECTED),
-    }
-}
 
 /// The listening TCP ports in the tables of `proc_net` (say `/proc/net`).
 pub fn listening_ports(proc_net: &Path) -> io::Result<PortSet> {
@@ -107,26 +98,21 @@ fn link_local_addresses(proc_net: &Path) -> io::Result<Vec<(Ipv6Addr, u32, Strin
     let path = proc_net.join("if_inet6");
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
         Err(err) => return Err(cannot("read", &path, err)),
     };
     let mut found = Vec::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let parsed = match fields[..] {
+        let entry = match fields[..] {
             [address, index, _, _, _, name] => u128::from_str_radix(address, 16)
                 .ok()
                 .zip(u32::from_str_radix(index, 16).ok())
                 .map(|(a, i)| (Ipv6Addr::from(a), i, name.to_string())),
             _ => None,
         };
-        let Some(entry) = parsed else {
-            return Err(cannot(
-                "parse",
-                &path,
-                format!("bad line '{}'", crate::ports::cut(line)),
-            ));
-        };
+        let bad = || format!("bad line '{}'", crate::ports::cut(line));
+        let entry = entry.ok_or_else(|| cannot("parse", &path, bad()))?;
         if entry.0.is_unicast_link_local() {
             found.push(entry);
         }
@@ -144,20 +130,16 @@ struct Row<'a> {
 impl Row<'_> {
     /// The local port.
     fn port(&self) -> Result<u16, String> {
-        self.local()
+        self.fields[1]
+            .rsplit_once(':')
             .and_then(|(_, port)| u16::from_str_radix(port, 16).ok())
             .ok_or_else(|| self.bad("local address"))
     }
 
-    /// The local address and port, as hex text.
-    fn local(&self) -> Option<(&str, &str)> {
-        self.fields[1].rsplit_once(':')
-    }
-
     /// The whole record of the row's socket.
     fn listener(&self, protocol: Protocol) -> Result<Listener, String> {
-        let address = self
-            .local()
+        let address = self.fields[1]
+            .rsplit_once(':')
             .and_then(|(hex, _)| address(hex))
             .ok_or_else(|| self.bad("local address"))?;
         let uid = self.fields[7].parse().map_err(|_| self.bad("uid"))?;
@@ -191,10 +173,8 @@ fn address(hex: &str) -> Option<IpAddr> {
     match hex.len() {
         8 => Some(IpAddr::V4(Ipv4Addr::from(word(0)?))),
         32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[4 * i..4 * i + 4].copy_from_slice(&word(i)?);
-            }
+            let words = [word(0)?, word(1)?, word(2)?, word(3)?];
+            let bytes: [u8; 16] = words.as_flattened().try_into().unwrap();
             Some(IpAddr::V6(Ipv6Addr::from(bytes)))
         }
         _ => None,
@@ -217,22 +197,20 @@ fn read(
     between: &mut dyn FnMut(&[u8]),
 ) -> io::Result<()> {
     let mut text = Vec::new();
-    let (tables, state) = tables(protocol);
+    // The tables, with whether each must exist (IPv6 may not).
+    let (tables, state) = match protocol {
+        Protocol::Tcp => ([("tcp", true), ("tcp6", false)], LISTEN),
+        Protocol::Udp => ([("udp", true), ("udp6", false)], UNCONNECTED),
+    };
     for (table, required) in tables {
         let path = proc_net.join(table);
         for reading in 0..2 {
             text.clear();
             let parts = match read_table(&path, &mut text, between) {
-                Ok(parts) => parts,
-                Err(err) if reading == 0 && !required && err.kind() == io::ErrorKind::NotFound => {
-                    break;
-                }
-                Err(err) => {
-                    return Err(io::Error::new(
-                        err.kind(),
-                        format!("cannot read {}: {err}", path.display()),
-                    ));
-                }
+                Err(err) if reading == 0 && !required && err.kind() == ErrorKind::NotFound => break,
+                read => read.map_err(|err| {
+                    io::Error::new(err.kind(), format!("cannot read {}: {err}", path.display()))
+                })?,
             };
             let text = std::str::from_utf8(&text)
                 .map_err(|_| cannot("read", &path, "stream did not contain valid UTF-8"))?;
@@ -264,7 +242,7 @@ fn read_table(
                 parts += 1;
                 between(text);
             }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
             Err(err) => return Err(err),
         }
     }
@@ -277,17 +255,13 @@ fn parse(
     each: &mut dyn FnMut(&Row) -> Result<(), String>,
 ) -> Result<(), String> {
     for (number, line) in (1..).zip(table.lines()).skip(1) {
-        let mut fields = [""; 10];
-        let mut count = 0;
-        for (slot, field) in fields.iter_mut().zip(line.split_whitespace()) {
-            *slot = field;
-            count += 1;
-        }
-        if count > 0 && count < 4 {
+        let mut split = line.split_whitespace();
+        let fields: [&str; 10] = std::array::from_fn(|_| split.next().unwrap_or(""));
+        if !fields[0].is_empty() && fields[3].is_empty() {
             return Err(format!("line {number}: too few fields"));
         }
         // A record needs ten fields: a short row fails on the one it lacks.
-        if count > 0 && fields[3] == state {
+        if fields[3] == state {
             each(&Row { fields, number })?;
         }
     }
@@ -297,7 +271,7 @@ fn parse(
 /// An error naming the table.
 fn cannot(what: &str, path: &Path, why: impl std::fmt::Display) -> io::Error {
     io::Error::new(
-        io::ErrorKind::InvalidData,
+        ErrorKind::InvalidData,
         format!("cannot {what} {}: {why}", path.display()),
     )
 }
