@@ -144,22 +144,16 @@ impl ClientCertVerifier for Checked {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
+        let listed = || self.anchors.iter().any(|a| a == end_entity);
         let verified = match self
             .inner
             .verify_client_cert(end_entity, intermediates, now)
         {
-            Ok(verified) => verified,
-            Err(refused) => {
-                if !self
-                    .anchors
-                    .iter()
-                    .any(|a| a.as_ref() == end_entity.as_ref())
-                {
-                    return Err(refused);
-                }
+            Err(_) if listed() => {
                 check_listed_leaf(end_entity, now.as_secs())?;
                 ClientCertVerified::assertion()
             }
+            verified => verified?,
         };
         if let Some(allowed) = &self.allowed_sans {
             let names = subject_alt_names(end_entity)

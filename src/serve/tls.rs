@@ -190,25 +190,21 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
     match &settings.cipher_suites {
         None => suites.extend(base.cipher_suites.iter().filter(|s| s.tls13().is_none())),
         Some(names) => {
-            let mut unusable = Vec::new();
-            let mut any12 = false;
-            for name in names {
-                match rustls(&CIPHER_SUITES, name) {
-                    Some(suite) if suite.tls13().is_none() => {
-                        any12 = true;
-                        suites.push(suite);
-                    }
-                    Some(_) => {}
-                    None => unusable.push(*name),
-                }
-            }
+            let (usable, unusable): (Vec<&str>, Vec<&str>) = names
+                .iter()
+                .partition(|n| rustls(&CIPHER_SUITES, n).is_some());
+            let listed12: Vec<_> = usable
+                .iter()
+                .filter_map(|n| rustls(&CIPHER_SUITES, n))
+                .filter(|suite| suite.tls13().is_none())
+                .collect();
             if !unusable.is_empty() {
                 ignored.push(format!(
                     "cipher suites {} (CBC or RSA key exchange)",
                     unusable.join(", ")
                 ));
             }
-            if tls12 && !any12 {
+            if tls12 && listed12.is_empty() {
                 if !tls13 {
                     return Err(KeyError::new(
                         "tls_server_config.cipher_suites",
@@ -219,6 +215,7 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
                 ignored.push("TLS12, for which no listed cipher suite is usable".into());
                 tls12 = false;
             }
+            suites.extend(listed12);
         }
     }
 
@@ -226,12 +223,8 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
     let kx_groups = match &settings.curve_preferences {
         None => base.kx_groups.clone(),
         Some(names) => {
-            let usable: Vec<_> = names.iter().filter_map(|n| rustls(&CURVES, n)).collect();
-            let unusable: Vec<&str> = names
-                .iter()
-                .copied()
-                .filter(|n| rustls(&CURVES, n).is_none())
-                .collect();
+            let (usable, unusable): (Vec<&str>, Vec<&str>) =
+                names.iter().partition(|n| rustls(&CURVES, n).is_some());
             if usable.is_empty() {
                 return Err(KeyError::new(
                     "tls_server_config.curve_preferences",
@@ -244,7 +237,7 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
             if !unusable.is_empty() {
                 ignored.push(format!("curves {}", unusable.join(", ")));
             }
-            usable
+            usable.iter().filter_map(|n| rustls(&CURVES, n)).collect()
         }
     };
     let provider = Arc::new(CryptoProvider {
@@ -262,13 +255,10 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
     })?;
 
     let verifier = client_verifier(settings, &provider, read_file)?;
-    let mut versions = Vec::new();
-    if tls13 {
-        versions.push(&TLS13);
-    }
-    if tls12 {
-        versions.push(&TLS12);
-    }
+    let versions: Vec<_> = [(tls13, &TLS13), (tls12, &TLS12)]
+        .into_iter()
+        .filter_map(|(on, version)| on.then_some(version))
+        .collect();
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
         .map_err(|err| KeyError::new("tls_server_config", err.to_string()))?
