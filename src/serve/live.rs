@@ -166,13 +166,9 @@ impl Snapshot {
             && let Ok(config) = WebConfig::parse(text, dir_of(path))
             && let Some(settings) = &config.tls
         {
-            for source in [
-                Some(&settings.cert),
-                Some(&settings.key),
-                settings.client_ca.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
+            for source in [&settings.cert, &settings.key]
+                .into_iter()
+                .chain(&settings.client_ca)
             {
                 if let Source::File(named) = source
                     && !files.iter().any(|f: &FileRead| f.path == *named)
@@ -339,10 +335,7 @@ impl Live {
 /// with `burst` tokens and gains one every `interval`; a request that finds
 /// it empty is answered 429.
 pub struct Limiter {
-    /// A token comes back every `interval`.
-    interval: Duration,
-    /// The bucket's size.
-    burst: f64,
+    limit: RateLimit,
     /// Tokens left, and when that was computed.
     state: Mutex<(f64, Instant)>,
 }
@@ -350,12 +343,8 @@ pub struct Limiter {
 impl Limiter {
     /// A full bucket.
     pub fn new(limit: RateLimit, now: Instant) -> Limiter {
-        let burst = f64::from(limit.burst);
-        Limiter {
-            interval: limit.interval,
-            burst,
-            state: Mutex::new((burst, now)),
-        }
+        let state = Mutex::new((f64::from(limit.burst), now));
+        Limiter { limit, state }
     }
 
     /// Takes a token if there is one.
@@ -363,15 +352,11 @@ impl Limiter {
         let mut state = lock(&self.state);
         let (tokens, since) = *state;
         let gained =
-            now.saturating_duration_since(since).as_secs_f64() / self.interval.as_secs_f64();
-        let tokens = (tokens + gained).min(self.burst);
-        if tokens >= 1.0 {
-            *state = (tokens - 1.0, now);
-            true
-        } else {
-            *state = (tokens, now);
-            false
-        }
+            now.saturating_duration_since(since).as_secs_f64() / self.limit.interval.as_secs_f64();
+        let tokens = (tokens + gained).min(f64::from(self.limit.burst));
+        let allowed = tokens >= 1.0;
+        *state = (if allowed { tokens - 1.0 } else { tokens }, now);
+        allowed
     }
 }
 
@@ -397,14 +382,13 @@ fn watch(path: &Path, in_force: &Weak<Mutex<InForce>>) {
             continue;
         }
         let now = Snapshot::take(path);
-        match candidate.take() {
-            Some((since, previous)) if previous == now => {
-                if since.elapsed() < SETTLE {
-                    candidate = Some((since, previous));
-                    continue;
+        match &candidate {
+            Some((since, previous)) if *previous == now => {
+                if since.elapsed() >= SETTLE {
+                    candidate = None;
+                    seen = now.stamps();
+                    decide(path, &in_force, now);
                 }
-                seen = now.stamps();
-                decide(path, &in_force, now);
             }
             _ => candidate = Some((Instant::now(), now)),
         }
