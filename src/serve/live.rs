@@ -39,8 +39,9 @@ use hyper::{
     body::{Bytes, Incoming},
     header::{AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE},
 };
+use rustls::ServerConfig;
 use tokio::net::TcpStream;
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 
 use crate::log::log;
@@ -59,7 +60,7 @@ const SETTLE: Duration = Duration::from_millis(500);
 
 /// What one load of the files produced.
 pub struct Active {
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerConfig>>,
     /// `basic_auth_users`; empty: no auth.
     users: BTreeMap<String, String>,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -276,11 +277,10 @@ impl Live {
     /// finishes it is dropped like one that never sends a request head.
     pub async fn accept(&self, tcp: TcpStream, client: IpAddr, limit: Duration) -> Option<Stream> {
         let active = self.current();
-        let Some(acceptor) = &active.tls else {
+        let Some(config) = &active.tls else {
             return Some(Either::Left(tcp));
         };
-        let config = acceptor.config().clone();
-        let handshake = self.handshakes.accept(config, tcp, client);
+        let handshake = self.handshakes.accept(config.clone(), tcp, client);
         match tokio::time::timeout(limit, handshake).await {
             Ok(Ok(tls)) => Some(Either::Right(Box::new(tls))),
             // Refused certificates, garbage, timeouts: the client's fault,
@@ -452,7 +452,7 @@ fn build(path: &Path, snapshot: &Snapshot) -> anyhow::Result<Active> {
         .transpose()
         .map_err(in_error)?;
     let mut notes = config.notes.clone();
-    notes.extend(built.as_ref().and_then(|built| built.ignored.clone()));
+    notes.extend(built.as_ref().and_then(|(_, ignored)| ignored.clone()));
     let ignored = (!notes.is_empty()).then(|| notes.join("; "));
     let access = Access {
         tls: settings.is_some(),
@@ -461,7 +461,7 @@ fn build(path: &Path, snapshot: &Snapshot) -> anyhow::Result<Active> {
         basic_auth: !config.users.is_empty(),
     };
     Ok(Active {
-        tls: built.map(|built| TlsAcceptor::from(built.config)),
+        tls: built.map(|(config, _)| config),
         users: config.users,
         headers: config.headers,
         limiter: config

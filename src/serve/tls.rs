@@ -25,15 +25,6 @@ use super::{
     webconfig::{ClientAuth, KeyError, Source, TlsSettings, TlsVersion},
 };
 
-/// A server configuration and what went into it.
-pub struct Built {
-    /// Ready for a `TlsAcceptor`.
-    pub config: Arc<ServerConfig>,
-    /// What the file asks for that rustls cannot do, as one sentence, if
-    /// anything.
-    pub ignored: Option<String>,
-}
-
 /// How the certificate, key and CA files are read: `std::fs::read`, or the
 /// bytes of a snapshot that the caller has seen settle.
 pub type ReadFile<'a> = &'a dyn Fn(&Path) -> io::Result<Vec<u8>>;
@@ -155,9 +146,13 @@ impl Pem<'_> {
     }
 }
 
-/// Builds the server configuration; reads the certificate, key and CA
-/// with `read_file`.
-pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyError> {
+/// Builds the server configuration, and says in one sentence what the file
+/// asks for that rustls cannot do, if anything; reads the certificate, key
+/// and CA with `read_file`.
+pub fn build(
+    settings: &TlsSettings,
+    read_file: ReadFile,
+) -> Result<(Arc<ServerConfig>, Option<String>), KeyError> {
     let mut ignored = Vec::new();
 
     // Versions: rustls has 1.2 and 1.3 only.
@@ -276,15 +271,11 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
     config.ignore_client_order = settings.prefer_server_cipher_suites;
     // HTTP/1.1 only, whatever http_server_config.http2 says.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Built {
-        config: Arc::new(config),
-        ignored: (!ignored.is_empty()).then(|| {
-            format!(
-                "rustls cannot do what the file asks for here, ignoring: {}",
-                ignored.join("; ")
-            )
-        }),
-    })
+    let ignored = (!ignored.is_empty()).then(|| {
+        let ignored = ignored.join("; ");
+        format!("rustls cannot do what the file asks for here, ignoring: {ignored}")
+    });
+    Ok((Arc::new(config), ignored))
 }
 
 /// The client certificate policy of `client_auth_type`, with the checks

@@ -405,13 +405,6 @@ fn tls_settings(
             )
         });
     }
-    let suites = names(
-        "cipher_suites",
-        raw.cipher_suites,
-        &CIPHER_SUITES,
-        "cipher suite",
-    )?;
-    let curve_preferences = names("curve_preferences", raw.curve_preferences, &CURVES, "curve")?;
     Ok(Some(TlsSettings {
         cert,
         key: private,
@@ -420,8 +413,13 @@ fn tls_settings(
         client_allowed_sans: raw.client_allowed_sans,
         min_version,
         max_version,
-        cipher_suites: suites,
-        curve_preferences,
+        cipher_suites: names(
+            "cipher_suites",
+            raw.cipher_suites,
+            &CIPHER_SUITES,
+            "cipher suite",
+        )?,
+        curve_preferences: names("curve_preferences", raw.curve_preferences, &CURVES, "curve")?,
         prefer_server_cipher_suites: raw.prefer_server_cipher_suites.unwrap_or(true),
     }))
 }
