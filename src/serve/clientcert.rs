@@ -17,9 +17,7 @@ use std::{
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme,
     client::danger::HandshakeSignatureValid,
-    crypto::{
-        CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
-    },
+    crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature},
     server::danger::{ClientCertVerified, ClientCertVerifier},
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -35,22 +33,12 @@ use x509_parser::{
 };
 
 /// Accepts any client certificate, checking only the handshake signature
-/// made with its key. `mandatory`: refuse clients that send none.
+/// made with its key: `RequestClientCert`, or with `mandatory` (refuse
+/// clients that send none) `RequireAnyClientCert`.
 #[derive(Debug)]
 pub struct AnyCert {
-    algorithms: WebPkiSupportedAlgorithms,
-    mandatory: bool,
-}
-
-impl AnyCert {
-    /// The verifier for `RequestClientCert` (`mandatory` false) or
-    /// `RequireAnyClientCert` (true).
-    pub fn new(provider: &CryptoProvider, mandatory: bool) -> AnyCert {
-        AnyCert {
-            algorithms: provider.signature_verification_algorithms,
-            mandatory,
-        }
-    }
+    pub algorithms: WebPkiSupportedAlgorithms,
+    pub mandatory: bool,
 }
 
 impl ClientCertVerifier for AnyCert {
@@ -462,10 +450,10 @@ mod tests {
 
     #[test]
     fn checked_asks_the_inner_verifier_then_the_names() {
-        let any = Arc::new(AnyCert::new(
-            &rustls::crypto::ring::default_provider(),
-            true,
-        ));
+        let any = Arc::new(AnyCert {
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            mandatory: true,
+        });
         let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_790_000_000));
         let with_name = |name: &[u8]| {
             let names = der(SEQUENCE, &der(0x82, name));

@@ -120,17 +120,16 @@ type Stamp = Option<(i64, i64, i64, i64, u64, u64, u64)>;
 
 /// The stamp of `path` now; `None` when it cannot be looked at.
 fn stamp(path: &Path) -> Stamp {
-    std::fs::metadata(path).ok().map(|m| {
-        (
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec(),
-            m.size(),
-            m.ino(),
-            m.dev(),
-        )
-    })
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.size(),
+        m.ino(),
+        m.dev(),
+    ))
 }
 
 /// One file as read: its stamp (taken first) and its bytes, or the error.
@@ -143,12 +142,10 @@ struct FileRead {
 
 impl FileRead {
     fn take(path: &Path) -> FileRead {
-        let stamp = stamp(path);
-        let bytes = std::fs::read(path).map_err(|err| (err.kind(), err.to_string()));
         FileRead {
             path: path.to_path_buf(),
-            stamp,
-            bytes,
+            stamp: stamp(path),
+            bytes: std::fs::read(path).map_err(|err| (err.kind(), err.to_string())),
         }
     }
 }

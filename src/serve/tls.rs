@@ -294,8 +294,11 @@ fn client_verifier(
             if let Some(source) = &settings.client_ca {
                 Pem::new(source, "client_ca_file", "client_ca").read(read_file)?;
             }
-            let mandatory = settings.client_auth == ClientAuth::RequireAnyClientCert;
-            (Arc::new(AnyCert::new(provider, mandatory)), Vec::new())
+            let any = AnyCert {
+                algorithms: provider.signature_verification_algorithms,
+                mandatory: settings.client_auth == ClientAuth::RequireAnyClientCert,
+            };
+            (Arc::new(any), Vec::new())
         }
         ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
             let mut roots = RootCertStore::empty();
@@ -347,11 +350,8 @@ fn client_verifier(
             (webpki, anchors)
         }
     };
-    Ok(Checked::around(
-        inner,
-        anchors,
-        settings.client_allowed_sans.clone(),
-    ))
+    let allowed_sans = settings.client_allowed_sans.clone();
+    Ok(Checked::around(inner, anchors, allowed_sans))
 }
 
 #[cfg(test)]
