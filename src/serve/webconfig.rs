@@ -273,9 +273,7 @@ impl WebConfig {
             }
             config.users = users;
         }
-        if let Some(limit) = raw.rate_limit {
-            config.rate_limit = rate_limit(limit)?;
-        }
+        config.rate_limit = raw.rate_limit.map(rate_limit).transpose()?.flatten();
         Ok(config)
     }
 }
