@@ -176,14 +176,10 @@ pub fn build(
 
     // Cipher suites: TLS 1.3's always, TLS 1.2's as listed.
     let base = ring::default_provider();
-    let mut suites: Vec<SupportedCipherSuite> = base
-        .cipher_suites
-        .iter()
-        .copied()
-        .filter(|s| s.tls13().is_some())
-        .collect();
+    let (mut suites, all12): (Vec<SupportedCipherSuite>, Vec<_>) =
+        base.cipher_suites.iter().partition(|s| s.tls13().is_some());
     match &settings.cipher_suites {
-        None => suites.extend(base.cipher_suites.iter().filter(|s| s.tls13().is_none())),
+        None => suites.extend(all12),
         Some(names) => {
             let (usable, unusable): (Vec<&str>, Vec<&str>) = names
                 .iter()
