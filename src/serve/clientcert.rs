@@ -9,10 +9,7 @@
 //! All act during the handshake, so a refused client gets a TLS alert and
 //! never reaches HTTP, as with the peer.
 
-use std::{
-    net::{IpAddr, Ipv6Addr},
-    sync::Arc,
-};
+use std::{net::IpAddr, sync::Arc};
 
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme,
@@ -196,34 +193,30 @@ const KNOWN: [Oid<'static>; 6] = [
 /// does not know. The handshake signature is checked with its key as for
 /// any client.
 fn check_listed_leaf(der: &[u8], now: u64) -> Result<(), Error> {
+    use CertificateError::*;
     let refused = |why| Err(Error::InvalidCertificate(why));
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
-        return refused(CertificateError::BadEncoding);
+        return refused(BadEncoding);
     };
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     if now < cert.validity().not_before.timestamp() {
-        return refused(CertificateError::NotValidYet);
+        return refused(NotValidYet);
     }
     if now > cert.validity().not_after.timestamp() {
-        return refused(CertificateError::Expired);
+        return refused(Expired);
     }
     for extension in cert.extensions() {
         let known = KNOWN.contains(&extension.oid);
-        match extension.parsed_extension() {
-            ParsedExtension::KeyUsage(usage) if !usage.digital_signature() => {
-                return refused(CertificateError::InvalidPurpose);
-            }
+        let why = match extension.parsed_extension() {
+            ParsedExtension::KeyUsage(usage) if !usage.digital_signature() => InvalidPurpose,
             ParsedExtension::ExtendedKeyUsage(usage) if !usage.any && !usage.client_auth => {
-                return refused(CertificateError::InvalidPurpose);
+                InvalidPurpose
             }
-            ParsedExtension::ParseError { .. } if known || extension.critical => {
-                return refused(CertificateError::BadEncoding);
-            }
-            _ if extension.critical && !known => {
-                return refused(CertificateError::ApplicationVerificationFailure);
-            }
-            _ => {}
-        }
+            ParsedExtension::ParseError { .. } if known || extension.critical => BadEncoding,
+            _ if extension.critical && !known => ApplicationVerificationFailure,
+            _ => continue,
+        };
+        return refused(why);
     }
     Ok(())
 }
@@ -251,11 +244,11 @@ fn subject_alt_names(der: &[u8]) -> Option<Vec<String>> {
                 | GeneralName::URI(text) => text.to_string(),
                 // Go prints IPv4-mapped addresses as IPv4.
                 GeneralName::IPAddress(bytes) => match <[u8; 4]>::try_from(*bytes) {
-                    Ok(v4) => IpAddr::from(v4).to_string(),
-                    Err(_) => IpAddr::from(Ipv6Addr::from(<[u8; 16]>::try_from(*bytes).ok()?))
-                        .to_canonical()
-                        .to_string(),
-                },
+                    Ok(v4) => IpAddr::from(v4),
+                    Err(_) => IpAddr::from(<[u8; 16]>::try_from(*bytes).ok()?),
+                }
+                .to_canonical()
+                .to_string(),
                 GeneralName::Invalid(..) => return None,
                 _ => continue,
             });
