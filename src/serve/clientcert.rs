@@ -9,17 +9,12 @@
 //! All act during the handshake, so a refused client gets a TLS alert and
 //! never reaches HTTP, as with the peer.
 
-use std::{
-    net::{IpAddr, Ipv6Addr},
-    sync::Arc,
-};
+use std::{net::IpAddr, sync::Arc};
 
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme,
     client::danger::HandshakeSignatureValid,
-    crypto::{
-        CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
-    },
+    crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature},
     server::danger::{ClientCertVerified, ClientCertVerifier},
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -35,22 +30,12 @@ use x509_parser::{
 };
 
 /// Accepts any client certificate, checking only the handshake signature
-/// made with its key. `mandatory`: refuse clients that send none.
+/// made with its key: `RequestClientCert`, or with `mandatory` (refuse
+/// clients that send none) `RequireAnyClientCert`.
 #[derive(Debug)]
 pub struct AnyCert {
-    algorithms: WebPkiSupportedAlgorithms,
-    mandatory: bool,
-}
-
-impl AnyCert {
-    /// The verifier for `RequestClientCert` (`mandatory` false) or
-    /// `RequireAnyClientCert` (true).
-    pub fn new(provider: &CryptoProvider, mandatory: bool) -> AnyCert {
-        AnyCert {
-            algorithms: provider.signature_verification_algorithms,
-            mandatory,
-        }
-    }
+    pub algorithms: WebPkiSupportedAlgorithms,
+    pub mandatory: bool,
 }
 
 impl ClientCertVerifier for AnyCert {
@@ -144,22 +129,16 @@ impl ClientCertVerifier for Checked {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
+        let listed = || self.anchors.iter().any(|a| a == end_entity);
         let verified = match self
             .inner
             .verify_client_cert(end_entity, intermediates, now)
         {
-            Ok(verified) => verified,
-            Err(refused) => {
-                if !self
-                    .anchors
-                    .iter()
-                    .any(|a| a.as_ref() == end_entity.as_ref())
-                {
-                    return Err(refused);
-                }
+            Err(_) if listed() => {
                 check_listed_leaf(end_entity, now.as_secs())?;
                 ClientCertVerified::assertion()
             }
+            verified => verified?,
         };
         if let Some(allowed) = &self.allowed_sans {
             let names = subject_alt_names(end_entity)
@@ -214,34 +193,30 @@ const KNOWN: [Oid<'static>; 6] = [
 /// does not know. The handshake signature is checked with its key as for
 /// any client.
 fn check_listed_leaf(der: &[u8], now: u64) -> Result<(), Error> {
+    use CertificateError::*;
     let refused = |why| Err(Error::InvalidCertificate(why));
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
-        return refused(CertificateError::BadEncoding);
+        return refused(BadEncoding);
     };
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     if now < cert.validity().not_before.timestamp() {
-        return refused(CertificateError::NotValidYet);
+        return refused(NotValidYet);
     }
     if now > cert.validity().not_after.timestamp() {
-        return refused(CertificateError::Expired);
+        return refused(Expired);
     }
     for extension in cert.extensions() {
         let known = KNOWN.contains(&extension.oid);
-        match extension.parsed_extension() {
-            ParsedExtension::KeyUsage(usage) if !usage.digital_signature() => {
-                return refused(CertificateError::InvalidPurpose);
-            }
+        let why = match extension.parsed_extension() {
+            ParsedExtension::KeyUsage(usage) if !usage.digital_signature() => InvalidPurpose,
             ParsedExtension::ExtendedKeyUsage(usage) if !usage.any && !usage.client_auth => {
-                return refused(CertificateError::InvalidPurpose);
+                InvalidPurpose
             }
-            ParsedExtension::ParseError { .. } if known || extension.critical => {
-                return refused(CertificateError::BadEncoding);
-            }
-            _ if extension.critical && !known => {
-                return refused(CertificateError::ApplicationVerificationFailure);
-            }
-            _ => {}
-        }
+            ParsedExtension::ParseError { .. } if known || extension.critical => BadEncoding,
+            _ if extension.critical && !known => ApplicationVerificationFailure,
+            _ => continue,
+        };
+        return refused(why);
     }
     Ok(())
 }
@@ -269,11 +244,11 @@ fn subject_alt_names(der: &[u8]) -> Option<Vec<String>> {
                 | GeneralName::URI(text) => text.to_string(),
                 // Go prints IPv4-mapped addresses as IPv4.
                 GeneralName::IPAddress(bytes) => match <[u8; 4]>::try_from(*bytes) {
-                    Ok(v4) => IpAddr::from(v4).to_string(),
-                    Err(_) => IpAddr::from(Ipv6Addr::from(<[u8; 16]>::try_from(*bytes).ok()?))
-                        .to_canonical()
-                        .to_string(),
-                },
+                    Ok(v4) => IpAddr::from(v4),
+                    Err(_) => IpAddr::from(<[u8; 16]>::try_from(*bytes).ok()?),
+                }
+                .to_canonical()
+                .to_string(),
                 GeneralName::Invalid(..) => return None,
                 _ => continue,
             });
@@ -468,10 +443,10 @@ mod tests {
 
     #[test]
     fn checked_asks_the_inner_verifier_then_the_names() {
-        let any = Arc::new(AnyCert::new(
-            &rustls::crypto::ring::default_provider(),
-            true,
-        ));
+        let any = Arc::new(AnyCert {
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            mandatory: true,
+        });
         let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_790_000_000));
         let with_name = |name: &[u8]| {
             let names = der(SEQUENCE, &der(0x82, name));

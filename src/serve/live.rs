@@ -28,7 +28,7 @@ use std::{
     net::IpAddr,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError, Weak},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
     time::{Duration, Instant},
 };
 
@@ -39,8 +39,9 @@ use hyper::{
     body::{Bytes, Incoming},
     header::{AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE},
 };
+use rustls::ServerConfig;
 use tokio::net::TcpStream;
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 
 use crate::log::log;
@@ -59,7 +60,7 @@ const SETTLE: Duration = Duration::from_millis(500);
 
 /// What one load of the files produced.
 pub struct Active {
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerConfig>>,
     /// `basic_auth_users`; empty: no auth.
     users: BTreeMap<String, String>,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -86,11 +87,8 @@ impl Access {
     fn weakened_by(self, next: Access) -> Option<String> {
         let mut why = Vec::new();
         if self.tls != next.tls {
-            why.push(if self.tls {
-                "TLS would be turned off".to_string()
-            } else {
-                "TLS would be turned on".to_string()
-            });
+            let now = if self.tls { "off" } else { "on" };
+            why.push(format!("TLS would be turned {now}"));
         }
         if self.basic_auth && !next.basic_auth {
             why.push("basic auth would be turned off (no basic_auth_users)".into());
@@ -122,17 +120,16 @@ type Stamp = Option<(i64, i64, i64, i64, u64, u64, u64)>;
 
 /// The stamp of `path` now; `None` when it cannot be looked at.
 fn stamp(path: &Path) -> Stamp {
-    std::fs::metadata(path).ok().map(|m| {
-        (
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec(),
-            m.size(),
-            m.ino(),
-            m.dev(),
-        )
-    })
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.size(),
+        m.ino(),
+        m.dev(),
+    ))
 }
 
 /// One file as read: its stamp (taken first) and its bytes, or the error.
@@ -145,22 +142,17 @@ struct FileRead {
 
 impl FileRead {
     fn take(path: &Path) -> FileRead {
-        let stamp = stamp(path);
-        let bytes = std::fs::read(path).map_err(|err| (err.kind(), err.to_string()));
         FileRead {
             path: path.to_path_buf(),
-            stamp,
-            bytes,
+            stamp: stamp(path),
+            bytes: std::fs::read(path).map_err(|err| (err.kind(), err.to_string())),
         }
     }
 }
 
-/// The web config file and every file its text names, as read once.
+/// The web config file (first) and every file its text names, as read once.
 #[derive(Debug, PartialEq, Eq)]
-struct Snapshot {
-    /// The web config file first.
-    files: Vec<FileRead>,
-}
+struct Snapshot(Vec<FileRead>);
 
 impl Snapshot {
     /// Reads `path`, then each certificate, key and CA file it names.
@@ -172,13 +164,9 @@ impl Snapshot {
             && let Ok(config) = WebConfig::parse(text, dir_of(path))
             && let Some(settings) = &config.tls
         {
-            for source in [
-                Some(&settings.cert),
-                Some(&settings.key),
-                settings.client_ca.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
+            for source in [&settings.cert, &settings.key]
+                .into_iter()
+                .chain(&settings.client_ca)
             {
                 if let Source::File(named) = source
                     && !files.iter().any(|f: &FileRead| f.path == *named)
@@ -188,30 +176,23 @@ impl Snapshot {
             }
         }
         files.insert(0, first);
-        Snapshot { files }
+        Snapshot(files)
     }
 
     /// The files and their stamps as the snapshot saw them.
     fn stamps(&self) -> Vec<(PathBuf, Stamp)> {
-        self.files
-            .iter()
-            .map(|f| (f.path.clone(), f.stamp))
-            .collect()
+        self.0.iter().map(|f| (f.path.clone(), f.stamp)).collect()
     }
 
     /// Whether the files hold the same bytes as in `other`.
     fn same_bytes(&self, other: &Snapshot) -> bool {
-        self.files.len() == other.files.len()
-            && self
-                .files
-                .iter()
-                .zip(&other.files)
-                .all(|(a, b)| a.path == b.path && a.bytes == b.bytes)
+        let same = |(a, b): (&FileRead, &FileRead)| a.path == b.path && a.bytes == b.bytes;
+        self.0.len() == other.0.len() && self.0.iter().zip(&other.0).all(same)
     }
 
     /// The bytes read of `path`, as `std::fs::read` would have given them.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        match self.files.iter().find(|f| f.path == path) {
+        match self.0.iter().find(|f| f.path == path) {
             Some(FileRead { bytes: Ok(b), .. }) => Ok(b.clone()),
             Some(FileRead {
                 bytes: Err((kind, text)),
@@ -279,35 +260,24 @@ impl Live {
     /// What the start line says about the server: `https`, basic auth.
     pub fn describe(&self) -> String {
         let active = self.current();
-        let scheme = if active.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        match active.users.is_empty() {
-            true => scheme.to_string(),
-            false => format!("{scheme}, basic auth"),
-        }
+        let scheme = active.tls.as_ref().map_or("http", |_| "https");
+        let auth = (!active.users.is_empty()).then_some(", basic auth");
+        format!("{scheme}{}", auth.unwrap_or_default())
     }
 
     /// The configuration in force.
     fn current(&self) -> Arc<Active> {
-        self.in_force
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .active
-            .clone()
+        lock(&self.in_force).active.clone()
     }
 
     /// The TLS handshake, if TLS is on, within `limit`: a client that never
     /// finishes it is dropped like one that never sends a request head.
     pub async fn accept(&self, tcp: TcpStream, client: IpAddr, limit: Duration) -> Option<Stream> {
         let active = self.current();
-        let Some(acceptor) = &active.tls else {
+        let Some(config) = &active.tls else {
             return Some(Either::Left(tcp));
         };
-        let config = acceptor.config().clone();
-        let handshake = self.handshakes.accept(config, tcp, client);
+        let handshake = self.handshakes.accept(config.clone(), tcp, client);
         match tokio::time::timeout(limit, handshake).await {
             Ok(Ok(tls)) => Some(Either::Right(Box::new(tls))),
             // Refused certificates, garbage, timeouts: the client's fault,
@@ -325,40 +295,33 @@ impl Live {
         handler: impl Future<Output = Response<Full<Bytes>>>,
     ) -> Response<Full<Bytes>> {
         let active = self.current();
-        let limited = active
+        // OK: the handler answers.
+        let (status, header) = if active
             .limiter
             .as_ref()
-            .is_some_and(|limiter| !limiter.allow(Instant::now()));
-        let verdict = if limited {
-            None
+            .is_some_and(|limiter| !limiter.allow(Instant::now()))
+        {
+            (StatusCode::TOO_MANY_REQUESTS, None)
         } else if active.users.is_empty() {
-            Some(Verdict::Allow)
+            (StatusCode::OK, None)
         } else {
             let authorization = request.headers().get(AUTHORIZATION);
-            Some(self.auth.check(&active.users, authorization, client).await)
-        };
-        let mut response = match verdict {
-            None => plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n".into()),
-            // Too many password checks wait: not a refusal, a retry.
-            Some(Verdict::Busy) => {
-                let mut response =
-                    plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n".into());
-                response
-                    .headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-                response
+            match self.auth.check(&active.users, authorization, client).await {
+                Verdict::Allow => (StatusCode::OK, None),
+                Verdict::Deny => (StatusCode::UNAUTHORIZED, Some((WWW_AUTHENTICATE, "Basic"))),
+                // Too many password checks wait: not a refusal, a retry.
+                Verdict::Busy => (StatusCode::TOO_MANY_REQUESTS, Some((RETRY_AFTER, "1"))),
             }
-            Some(Verdict::Deny) => {
-                let mut response = plain(StatusCode::UNAUTHORIZED, "Unauthorized\n".into());
-                response
-                    .headers_mut()
-                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
-                response
-            }
-            Some(Verdict::Allow) => handler.await,
         };
-        for (name, value) in &active.headers {
-            response.headers_mut().insert(name.clone(), value.clone());
+        let mut response = if status == StatusCode::OK {
+            handler.await
+        } else {
+            let reason = status.canonical_reason().unwrap_or_default();
+            plain(status, format!("{reason}\n"))
+        };
+        let header = header.map(|(name, value)| (name, HeaderValue::from_static(value)));
+        for (name, value) in header.into_iter().chain(active.headers.iter().cloned()) {
+            response.headers_mut().insert(name, value);
         }
         response
     }
@@ -369,10 +332,7 @@ impl Live {
 /// with `burst` tokens and gains one every `interval`; a request that finds
 /// it empty is answered 429.
 pub struct Limiter {
-    /// A token comes back every `interval`.
-    interval: Duration,
-    /// The bucket's size.
-    burst: f64,
+    limit: RateLimit,
     /// Tokens left, and when that was computed.
     state: Mutex<(f64, Instant)>,
 }
@@ -380,40 +340,33 @@ pub struct Limiter {
 impl Limiter {
     /// A full bucket.
     pub fn new(limit: RateLimit, now: Instant) -> Limiter {
-        let burst = f64::from(limit.burst);
-        Limiter {
-            interval: limit.interval,
-            burst,
-            state: Mutex::new((burst, now)),
-        }
+        let state = Mutex::new((f64::from(limit.burst), now));
+        Limiter { limit, state }
     }
 
     /// Takes a token if there is one.
     pub fn allow(&self, now: Instant) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = lock(&self.state);
         let (tokens, since) = *state;
         let gained =
-            now.saturating_duration_since(since).as_secs_f64() / self.interval.as_secs_f64();
-        let tokens = (tokens + gained).min(self.burst);
-        if tokens >= 1.0 {
-            *state = (tokens - 1.0, now);
-            true
-        } else {
-            *state = (tokens, now);
-            false
-        }
+            now.saturating_duration_since(since).as_secs_f64() / self.limit.interval.as_secs_f64();
+        let tokens = (tokens + gained).min(f64::from(self.limit.burst));
+        let allowed = tokens >= 1.0;
+        *state = (if allowed { tokens - 1.0 } else { tokens }, now);
+        allowed
     }
+}
+
+/// A mutex's value, even if a thread panicked holding it: nothing here is
+/// left half changed.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Watches the files until the `Live` is gone: see the module's text.
 fn watch(path: &Path, in_force: &Weak<Mutex<InForce>>) {
-    let mut seen = match in_force.upgrade() {
-        Some(in_force) => in_force
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .snapshot
-            .stamps(),
-        None => return,
+    let Some(mut seen) = in_force.upgrade().map(|f| lock(&f).snapshot.stamps()) else {
+        return;
     };
     // A changed reading, and since when it has read the same.
     let mut candidate: Option<(Instant, Snapshot)> = None;
@@ -426,14 +379,13 @@ fn watch(path: &Path, in_force: &Weak<Mutex<InForce>>) {
             continue;
         }
         let now = Snapshot::take(path);
-        match candidate.take() {
-            Some((since, previous)) if previous == now => {
-                if since.elapsed() < SETTLE {
-                    candidate = Some((since, previous));
-                    continue;
+        match &candidate {
+            Some((since, previous)) if *previous == now => {
+                if since.elapsed() >= SETTLE {
+                    candidate = None;
+                    seen = now.stamps();
+                    decide(path, &in_force, now);
                 }
-                seen = now.stamps();
-                decide(path, &in_force, now);
             }
             _ => candidate = Some((Instant::now(), now)),
         }
@@ -444,9 +396,8 @@ fn watch(path: &Path, in_force: &Weak<Mutex<InForce>>) {
 /// Only this thread replaces what is in force, so the lock is not held
 /// while the new config is built.
 fn decide(path: &Path, in_force: &Mutex<InForce>, next: Snapshot) {
-    let lock = || in_force.lock().unwrap_or_else(PoisonError::into_inner);
     let current = {
-        let mut in_force = lock();
+        let mut in_force = lock(in_force);
         if next.same_bytes(&in_force.snapshot) {
             // Touched, or put back as it was: nothing to do.
             in_force.snapshot = next;
@@ -475,7 +426,7 @@ fn decide(path: &Path, in_force: &Mutex<InForce>, next: Snapshot) {
         log!("web config {}: {note}", path.display());
     }
     log!("web config {} reloaded", path.display());
-    *lock() = InForce {
+    *lock(in_force) = InForce {
         active: Arc::new(active),
         snapshot: next,
     };
@@ -483,7 +434,7 @@ fn decide(path: &Path, in_force: &Mutex<InForce>, next: Snapshot) {
 
 /// Validates a snapshot of the file and everything it names.
 fn build(path: &Path, snapshot: &Snapshot) -> anyhow::Result<Active> {
-    let first = &snapshot.files[0];
+    let first = &snapshot.0[0];
     let bytes = first
         .bytes
         .as_ref()
@@ -492,30 +443,22 @@ fn build(path: &Path, snapshot: &Snapshot) -> anyhow::Result<Active> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| anyhow!("web config {}: not UTF-8 text", path.display()))?;
     let config = WebConfig::parse(text, dir_of(path)).map_err(in_error)?;
+    let settings = config.tls.as_ref();
+    let built = settings
+        .map(|settings| tls::build(settings, &|p| snapshot.read(p)))
+        .transpose()
+        .map_err(in_error)?;
     let mut notes = config.notes.clone();
-    let tls = match &config.tls {
-        None => None,
-        Some(settings) => {
-            let built = tls::build(settings, &|p| snapshot.read(p)).map_err(in_error)?;
-            notes.extend(built.ignored);
-            Some(TlsAcceptor::from(built.config))
-        }
-    };
+    notes.extend(built.as_ref().and_then(|(_, ignored)| ignored.clone()));
     let ignored = (!notes.is_empty()).then(|| notes.join("; "));
     let access = Access {
-        tls: config.tls.is_some(),
-        client_auth: config
-            .tls
-            .as_ref()
-            .map_or(ClientAuth::NoClientCert, |t| t.client_auth),
-        allowed_sans: config
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.client_allowed_sans.is_some()),
+        tls: settings.is_some(),
+        client_auth: settings.map_or(ClientAuth::NoClientCert, |t| t.client_auth),
+        allowed_sans: settings.is_some_and(|t| t.client_allowed_sans.is_some()),
         basic_auth: !config.users.is_empty(),
     };
     Ok(Active {
-        tls,
+        tls: built.map(|(config, _)| config),
         users: config.users,
         headers: config.headers,
         limiter: config

@@ -25,15 +25,6 @@ use super::{
     webconfig::{ClientAuth, KeyError, Source, TlsSettings, TlsVersion},
 };
 
-/// A server configuration and what went into it.
-pub struct Built {
-    /// Ready for a `TlsAcceptor`.
-    pub config: Arc<ServerConfig>,
-    /// What the file asks for that rustls cannot do, as one sentence, if
-    /// anything.
-    pub ignored: Option<String>,
-}
-
 /// How the certificate, key and CA files are read: `std::fs::read`, or the
 /// bytes of a snapshot that the caller has seen settle.
 pub type ReadFile<'a> = &'a dyn Fn(&Path) -> io::Result<Vec<u8>>;
@@ -155,9 +146,13 @@ impl Pem<'_> {
     }
 }
 
-/// Builds the server configuration; reads the certificate, key and CA
-/// with `read_file`.
-pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyError> {
+/// Builds the server configuration, and says in one sentence what the file
+/// asks for that rustls cannot do, if anything; reads the certificate, key
+/// and CA with `read_file`.
+pub fn build(
+    settings: &TlsSettings,
+    read_file: ReadFile,
+) -> Result<(Arc<ServerConfig>, Option<String>), KeyError> {
     let mut ignored = Vec::new();
 
     // Versions: rustls has 1.2 and 1.3 only.
@@ -181,34 +176,26 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
 
     // Cipher suites: TLS 1.3's always, TLS 1.2's as listed.
     let base = ring::default_provider();
-    let mut suites: Vec<SupportedCipherSuite> = base
-        .cipher_suites
-        .iter()
-        .copied()
-        .filter(|s| s.tls13().is_some())
-        .collect();
+    let (mut suites, all12): (Vec<SupportedCipherSuite>, Vec<_>) =
+        base.cipher_suites.iter().partition(|s| s.tls13().is_some());
     match &settings.cipher_suites {
-        None => suites.extend(base.cipher_suites.iter().filter(|s| s.tls13().is_none())),
+        None => suites.extend(all12),
         Some(names) => {
-            let mut unusable = Vec::new();
-            let mut any12 = false;
-            for name in names {
-                match rustls(&CIPHER_SUITES, name) {
-                    Some(suite) if suite.tls13().is_none() => {
-                        any12 = true;
-                        suites.push(suite);
-                    }
-                    Some(_) => {}
-                    None => unusable.push(*name),
-                }
-            }
+            let (usable, unusable): (Vec<&str>, Vec<&str>) = names
+                .iter()
+                .partition(|n| rustls(&CIPHER_SUITES, n).is_some());
+            let listed12: Vec<_> = usable
+                .iter()
+                .filter_map(|n| rustls(&CIPHER_SUITES, n))
+                .filter(|suite| suite.tls13().is_none())
+                .collect();
             if !unusable.is_empty() {
                 ignored.push(format!(
                     "cipher suites {} (CBC or RSA key exchange)",
                     unusable.join(", ")
                 ));
             }
-            if tls12 && !any12 {
+            if tls12 && listed12.is_empty() {
                 if !tls13 {
                     return Err(KeyError::new(
                         "tls_server_config.cipher_suites",
@@ -219,6 +206,7 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
                 ignored.push("TLS12, for which no listed cipher suite is usable".into());
                 tls12 = false;
             }
+            suites.extend(listed12);
         }
     }
 
@@ -226,12 +214,8 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
     let kx_groups = match &settings.curve_preferences {
         None => base.kx_groups.clone(),
         Some(names) => {
-            let usable: Vec<_> = names.iter().filter_map(|n| rustls(&CURVES, n)).collect();
-            let unusable: Vec<&str> = names
-                .iter()
-                .copied()
-                .filter(|n| rustls(&CURVES, n).is_none())
-                .collect();
+            let (usable, unusable): (Vec<&str>, Vec<&str>) =
+                names.iter().partition(|n| rustls(&CURVES, n).is_some());
             if usable.is_empty() {
                 return Err(KeyError::new(
                     "tls_server_config.curve_preferences",
@@ -244,7 +228,7 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
             if !unusable.is_empty() {
                 ignored.push(format!("curves {}", unusable.join(", ")));
             }
-            usable
+            usable.iter().filter_map(|n| rustls(&CURVES, n)).collect()
         }
     };
     let provider = Arc::new(CryptoProvider {
@@ -262,13 +246,10 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
     })?;
 
     let verifier = client_verifier(settings, &provider, read_file)?;
-    let mut versions = Vec::new();
-    if tls13 {
-        versions.push(&TLS13);
-    }
-    if tls12 {
-        versions.push(&TLS12);
-    }
+    let versions: Vec<_> = [(tls13, &TLS13), (tls12, &TLS12)]
+        .into_iter()
+        .filter_map(|(on, version)| on.then_some(version))
+        .collect();
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
         .map_err(|err| KeyError::new("tls_server_config", err.to_string()))?
@@ -286,15 +267,11 @@ pub fn build(settings: &TlsSettings, read_file: ReadFile) -> Result<Built, KeyEr
     config.ignore_client_order = settings.prefer_server_cipher_suites;
     // HTTP/1.1 only, whatever http_server_config.http2 says.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Built {
-        config: Arc::new(config),
-        ignored: (!ignored.is_empty()).then(|| {
-            format!(
-                "rustls cannot do what the file asks for here, ignoring: {}",
-                ignored.join("; ")
-            )
-        }),
-    })
+    let ignored = (!ignored.is_empty()).then(|| {
+        let ignored = ignored.join("; ");
+        format!("rustls cannot do what the file asks for here, ignoring: {ignored}")
+    });
+    Ok((Arc::new(config), ignored))
 }
 
 /// The client certificate policy of `client_auth_type`, with the checks
@@ -313,8 +290,11 @@ fn client_verifier(
             if let Some(source) = &settings.client_ca {
                 Pem::new(source, "client_ca_file", "client_ca").read(read_file)?;
             }
-            let mandatory = settings.client_auth == ClientAuth::RequireAnyClientCert;
-            (Arc::new(AnyCert::new(provider, mandatory)), Vec::new())
+            let any = AnyCert {
+                algorithms: provider.signature_verification_algorithms,
+                mandatory: settings.client_auth == ClientAuth::RequireAnyClientCert,
+            };
+            (Arc::new(any), Vec::new())
         }
         ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
             let mut roots = RootCertStore::empty();
@@ -366,11 +346,8 @@ fn client_verifier(
             (webpki, anchors)
         }
     };
-    Ok(Checked::around(
-        inner,
-        anchors,
-        settings.client_allowed_sans.clone(),
-    ))
+    let allowed_sans = settings.client_allowed_sans.clone();
+    Ok(Checked::around(inner, anchors, allowed_sans))
 }
 
 #[cfg(test)]

@@ -246,7 +246,10 @@ impl WebConfig {
         }) {
             RawConfig::default()
         } else {
-            serde_norway::from_str(text).map_err(yaml_error)?
+            // serde_norway's message already starts with the key path
+            // (`tls_server_config.cert_file: invalid type...`).
+            serde_norway::from_str(text)
+                .map_err(|err| KeyError::new("", err.to_string().replace('\n', " ")))?
         };
         let mut config = WebConfig::default();
         if let Some(tls) = raw.tls_server_config {
@@ -270,17 +273,9 @@ impl WebConfig {
             }
             config.users = users;
         }
-        if let Some(limit) = raw.rate_limit {
-            config.rate_limit = rate_limit(limit)?;
-        }
+        config.rate_limit = raw.rate_limit.map(rate_limit).transpose()?.flatten();
         Ok(config)
     }
-}
-
-/// A YAML or type error as a key error: serde_norway's message already
-/// starts with the key path (`tls_server_config.cert_file: invalid type...`).
-fn yaml_error(err: serde_norway::Error) -> KeyError {
-    KeyError::new("", err.to_string().replace('\n', " "))
 }
 
 /// Validates `tls_server_config`; `None` when it configures nothing, which
@@ -328,13 +323,12 @@ fn tls_settings(
         }
         return Ok(None);
     }
-    let cert = source(dir, &key, ("cert_file", raw.cert_file), ("cert", raw.cert))?
+    let cert = source(dir, ("cert_file", raw.cert_file), ("cert", raw.cert))?
         .ok_or_else(|| KeyError::new(K, "missing one of cert or cert_file"))?;
-    let private = source(dir, &key, ("key_file", raw.key_file), ("key", raw.key))?
+    let private = source(dir, ("key_file", raw.key_file), ("key", raw.key))?
         .ok_or_else(|| KeyError::new(K, "missing one of key or key_file"))?;
     let client_ca = source(
         dir,
-        &key,
         ("client_ca_file", raw.client_ca_file),
         ("client_ca", raw.client_ca),
     )?;
@@ -393,7 +387,7 @@ fn tls_settings(
                 )
             }),
     };
-    let min_given = raw.min_version.as_deref().is_some_and(|v| !v.is_empty());
+    let min_given = set(&raw.min_version);
     let min_version = version("min_version", raw.min_version, TlsVersion::Tls12)?;
     let max_version = version("max_version", raw.max_version, TlsVersion::Tls13)?;
     if min_version > max_version {
@@ -409,13 +403,6 @@ fn tls_settings(
             )
         });
     }
-    let suites = names(
-        "cipher_suites",
-        raw.cipher_suites,
-        &CIPHER_SUITES,
-        "cipher suite",
-    )?;
-    let curve_preferences = names("curve_preferences", raw.curve_preferences, &CURVES, "curve")?;
     Ok(Some(TlsSettings {
         cert,
         key: private,
@@ -424,8 +411,13 @@ fn tls_settings(
         client_allowed_sans: raw.client_allowed_sans,
         min_version,
         max_version,
-        cipher_suites: suites,
-        curve_preferences,
+        cipher_suites: names(
+            "cipher_suites",
+            raw.cipher_suites,
+            &CIPHER_SUITES,
+            "cipher suite",
+        )?,
+        curve_preferences: names("curve_preferences", raw.curve_preferences, &CURVES, "curve")?,
         prefer_server_cipher_suites: raw.prefer_server_cipher_suites.unwrap_or(true),
     }))
 }
@@ -433,7 +425,6 @@ fn tls_settings(
 /// One of a `*_file` key and its inline twin; both at once is ambiguous.
 fn source(
     dir: &Path,
-    key: &dyn Fn(&str) -> String,
     (file_key, file): (&str, Option<String>),
     (inline_key, inline): (&str, Option<String>),
 ) -> Result<Option<Source>, KeyError> {
@@ -441,7 +432,7 @@ fn source(
     let inline = inline.filter(|i| !i.is_empty());
     match (file, inline) {
         (Some(_), Some(_)) => Err(KeyError::new(
-            key(file_key),
+            format!("tls_server_config.{file_key}"),
             format!("both {file_key} and {inline_key} are set; keep one"),
         )),
         (Some(file), None) => Ok(Some(Source::File(dir.join(file)))),
@@ -514,13 +505,10 @@ fn headers(given: BTreeMap<String, String>) -> Result<Vec<(HeaderName, HeaderVal
 /// bcrypt's base64. The hash itself is never echoed: it is a secret.
 pub fn check_bcrypt(hash: &str) -> Result<(), String> {
     const HOW: &str = "make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'";
-    let bytes = hash.as_bytes();
-    let prefix_ok = bytes.len() >= 7
-        && hash.starts_with("$2")
-        && matches!(bytes[2], b'a' | b'b' | b'y')
-        && bytes[3] == b'$'
-        && bytes[6] == b'$';
-    if !prefix_ok {
+    if !matches!(
+        hash.as_bytes(),
+        [b'$', b'2', b'a' | b'b' | b'y', b'$', _, _, b'$', ..]
+    ) {
         return Err(format!(
             "not a bcrypt hash (it must start with $2a$, $2b$ or $2y$ and a cost, \
              such as $2y$10$); {HOW}"
@@ -532,7 +520,7 @@ pub fn check_bcrypt(hash: &str) -> Result<(), String> {
     if !(4..=31).contains(&cost) {
         return Err(format!("bcrypt cost {cost} is outside 4-31; {HOW}"));
     }
-    if bytes.len() != 60 || hash.parse::<bcrypt::HashParts>().is_err() {
+    if hash.len() != 60 || hash.parse::<bcrypt::HashParts>().is_err() {
         return Err(format!(
             "not a bcrypt hash: expected 60 characters, the last 53 in bcrypt's base64; {HOW}"
         ));
