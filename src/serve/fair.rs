@@ -93,30 +93,19 @@ impl Fair {
     /// Queues `job` for `client`, and starts a worker if one is free. Must
     /// be called within a tokio runtime.
     pub fn submit(self: &Arc<Self>, client: Client, job: Box<dyn Job>) -> Result<(), Full> {
+        // Declared before the lock, so dropped after it: a job's drop may
+        // take other locks.
         let mut unwanted = Vec::new();
-        let result = self.queue(client, job, &mut unwanted);
-        // Dropped outside the lock: a job's drop may take other locks.
-        drop(unwanted);
-        result
-    }
-
-    fn queue(
-        self: &Arc<Self>,
-        client: Client,
-        job: Box<dyn Job>,
-        unwanted: &mut Vec<Waiting>,
-    ) -> Result<(), Full> {
         let mut state = self.state();
         let limits = self.limits;
-        let mine = state.clients.get(&client).map_or(0, VecDeque::len);
-        if mine >= limits.per_client {
-            state.prune(Some(client), limits.max_wait, unwanted);
+        if state.clients.get(&client).map_or(0, VecDeque::len) >= limits.per_client {
+            state.prune(Some(client), limits.max_wait, &mut unwanted);
             if state.clients.get(&client).map_or(0, VecDeque::len) >= limits.per_client {
                 return Err(Full);
             }
         }
         if state.waiting >= limits.total {
-            state.prune(None, limits.max_wait, unwanted);
+            state.prune(None, limits.max_wait, &mut unwanted);
         }
         if state.waiting >= limits.total {
             // A client with nothing waiting still gets in: it takes the

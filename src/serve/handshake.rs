@@ -80,11 +80,7 @@ impl Job for Answer {
     }
 
     fn run(self: Box<Self>) {
-        let Answer {
-            start,
-            config,
-            reply,
-        } = *self;
-        let _ = reply.send(start.into_stream(config));
+        let this = *self;
+        let _ = this.reply.send(this.start.into_stream(this.config));
     }
 }

@@ -8,7 +8,8 @@
 //! every address it resolves to is bound.
 
 use std::{
-    fmt, io,
+    fmt,
+    io::{self, ErrorKind::AddrInUse},
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, ToSocketAddrs},
 };
 
@@ -101,11 +102,11 @@ impl ListenAddr {
                     .collect();
                 addrs.sort();
                 addrs.dedup();
-                let mut attempts = 0;
+                let mut tries = 0;
                 loop {
-                    attempts += 1;
+                    tries += 1;
                     match bind_all(&addrs) {
-                        Err((err, _)) if *port == 0 && attempts < 5 && in_use(&err) => continue,
+                        Err((err, _)) if *port == 0 && tries < 5 && err.kind() == AddrInUse => {}
                         Err((err, addr)) => {
                             return Err(naming_holder(err, addr.port()))
                                 .with_context(|| format!("cannot listen on {addr}"));
@@ -141,11 +142,6 @@ fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, (io::Error, Socket
         listeners.push(bind_listen(addr).map_err(|err| (err, addr))?);
     }
     Ok(listeners)
-}
-
-/// Whether `err` says the address is in use.
-fn in_use(err: &io::Error) -> bool {
-    err.kind() == io::ErrorKind::AddrInUse
 }
 
 /// Who listens on `port` already, as a scan of this namespace sees it
@@ -190,10 +186,7 @@ fn holder(port: u16) -> Option<String> {
 
 /// `err` with who holds the port, when it says the address is in use.
 fn naming_holder(err: io::Error, port: u16) -> io::Error {
-    if !in_use(&err) {
-        return err;
-    }
-    match holder(port) {
+    match (err.kind() == AddrInUse).then(|| holder(port)).flatten() {
         Some(who) => io::Error::new(err.kind(), format!("{err}: {who}")),
         None => err,
     }
@@ -300,7 +293,7 @@ mod tests {
         let v4 = SocketAddr::from(([127, 0, 0, 1], port));
         let v6 = taken.local_addr().unwrap();
         let (err, failed) = bind_all(&[v4, v6]).unwrap_err();
-        assert!(in_use(&err), "{err}");
+        assert_eq!(err.kind(), AddrInUse, "{err}");
         assert_eq!(failed, v6);
         // The IPv4 socket it had bound is closed again.
         drop(TcpListener::bind(v4).unwrap());

@@ -101,10 +101,7 @@ const CONTENT_TYPE_METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// is loaded first: when it is wrong, nothing is bound.
 pub fn serve(addr: Option<&ListenAddr>, web_config: Option<&Path>, job: Job) -> anyhow::Result<()> {
     job.plan.check()?;
-    let web = match web_config {
-        Some(path) => Some(Arc::new(live::Live::load(path)?)),
-        None => None,
-    };
+    let web = web_config.map(live::Live::load).transpose()?.map(Arc::new);
     let listeners = match addr {
         Some(addr) => addr.bind()?,
         None => match activation::listeners()? {
@@ -146,10 +143,10 @@ async fn run(
     scraper: Arc<Scraper>,
     web: Option<Arc<live::Live>>,
 ) -> anyhow::Result<()> {
-    let mut bound = Vec::new();
-    for listener in listeners {
-        bound.push(TcpListener::from_std(listener)?);
-    }
+    let bound: Vec<_> = listeners
+        .into_iter()
+        .map(TcpListener::from_std)
+        .collect::<Result<_, _>>()?;
     let names: Vec<String> = bound
         .iter()
         .map(|l| l.local_addr().map(|a| a.to_string()))
@@ -423,12 +420,11 @@ impl Scans {
     /// One scan on the scan thread, rendered with the server's counters.
     async fn run(self: Arc<Self>) -> Outcome {
         let (reply, result) = oneshot::channel();
-        let scanned = match self.thread.send(reply) {
-            Ok(()) => result
-                .await
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("the scan thread is gone"))),
-            Err(_) => Err(anyhow::anyhow!("the scan thread is gone")),
-        };
+        // A thread that is gone drops `reply`, sent or not.
+        let _ = self.thread.send(reply);
+        let scanned = result
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the scan thread is gone")));
         let scans = self.scans.fetch_add(1, Ordering::Relaxed) + 1;
         let scan = match scanned {
             Ok(scan) => scan,
