@@ -154,21 +154,17 @@ impl Fair {
         }
         let mut running = Running(Some(&self));
         loop {
+            // Declared before the lock, so dropped after it.
             let mut unwanted = Vec::new();
-            let next = {
-                let mut state = self.state();
-                let next = state.next(self.limits.max_wait, &mut unwanted);
-                if next.is_none() {
-                    state.running -= 1;
-                    running.0 = None;
-                }
-                next
+            let mut state = self.state();
+            let Some(job) = state.next(self.limits.max_wait, &mut unwanted) else {
+                state.running -= 1;
+                running.0 = None;
+                return;
             };
+            drop(state);
             drop(unwanted);
-            match next {
-                Some(job) => job.run(),
-                None => return,
-            }
+            job.run();
         }
     }
 
