@@ -80,17 +80,14 @@ impl ListenAddr {
         match self {
             ListenAddr::AnyInterface(port) => {
                 let any6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, *port));
-                match listen(any6) {
+                let bound = match listen(any6) {
                     Err(err) if err.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
                         let any4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, *port));
-                        Ok(vec![
-                            listen(any4).with_context(|| format!("cannot listen on {any4}"))?,
-                        ])
+                        listen(any4).with_context(|| format!("cannot listen on {any4}"))
                     }
-                    bound => Ok(vec![
-                        bound.with_context(|| format!("cannot listen on {self}"))?,
-                    ]),
-                }
+                    bound => bound.with_context(|| format!("cannot listen on {self}")),
+                };
+                Ok(vec![bound?])
             }
             ListenAddr::Socket(addr) => Ok(vec![
                 listen(*addr).with_context(|| format!("cannot listen on {addr}"))?,

@@ -354,13 +354,10 @@ async fn respond(request: &Request<Incoming>, scraper: &Arc<Scraper>) -> Respons
         return response;
     }
     match scraper.scrape().await {
-        Ok(body) => {
-            let mut response = Response::new(Full::new(body));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_METRICS));
-            response
-        }
+        Ok(body) => Response::builder()
+            .header(CONTENT_TYPE, CONTENT_TYPE_METRICS)
+            .body(Full::new(body))
+            .expect("a valid header"),
         Err(why) => plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("scan failed: {why}\n"),
@@ -370,13 +367,11 @@ async fn respond(request: &Request<Incoming>, scraper: &Arc<Scraper>) -> Respons
 
 /// A plain-text response. hyper leaves the body out for HEAD by itself.
 fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(text)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(text)))
+        .expect("a valid header")
 }
 
 /// The server's scans: each run on the scan thread, counted, told about
