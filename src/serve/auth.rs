@@ -117,7 +117,6 @@ impl Authenticator {
                 cache: Mutex::new(Cache::default()),
             }),
             queue: Fair::new(Limits {
-                workers: 1,
                 per_client: PER_CLIENT,
                 total: QUEUED,
                 max_wait: MAX_WAIT,

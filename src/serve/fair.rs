@@ -2,15 +2,15 @@
 //! costly step of TLS handshakes.
 //!
 //! That work runs on tokio's blocking pool, never on the thread that serves
-//! connections, with at most [`Limits::workers`] jobs at once. Waiting jobs
-//! are kept per client (a source address; an IPv6 /64 counts as one) and
-//! taken round robin between clients: a client that floods the queue makes
-//! its own jobs wait, not another's, which waits for at most one job per
-//! other client. Each client may have [`Limits::per_client`] jobs waiting
-//! and all together [`Limits::total`]; a job that has waited
-//! [`Limits::max_wait`] is dropped unrun, and so is one that nobody wants
-//! any more (its request or connection went away). Dropping a job is how
-//! its waiters learn it will not run.
+//! connections, one job at a time. Waiting jobs are kept per client (a
+//! source address; an IPv6 /64 counts as one) and taken round robin between
+//! clients: a client that floods the queue makes its own jobs wait, not
+//! another's, which waits for at most one job per other client. Each client
+//! may have [`Limits::per_client`] jobs waiting and all together
+//! [`Limits::total`]; a job that has waited [`Limits::max_wait`] is dropped
+//! unrun, and so is one that nobody wants any more (its request or
+//! connection went away). Dropping a job is how its waiters learn it will
+//! not run.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -47,8 +47,6 @@ impl From<IpAddr> for Client {
 /// The queue's bounds.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Jobs running at once.
-    pub workers: usize,
     /// Jobs one client may have waiting.
     pub per_client: usize,
     /// Jobs waiting, all clients together.
@@ -78,8 +76,8 @@ struct State {
     turns: VecDeque<Client>,
     /// Jobs waiting, all clients together.
     waiting: usize,
-    /// Workers running.
-    running: usize,
+    /// Whether the worker runs.
+    running: bool,
 }
 
 impl Fair {
@@ -90,7 +88,7 @@ impl Fair {
         })
     }
 
-    /// Queues `job` for `client`, and starts a worker if one is free. Must
+    /// Queues `job` for `client`, and starts the worker if it is idle. Must
     /// be called within a tokio runtime.
     pub fn submit(self: &Arc<Self>, client: Client, job: Box<dyn Job>) -> Result<(), Full> {
         // Declared before the lock, so dropped after it: a job's drop may
@@ -131,8 +129,8 @@ impl Fair {
             state.turns.push_back(client);
         }
         state.waiting += 1;
-        if state.running < limits.workers {
-            state.running += 1;
+        if !state.running {
+            state.running = true;
             let fair = self.clone();
             tokio::task::spawn_blocking(move || fair.work());
         }
@@ -148,7 +146,7 @@ impl Fair {
         impl Drop for Running<'_> {
             fn drop(&mut self) {
                 if let Some(fair) = self.0 {
-                    fair.state().running -= 1;
+                    fair.state().running = false;
                 }
             }
         }
@@ -158,7 +156,7 @@ impl Fair {
             let mut unwanted = Vec::new();
             let mut state = self.state();
             let Some(job) = state.next(self.limits.max_wait, &mut unwanted) else {
-                state.running -= 1;
+                state.running = false;
                 running.0 = None;
                 return;
             };
@@ -313,7 +311,6 @@ mod tests {
     #[tokio::test]
     async fn clients_take_turns_within_their_bounds() {
         let fair = Fair::new(Limits {
-            workers: 1,
             per_client: 3,
             total: 100,
             max_wait: Duration::from_secs(60),
@@ -336,7 +333,6 @@ mod tests {
     #[tokio::test]
     async fn a_job_that_waited_too_long_is_dropped_unrun() {
         let fair = Fair::new(Limits {
-            workers: 1,
             per_client: 10,
             total: 100,
             max_wait: Duration::from_millis(300),
@@ -369,7 +365,6 @@ mod tests {
     #[tokio::test]
     async fn when_all_is_full_a_new_client_still_gets_in() {
         let fair = Fair::new(Limits {
-            workers: 1,
             per_client: 10,
             total: 3,
             max_wait: Duration::from_secs(60),
