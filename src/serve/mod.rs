@@ -421,15 +421,12 @@ impl Scans {
             .await
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the scan thread is gone")));
         let scans = self.scans.fetch_add(1, Ordering::Relaxed) + 1;
-        let scan = match scanned {
-            Ok(scan) => scan,
-            Err(err) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                let why = format!("{err:#}");
-                log!("scan failed: {why}");
-                return Err(why.into());
-            }
-        };
+        let scan = scanned.map_err(|err| {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            let why = format!("{err:#}");
+            log!("scan failed: {why}");
+            Arc::<str>::from(why)
+        })?;
         self.notices.scanned(&scan);
         let mut body = self.job.render(&scan);
         let errors = self.errors.load(Ordering::Relaxed);
