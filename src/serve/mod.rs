@@ -66,7 +66,7 @@ use tokio::{
 
 use conns::{Conns, Slot};
 pub use listen::{DEFAULT, ListenAddr};
-use scrape::{Outcome, ScanFuture, Scraper};
+use scrape::{Outcome, Scraper};
 
 use crate::{
     exposition,
@@ -118,7 +118,7 @@ pub fn serve(addr: Option<&ListenAddr>, web_config: Option<&Path>, job: Job) -> 
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
-        let scraper = Scraper::start(move || -> ScanFuture { Box::pin(scans.clone().run()) });
+        let scraper = Scraper::start(move || scans.clone().run());
         run(listeners, scraper, web).await
     });
     // A scan still running (waiting for the bind-scan lock, say) is
