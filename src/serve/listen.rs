@@ -131,8 +131,7 @@ impl fmt::Display for ListenAddr {
 /// error and the address that failed, with every socket closed.
 fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, (io::Error, SocketAddr)> {
     let mut listeners: Vec<TcpListener> = Vec::new();
-    for &addr in addrs {
-        let mut addr = addr;
+    for mut addr in addrs.iter().copied() {
         if let Some(first) = listeners.first() {
             addr.set_port(first.local_addr().map_err(|err| (err, addr))?.port());
         }
