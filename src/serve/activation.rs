@@ -29,10 +29,7 @@ pub fn listeners() -> anyhow::Result<Option<Vec<TcpListener>>> {
     // would serve on the default address instead of the unit's sockets.
     let count = std::env::var_os("LISTEN_FDS").unwrap_or_default();
     if pid.to_str() == Some(&std::process::id().to_string())
-        && count
-            .to_str()
-            .and_then(|n| n.parse::<usize>().ok())
-            .is_none()
+        && count.to_str().is_none_or(|n| n.parse::<usize>().is_err())
     {
         bail!("socket activation: LISTEN_FDS={count:?} is not a number of descriptors");
     }

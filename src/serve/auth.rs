@@ -117,7 +117,6 @@ impl Authenticator {
                 cache: Mutex::new(Cache::default()),
             }),
             queue: Fair::new(Limits {
-                workers: 1,
                 per_client: PER_CLIENT,
                 total: QUEUED,
                 max_wait: MAX_WAIT,
@@ -136,16 +135,13 @@ impl Authenticator {
         let Some((user, password)) = authorization.and_then(|h| credentials(h.as_bytes())) else {
             return Verdict::Deny;
         };
-        let (known, hash) = match users.get(&user) {
-            Some(hash) => (true, hash.as_str()),
-            None => match dummy(users) {
-                Some(hash) => (false, hash),
-                None => return Verdict::Deny,
-            },
+        let known = users.get(&user);
+        let Some(hash) = known.map_or_else(|| dummy(users), |h| Some(h.as_str())) else {
+            return Verdict::Deny;
         };
         let key = self.key_of(&user, hash, &password);
         let verdict = |matched: bool| {
-            if known && matched {
+            if known.is_some() && matched {
                 Verdict::Allow
             } else {
                 Verdict::Deny
@@ -201,15 +197,7 @@ impl Authenticator {
             context.update(part);
         }
         let tag = context.sign();
-        let mut key = [0; 32];
-        key.copy_from_slice(tag.as_ref());
-        key
-    }
-}
-
-impl Default for Authenticator {
-    fn default() -> Self {
-        Authenticator::new()
+        Key::try_from(tag.as_ref()).expect("HMAC-SHA256 is 32 bytes")
     }
 }
 

@@ -2,15 +2,15 @@
 //! costly step of TLS handshakes.
 //!
 //! That work runs on tokio's blocking pool, never on the thread that serves
-//! connections, with at most [`Limits::workers`] jobs at once. Waiting jobs
-//! are kept per client (a source address; an IPv6 /64 counts as one) and
-//! taken round robin between clients: a client that floods the queue makes
-//! its own jobs wait, not another's, which waits for at most one job per
-//! other client. Each client may have [`Limits::per_client`] jobs waiting
-//! and all together [`Limits::total`]; a job that has waited
-//! [`Limits::max_wait`] is dropped unrun, and so is one that nobody wants
-//! any more (its request or connection went away). Dropping a job is how
-//! its waiters learn it will not run.
+//! connections, one job at a time. Waiting jobs are kept per client (a
+//! source address; an IPv6 /64 counts as one) and taken round robin between
+//! clients: a client that floods the queue makes its own jobs wait, not
+//! another's, which waits for at most one job per other client. Each client
+//! may have [`Limits::per_client`] jobs waiting and all together
+//! [`Limits::total`]; a job that has waited [`Limits::max_wait`] is dropped
+//! unrun, and so is one that nobody wants any more (its request or
+//! connection went away). Dropping a job is how its waiters learn it will
+//! not run.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -47,8 +47,6 @@ impl From<IpAddr> for Client {
 /// The queue's bounds.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Jobs running at once.
-    pub workers: usize,
     /// Jobs one client may have waiting.
     pub per_client: usize,
     /// Jobs waiting, all clients together.
@@ -78,8 +76,8 @@ struct State {
     turns: VecDeque<Client>,
     /// Jobs waiting, all clients together.
     waiting: usize,
-    /// Workers running.
-    running: usize,
+    /// Whether the worker runs.
+    running: bool,
 }
 
 impl Fair {
@@ -90,33 +88,22 @@ impl Fair {
         })
     }
 
-    /// Queues `job` for `client`, and starts a worker if one is free. Must
+    /// Queues `job` for `client`, and starts the worker if it is idle. Must
     /// be called within a tokio runtime.
     pub fn submit(self: &Arc<Self>, client: Client, job: Box<dyn Job>) -> Result<(), Full> {
+        // Declared before the lock, so dropped after it: a job's drop may
+        // take other locks.
         let mut unwanted = Vec::new();
-        let result = self.queue(client, job, &mut unwanted);
-        // Dropped outside the lock: a job's drop may take other locks.
-        drop(unwanted);
-        result
-    }
-
-    fn queue(
-        self: &Arc<Self>,
-        client: Client,
-        job: Box<dyn Job>,
-        unwanted: &mut Vec<Waiting>,
-    ) -> Result<(), Full> {
         let mut state = self.state();
         let limits = self.limits;
-        let mine = state.clients.get(&client).map_or(0, VecDeque::len);
-        if mine >= limits.per_client {
-            state.prune(Some(client), limits.max_wait, unwanted);
+        if state.clients.get(&client).map_or(0, VecDeque::len) >= limits.per_client {
+            state.prune(Some(client), limits.max_wait, &mut unwanted);
             if state.clients.get(&client).map_or(0, VecDeque::len) >= limits.per_client {
                 return Err(Full);
             }
         }
         if state.waiting >= limits.total {
-            state.prune(None, limits.max_wait, unwanted);
+            state.prune(None, limits.max_wait, &mut unwanted);
         }
         if state.waiting >= limits.total {
             // A client with nothing waiting still gets in: it takes the
@@ -142,8 +129,8 @@ impl Fair {
             state.turns.push_back(client);
         }
         state.waiting += 1;
-        if state.running < limits.workers {
-            state.running += 1;
+        if !state.running {
+            state.running = true;
             let fair = self.clone();
             tokio::task::spawn_blocking(move || fair.work());
         }
@@ -159,27 +146,23 @@ impl Fair {
         impl Drop for Running<'_> {
             fn drop(&mut self) {
                 if let Some(fair) = self.0 {
-                    fair.state().running -= 1;
+                    fair.state().running = false;
                 }
             }
         }
         let mut running = Running(Some(&self));
         loop {
+            // Declared before the lock, so dropped after it.
             let mut unwanted = Vec::new();
-            let next = {
-                let mut state = self.state();
-                let next = state.next(self.limits.max_wait, &mut unwanted);
-                if next.is_none() {
-                    state.running -= 1;
-                    running.0 = None;
-                }
-                next
+            let mut state = self.state();
+            let Some(job) = state.next(self.limits.max_wait, &mut unwanted) else {
+                state.running = false;
+                running.0 = None;
+                return;
             };
+            drop(state);
             drop(unwanted);
-            match next {
-                Some(job) => job.run(),
-                None => return,
-            }
+            job.run();
         }
     }
 
@@ -328,7 +311,6 @@ mod tests {
     #[tokio::test]
     async fn clients_take_turns_within_their_bounds() {
         let fair = Fair::new(Limits {
-            workers: 1,
             per_client: 3,
             total: 100,
             max_wait: Duration::from_secs(60),
@@ -351,7 +333,6 @@ mod tests {
     #[tokio::test]
     async fn a_job_that_waited_too_long_is_dropped_unrun() {
         let fair = Fair::new(Limits {
-            workers: 1,
             per_client: 10,
             total: 100,
             max_wait: Duration::from_millis(300),
@@ -384,7 +365,6 @@ mod tests {
     #[tokio::test]
     async fn when_all_is_full_a_new_client_still_gets_in() {
         let fair = Fair::new(Limits {
-            workers: 1,
             per_client: 10,
             total: 3,
             max_wait: Duration::from_secs(60),

@@ -66,7 +66,7 @@ pub struct Conn<S> {
     timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl<S> Conn<S> {
+impl<S: Unpin> Conn<S> {
     pub fn new(prefix: Vec<u8>, inner: S, limit: Duration) -> Conn<S> {
         Conn {
             prefix,
@@ -77,9 +77,14 @@ impl<S> Conn<S> {
         }
     }
 
-    /// Turns a write result of the inner stream into ours: progress
-    /// disarms the timer, a block arms it (once) and fails when it fires.
-    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    /// Runs a write operation on the inner stream: progress disarms the
+    /// timer, a block arms it (once) and fails when it fires.
+    fn watched<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let poll = op(Pin::new(&mut self.inner), cx);
         if poll.is_ready() {
             self.timer = None;
             return poll;
@@ -126,9 +131,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.watch(cx, poll)
+        self.get_mut().watched(cx, |io, cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -136,9 +139,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.watch(cx, poll)
+        self.get_mut()
+            .watched(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -146,15 +148,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_flush(cx);
-        this.watch(cx, poll)
+        self.get_mut().watched(cx, |io, cx| io.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_shutdown(cx);
-        this.watch(cx, poll)
+        self.get_mut().watched(cx, |io, cx| io.poll_shutdown(cx))
     }
 }
 

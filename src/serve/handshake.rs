@@ -28,7 +28,6 @@ impl Handshakes {
     pub fn new(max_wait: Duration) -> Handshakes {
         Handshakes {
             queue: Fair::new(Limits {
-                workers: 1,
                 // Each job is a connection, bounded by the connection cap.
                 // No bound per address: refusing a handshake closes its
                 // connection, and a flood that reconnects at once costs the
@@ -80,11 +79,7 @@ impl Job for Answer {
     }
 
     fn run(self: Box<Self>) {
-        let Answer {
-            start,
-            config,
-            reply,
-        } = *self;
-        let _ = reply.send(start.into_stream(config));
+        let this = *self;
+        let _ = this.reply.send(this.start.into_stream(this.config));
     }
 }

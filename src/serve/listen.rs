@@ -8,7 +8,8 @@
 //! every address it resolves to is bound.
 
 use std::{
-    fmt, io,
+    fmt,
+    io::{self, ErrorKind::AddrInUse},
     net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, ToSocketAddrs},
 };
 
@@ -79,17 +80,14 @@ impl ListenAddr {
         match self {
             ListenAddr::AnyInterface(port) => {
                 let any6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, *port));
-                match listen(any6) {
+                let bound = match listen(any6) {
                     Err(err) if err.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
                         let any4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, *port));
-                        Ok(vec![
-                            listen(any4).with_context(|| format!("cannot listen on {any4}"))?,
-                        ])
+                        listen(any4).with_context(|| format!("cannot listen on {any4}"))
                     }
-                    bound => Ok(vec![
-                        bound.with_context(|| format!("cannot listen on {self}"))?,
-                    ]),
-                }
+                    bound => bound.with_context(|| format!("cannot listen on {self}")),
+                };
+                Ok(vec![bound?])
             }
             ListenAddr::Socket(addr) => Ok(vec![
                 listen(*addr).with_context(|| format!("cannot listen on {addr}"))?,
@@ -101,11 +99,11 @@ impl ListenAddr {
                     .collect();
                 addrs.sort();
                 addrs.dedup();
-                let mut attempts = 0;
+                let mut tries = 0;
                 loop {
-                    attempts += 1;
+                    tries += 1;
                     match bind_all(&addrs) {
-                        Err((err, _)) if *port == 0 && attempts < 5 && in_use(&err) => continue,
+                        Err((err, _)) if *port == 0 && tries < 5 && err.kind() == AddrInUse => {}
                         Err((err, addr)) => {
                             return Err(naming_holder(err, addr.port()))
                                 .with_context(|| format!("cannot listen on {addr}"));
@@ -133,19 +131,13 @@ impl fmt::Display for ListenAddr {
 /// error and the address that failed, with every socket closed.
 fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, (io::Error, SocketAddr)> {
     let mut listeners: Vec<TcpListener> = Vec::new();
-    for &addr in addrs {
-        let mut addr = addr;
+    for mut addr in addrs.iter().copied() {
         if let Some(first) = listeners.first() {
             addr.set_port(first.local_addr().map_err(|err| (err, addr))?.port());
         }
         listeners.push(bind_listen(addr).map_err(|err| (err, addr))?);
     }
     Ok(listeners)
-}
-
-/// Whether `err` says the address is in use.
-fn in_use(err: &io::Error) -> bool {
-    err.kind() == io::ErrorKind::AddrInUse
 }
 
 /// Who listens on `port` already, as a scan of this namespace sees it
@@ -190,10 +182,7 @@ fn holder(port: u16) -> Option<String> {
 
 /// `err` with who holds the port, when it says the address is in use.
 fn naming_holder(err: io::Error, port: u16) -> io::Error {
-    if !in_use(&err) {
-        return err;
-    }
-    match holder(port) {
+    match (err.kind() == AddrInUse).then(|| holder(port)).flatten() {
         Some(who) => io::Error::new(err.kind(), format!("{err}: {who}")),
         None => err,
     }
@@ -300,7 +289,7 @@ mod tests {
         let v4 = SocketAddr::from(([127, 0, 0, 1], port));
         let v6 = taken.local_addr().unwrap();
         let (err, failed) = bind_all(&[v4, v6]).unwrap_err();
-        assert!(in_use(&err), "{err}");
+        assert_eq!(err.kind(), AddrInUse, "{err}");
         assert_eq!(failed, v6);
         // The IPv4 socket it had bound is closed again.
         drop(TcpListener::bind(v4).unwrap());

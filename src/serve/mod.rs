@@ -66,7 +66,7 @@ use tokio::{
 
 use conns::{Conns, Slot};
 pub use listen::{DEFAULT, ListenAddr};
-use scrape::{Outcome, ScanFuture, Scraper};
+use scrape::{Outcome, Scraper};
 
 use crate::{
     exposition,
@@ -101,10 +101,7 @@ const CONTENT_TYPE_METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// is loaded first: when it is wrong, nothing is bound.
 pub fn serve(addr: Option<&ListenAddr>, web_config: Option<&Path>, job: Job) -> anyhow::Result<()> {
     job.plan.check()?;
-    let web = match web_config {
-        Some(path) => Some(Arc::new(live::Live::load(path)?)),
-        None => None,
-    };
+    let web = web_config.map(live::Live::load).transpose()?.map(Arc::new);
     let listeners = match addr {
         Some(addr) => addr.bind()?,
         None => match activation::listeners()? {
@@ -121,7 +118,7 @@ pub fn serve(addr: Option<&ListenAddr>, web_config: Option<&Path>, job: Job) -> 
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
-        let scraper = Scraper::start(move || -> ScanFuture { Box::pin(scans.clone().run()) });
+        let scraper = Scraper::start(move || scans.clone().run());
         run(listeners, scraper, web).await
     });
     // A scan still running (waiting for the bind-scan lock, say) is
@@ -146,10 +143,10 @@ async fn run(
     scraper: Arc<Scraper>,
     web: Option<Arc<live::Live>>,
 ) -> anyhow::Result<()> {
-    let mut bound = Vec::new();
-    for listener in listeners {
-        bound.push(TcpListener::from_std(listener)?);
-    }
+    let bound: Vec<_> = listeners
+        .into_iter()
+        .map(TcpListener::from_std)
+        .collect::<Result<_, _>>()?;
     let names: Vec<String> = bound
         .iter()
         .map(|l| l.local_addr().map(|a| a.to_string()))
@@ -357,13 +354,10 @@ async fn respond(request: &Request<Incoming>, scraper: &Arc<Scraper>) -> Respons
         return response;
     }
     match scraper.scrape().await {
-        Ok(body) => {
-            let mut response = Response::new(Full::new(body));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_METRICS));
-            response
-        }
+        Ok(body) => Response::builder()
+            .header(CONTENT_TYPE, CONTENT_TYPE_METRICS)
+            .body(Full::new(body))
+            .expect("a valid header"),
         Err(why) => plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("scan failed: {why}\n"),
@@ -373,13 +367,11 @@ async fn respond(request: &Request<Incoming>, scraper: &Arc<Scraper>) -> Respons
 
 /// A plain-text response. hyper leaves the body out for HEAD by itself.
 fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(text)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(text)))
+        .expect("a valid header")
 }
 
 /// The server's scans: each run on the scan thread, counted, told about
@@ -423,22 +415,18 @@ impl Scans {
     /// One scan on the scan thread, rendered with the server's counters.
     async fn run(self: Arc<Self>) -> Outcome {
         let (reply, result) = oneshot::channel();
-        let scanned = match self.thread.send(reply) {
-            Ok(()) => result
-                .await
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("the scan thread is gone"))),
-            Err(_) => Err(anyhow::anyhow!("the scan thread is gone")),
-        };
+        // A thread that is gone drops `reply`, sent or not.
+        let _ = self.thread.send(reply);
+        let scanned = result
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the scan thread is gone")));
         let scans = self.scans.fetch_add(1, Ordering::Relaxed) + 1;
-        let scan = match scanned {
-            Ok(scan) => scan,
-            Err(err) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                let why = format!("{err:#}");
-                log!("scan failed: {why}");
-                return Err(why.into());
-            }
-        };
+        let scan = scanned.map_err(|err| {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            let why = format!("{err:#}");
+            log!("scan failed: {why}");
+            Arc::<str>::from(why)
+        })?;
         self.notices.scanned(&scan);
         let mut body = self.job.render(&scan);
         let errors = self.errors.load(Ordering::Relaxed);

@@ -12,7 +12,6 @@
 
 use std::{
     future::Future,
-    pin::Pin,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
@@ -21,9 +20,6 @@ use tokio::sync::{Notify, watch};
 
 /// The outcome of one scan: the exposition, or why the scan failed.
 pub type Outcome = Result<Bytes, Arc<str>>;
-
-/// One scan, as the driver runs it.
-pub type ScanFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 /// Hands out scans to requests.
 pub struct Scraper {
@@ -46,9 +42,10 @@ struct State {
 impl Scraper {
     /// A scraper whose scans are `scan()`, run one after another by a task
     /// of the current tokio runtime.
-    pub fn start<F>(mut scan: F) -> Arc<Scraper>
+    pub fn start<F, S>(mut scan: F) -> Arc<Scraper>
     where
-        F: FnMut() -> ScanFuture + Send + 'static,
+        F: FnMut() -> S + Send + 'static,
+        S: Future<Output = Outcome> + Send + 'static,
     {
         let scraper = Arc::new(Scraper {
             state: Mutex::new(State::default()),
