@@ -45,11 +45,14 @@ use super::{
     procfs,
 };
 
-/// Where `ip netns add` binds named namespaces (iproute2 writes
-/// `/var/run/netns`, which is `/run/netns` on most systems).
-const NAMED_DIRS: [&str; 2] = ["/run/netns", "/var/run/netns"];
-/// Docker's, named by sandbox, not container: not labels.
-const DOCKER_DIR: &str = "/var/run/docker/netns";
+/// Where namespaces are bound, and whether a file's name there is a label:
+/// `ip netns add`'s (iproute2 writes `/var/run/netns`, which is `/run/netns`
+/// on most systems), not Docker's (named by sandbox, not container).
+const DIRS: [(&str, bool); 3] = [
+    ("/run/netns", true),
+    ("/var/run/netns", true),
+    ("/var/run/docker/netns", false),
+];
 
 /// The capabilities `--netns all` needs (linux/capability.h).
 const CAP_SYS_PTRACE: u32 = 19;
@@ -144,8 +147,7 @@ pub(super) fn scan(plan: &Plan, scan: &mut Scan) -> anyhow::Result<Found> {
     scan.unscanned = found.unscanned;
     // The only thread that changes namespace; it ends in the last one.
     let outcomes = thread::scope(|scope| -> anyhow::Result<Vec<Outcome>> {
-        let spaces = &found.spaces;
-        let each = || spaces.iter().map(|space| scan_space(space, scan)).collect();
+        let each = || found.spaces.iter().map(|s| scan_space(s, scan)).collect();
         let worker = thread::Builder::new()
             .name("netns".into())
             .spawn_scoped(scope, each)
@@ -278,20 +280,15 @@ fn discover() -> io::Result<Discovery> {
         space.host = true;
     }
 
-    let dirs = NAMED_DIRS
-        .iter()
-        .map(|dir| (*dir, true))
-        .chain([(DOCKER_DIR, false)]);
-    let mut dirs_read: Vec<Id> = Vec::new();
-    for (dir, named) in dirs {
+    let mut dirs_read: HashSet<Id> = HashSet::new();
+    for (dir, named) in DIRS {
         // /var/run is /run on most systems: read each directory once.
         let Ok(meta) = fs::metadata(dir) else {
             continue;
         };
-        if dirs_read.contains(&Id::of(&meta)) {
+        if !dirs_read.insert(Id::of(&meta)) {
             continue;
         }
-        dirs_read.push(Id::of(&meta));
         let Ok(entries) = fs::read_dir(dir) else {
             continue;
         };
@@ -299,25 +296,24 @@ fn discover() -> io::Result<Discovery> {
         names.sort();
         for name in names {
             let path = Path::new(dir).join(&name);
-            let Ok(meta) = fs::metadata(&path) else {
-                continue;
-            };
-            if meta.dev() != nsfs || !meta.is_file() {
-                continue;
+            if let Ok(meta) = fs::metadata(&path)
+                && meta.dev() == nsfs
+                && meta.is_file()
+            {
+                found.space(Id::of(&meta)).files.push(Bound {
+                    path,
+                    name: name.to_string_lossy().into_owned(),
+                    named,
+                    mounted: false,
+                });
             }
-            found.space(Id::of(&meta)).files.push(Bound {
-                path,
-                name: name.to_string_lossy().into_owned(),
-                named,
-                mounted: false,
-            });
         }
     }
 
     // nsfs mounts in every mount namespace, through a process's root.
-    let mut mounts: Vec<(u32, u64)> = mounts.into_iter().map(|(mnt, pid)| (pid, mnt)).collect();
+    let mut mounts: Vec<u32> = mounts.into_values().collect();
     mounts.sort_unstable();
-    for (pid, _) in mounts {
+    for pid in mounts {
         let path = format!("/proc/{pid}/mountinfo");
         let table = match fs::read_to_string(&path) {
             Ok(table) => table,
@@ -333,15 +329,14 @@ fn discover() -> io::Result<Discovery> {
         for (ino, point) in nsfs_mounts(&table) {
             let space = found.space(Id { dev: nsfs, ino });
             // One file will do: those found above, or the first mount.
-            if !space.files.is_empty() {
-                continue;
+            if space.files.is_empty() {
+                space.files.push(Bound {
+                    path: PathBuf::from(format!("/proc/{pid}/root{point}")),
+                    name: String::new(),
+                    named: false,
+                    mounted: true,
+                });
             }
-            space.files.push(Bound {
-                path: PathBuf::from(format!("/proc/{pid}/root{point}")),
-                name: String::new(),
-                named: false,
-                mounted: true,
-            });
         }
     }
 
@@ -418,15 +413,11 @@ fn place_unreadable(found: &mut Discovery, unreadable: Vec<(u32, io::Error)>) {
         };
         match known.get(&ino) {
             Some(&i) if pid == 1 => found.spaces[i].host = true,
-            Some(_) => {}
-            None => {
-                if unknown.insert(ino) {
-                    found.unscanned.push(Unscanned {
-                        name: format!("of pid {pid}"),
-                        why: format!("cannot open /proc/{pid}/ns/net: {}", reason(&err)),
-                    });
-                }
-            }
+            None if unknown.insert(ino) => found.unscanned.push(Unscanned {
+                name: format!("of pid {pid}"),
+                why: format!("cannot open /proc/{pid}/ns/net: {}", reason(&err)),
+            }),
+            _ => {}
         }
     }
 }
@@ -532,24 +523,20 @@ fn container_of_pid(pid: u32) -> Option<Member> {
 }
 
 /// The short id (12 hex digits) of the container a `/proc/PID/cgroup` file
-/// places its process in: the innermost path component that names one.
-fn container_id(cgroup: &str) -> Option<String> {
-    cgroup.lines().find_map(|line| {
-        let path = line.splitn(3, ':').nth(2)?;
-        path.rsplit('/').find_map(container_of_component)
-    })
-}
-
-/// The short id of the container a cgroup path component names, if any:
+/// places its process in: the innermost path component that names one,
 /// `docker-`, `cri-containerd-`, `crio-` or `libpod-` `<id>.scope` (systemd
 /// drivers) or `<id>` alone (cgroupfs drivers), `<id>` 64 hex digits.
-fn container_of_component(component: &str) -> Option<String> {
-    let id = ["docker-", "cri-containerd-", "crio-", "libpod-"]
-        .iter()
-        .find_map(|prefix| component.strip_prefix(prefix)?.strip_suffix(".scope"))
-        .unwrap_or(component);
-    let hex = id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    hex.then(|| id[..12].to_string())
+fn container_id(cgroup: &str) -> Option<String> {
+    let paths = cgroup.lines().filter_map(|line| line.splitn(3, ':').nth(2));
+    let mut components = paths.flat_map(|path| path.rsplit('/'));
+    components.find_map(|component| {
+        let id = ["docker-", "cri-containerd-", "crio-", "libpod-"]
+            .iter()
+            .find_map(|prefix| component.strip_prefix(prefix)?.strip_suffix(".scope"))
+            .unwrap_or(component);
+        let hex = id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        hex.then(|| id[..12].to_string())
+    })
 }
 
 /// Whether an error opening or entering a namespace means it is gone.
@@ -663,12 +650,8 @@ fn read_from_outside(
     let inside = |pid: u32| {
         fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| Id::of(&m) == space.id)
     };
-    for &pid in &space.pids {
-        if !inside(pid) {
-            continue;
-        }
-        let net = PathBuf::from(format!("/proc/{pid}/net"));
-        let read = procfs::listeners(&net, protocols);
+    for &pid in space.pids.iter().filter(|&&pid| inside(pid)) {
+        let read = procfs::listeners(Path::new(&format!("/proc/{pid}/net")), protocols);
         // Still there afterwards: the tables were the namespace's.
         if !inside(pid) {
             continue;
