@@ -407,18 +407,16 @@ impl Plan {
             .detail
             .processes
             .then(|| owner::attribute(&mut listeners, std::path::Path::new("/proc")));
-        let mut uids: Vec<u32> = listeners.iter().map(|l| l.uid).collect();
-        uids.sort_unstable();
-        uids.dedup();
-        let users = if self.detail.users {
+        let users = self.detail.users.then(|| {
+            let mut uids: Vec<u32> = listeners.iter().map(|l| l.uid).collect();
+            uids.sort_unstable();
+            uids.dedup();
             users::names(&uids)
-        } else {
-            Vec::new()
-        };
+        });
         Sockets {
             listeners,
             interfaces,
-            users,
+            users: users.unwrap_or_default(),
             processes,
             namespaces,
         }

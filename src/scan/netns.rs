@@ -257,22 +257,17 @@ fn discover() -> io::Result<Discovery> {
             continue;
         };
         let own = pid.to_string();
-        for entry in tasks.flatten() {
-            let name = entry.file_name();
-            if name.to_str() == Some(own.as_str()) {
-                continue;
-            }
+        for entry in tasks.flatten().filter(|e| e.file_name() != own.as_str()) {
             let task = entry.path().join("ns/net");
             match fs::metadata(&task) {
                 Ok(meta) if Some(Id::of(&meta)) != main => {
                     found.space(Id::of(&meta)).threads.push(task);
                 }
-                Ok(_) => {}
-                Err(err) if is_gone(&err) => {}
-                Err(err) => found.unscanned.push(Unscanned {
-                    name: format!("of thread {} of pid {pid}", name.to_string_lossy()),
+                Err(err) if !is_gone(&err) => found.unscanned.push(Unscanned {
+                    name: format!("of thread {} of pid {pid}", entry.file_name().display()),
                     why: format!("cannot open {}: {}", task.display(), reason(&err)),
                 }),
+                _ => {}
             }
         }
     }
