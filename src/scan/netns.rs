@@ -54,10 +54,6 @@ const DIRS: [(&str, bool); 3] = [
     ("/var/run/docker/netns", false),
 ];
 
-/// The capabilities `--netns all` needs (linux/capability.h).
-const CAP_SYS_PTRACE: u32 = 19;
-const CAP_SYS_ADMIN: u32 = 21;
-
 /// The inode of the initial user namespace (PROC_USER_INIT_INO).
 const INITIAL_USER_NAMESPACE: u64 = 0xEFFF_FFFD;
 
@@ -189,14 +185,12 @@ pub(super) fn check_privilege() -> anyhow::Result<()> {
         .find_map(|line| line.strip_prefix("CapEff:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         .with_context(|| format!("cannot read {path}: no CapEff line"))?;
-    let missing: Vec<&str> = [
-        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
-        (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
-    ]
-    .into_iter()
-    .filter(|(bit, _)| effective & (1 << bit) == 0)
-    .map(|(_, name)| name)
-    .collect();
+    // Their bits in linux/capability.h.
+    let caps = [(21, "CAP_SYS_ADMIN"), (19, "CAP_SYS_PTRACE")];
+    let missing: Vec<&str> = caps
+        .into_iter()
+        .filter_map(|(bit, name)| (effective & (1 << bit) == 0).then_some(name))
+        .collect();
     // CapEff counts in this process's user namespace: root of its own
     // (`unshare -U -r`) has them all, and may enter none of the host's.
     let path = "/proc/thread-self/ns/user";
@@ -544,11 +538,11 @@ fn is_gone(err: &io::Error) -> bool {
 
 /// What went wrong, without the `(os error N)` that io::Error adds.
 fn reason(err: &io::Error) -> String {
-    let text = err.to_string();
-    match text.rsplit_once(" (os error ") {
-        Some((why, _)) => why.to_string(),
-        None => text,
+    let mut text = err.to_string();
+    if let Some(end) = text.rfind(" (os error ") {
+        text.truncate(end);
     }
+    text
 }
 
 /// What became of one namespace.
