@@ -144,11 +144,10 @@ pub(super) fn scan(plan: &Plan, scan: &mut Scan) -> anyhow::Result<Found> {
     // The only thread that changes namespace; it ends in the last one.
     let outcomes = thread::scope(|scope| -> anyhow::Result<Vec<Outcome>> {
         let each = || found.spaces.iter().map(|s| scan_space(s, scan)).collect();
-        let worker = thread::Builder::new()
+        thread::Builder::new()
             .name("netns".into())
             .spawn_scoped(scope, each)
-            .context("cannot start the thread that enters the namespaces")?;
-        worker
+            .context("cannot start the thread that enters the namespaces")?
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })?;
@@ -215,7 +214,6 @@ pub(super) fn check_privilege() -> anyhow::Result<()> {
 
 /// Finds and names the network namespaces of the host.
 fn discover() -> io::Result<Discovery> {
-    let proc_root = Path::new("/proc");
     // A file under /run/netns not on the nsfs device is not bound (left
     // over after a crash).
     let nsfs = fs::metadata("/proc/thread-self/ns/net")?.dev();
@@ -224,7 +222,7 @@ fn discover() -> io::Result<Discovery> {
     let mut unreadable = Vec::new();
     // One process of each mount namespace, to read its nsfs mounts.
     let mut mounts: HashMap<u64, u32> = HashMap::new();
-    for pid in super::owner::pids(proc_root) {
+    for pid in super::owner::pids(Path::new("/proc")) {
         let main = match fs::metadata(format!("/proc/{pid}/ns/net")) {
             Ok(meta) => {
                 let id = Id::of(&meta);
@@ -606,26 +604,17 @@ fn open(space: &Space) -> Result<File, Option<String>> {
         .chain(space.threads.iter().map(|t| (t.clone(), false)));
     let files = space.files.iter().map(|f| (f.path.clone(), f.mounted));
     for (path, mounted) in files.chain(links) {
-        match File::open(&path) {
-            Ok(file) => {
-                // A pid may have been taken by a process of another
-                // namespace, a file replaced: only the same one will do.
-                if file.metadata().is_ok_and(|m| Id::of(&m) == space.id) {
-                    return Ok(file);
-                }
-                if mounted {
-                    refused.get_or_insert_with(|| {
-                        format!("{} is another file (mounted over)", path.display())
-                    });
-                }
+        // A pid may have been taken by a process of another namespace, a
+        // file replaced: only the same one will do.
+        let why = match File::open(&path) {
+            Ok(file) if file.metadata().is_ok_and(|m| Id::of(&m) == space.id) => return Ok(file),
+            Ok(_) if mounted => format!("{} is another file (mounted over)", path.display()),
+            Err(err) if !is_gone(&err) => {
+                format!("cannot open {}: {}", path.display(), reason(&err))
             }
-            Err(err) if is_gone(&err) => {}
-            Err(err) => {
-                refused.get_or_insert_with(|| {
-                    format!("cannot open {}: {}", path.display(), reason(&err))
-                });
-            }
-        }
+            _ => continue,
+        };
+        refused.get_or_insert(why);
     }
     Err(refused)
 }
