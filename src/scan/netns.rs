@@ -37,7 +37,7 @@ use std::{
     thread,
 };
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use nix::sched::{CloneFlags, setns};
 
 use super::{
@@ -194,21 +194,19 @@ pub(super) fn check_privilege() -> anyhow::Result<()> {
     // (`unshare -U -r`) has them all, and may enter none of the host's.
     let path = "/proc/thread-self/ns/user";
     let user = fs::metadata(path).with_context(|| format!("cannot read {path}"))?;
-    if user.ino() != INITIAL_USER_NAMESPACE {
-        bail!(
-            "--netns all needs root in the host's user namespace: this process runs in a user \
-             namespace of its own (user:[{}]), where its capabilities do not reach the host's \
-             network namespaces",
-            user.ino()
-        );
-    }
-    if !missing.is_empty() {
-        bail!(
-            "--netns all needs root (CAP_SYS_ADMIN to enter network namespaces, CAP_SYS_PTRACE \
-             to open those of other processes): this process lacks {}",
-            missing.join(" and ")
-        );
-    }
+    ensure!(
+        user.ino() == INITIAL_USER_NAMESPACE,
+        "--netns all needs root in the host's user namespace: this process runs in a user \
+         namespace of its own (user:[{}]), where its capabilities do not reach the host's \
+         network namespaces",
+        user.ino()
+    );
+    ensure!(
+        missing.is_empty(),
+        "--netns all needs root (CAP_SYS_ADMIN to enter network namespaces, CAP_SYS_PTRACE \
+         to open those of other processes): this process lacks {}",
+        missing.join(" and ")
+    );
     Ok(())
 }
 
