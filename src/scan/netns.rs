@@ -344,14 +344,9 @@ fn nsfs_mounts(table: &str) -> Vec<(u64, String)> {
                 return None;
             }
             let mut fields = mount.split(' ').skip(3);
-            let root = fields.next()?;
-            let point = fields.next()?;
-            let ino = root
-                .strip_prefix("net:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()?;
-            Some((ino, unescape(point)))
+            let (root, point) = (fields.next()?, fields.next()?);
+            let ino = root.strip_prefix("net:[")?.strip_suffix(']')?;
+            Some((ino.parse().ok()?, unescape(point)))
         })
         .collect()
 }
