@@ -429,10 +429,7 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) 
         if space.host || space.files.iter().any(|f| f.named) {
             continue;
         }
-        for &pid in &space.pids {
-            let Some(member) = container(pid) else {
-                continue;
-            };
+        for (pid, member) in space.pids.iter().filter_map(|&p| Some((p, container(p)?))) {
             let age = (member.started, !member.init, pid);
             let entry = oldest.entry(member.id).or_insert((age, i));
             if age < entry.0 {
@@ -450,13 +447,8 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) 
     let mut labels: Vec<(String, u8, u32, usize)> = Vec::with_capacity(spaces.len());
     for (i, space) in spaces.iter().enumerate() {
         let first = space.pids.first().copied().unwrap_or(u32::MAX);
-        let name = space
-            .files
-            .iter()
-            .filter(|f| f.named)
-            .map(|f| &f.name)
-            .min();
-        let label = if let Some(name) = name {
+        let named = space.files.iter().filter(|f| f.named);
+        let label = if let Some(name) = named.map(|f| &f.name).min() {
             (name.clone(), 0, first)
         } else if space.host {
             ("host".to_string(), 1, 1)
@@ -469,8 +461,7 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) 
     }
     // A label claimed twice stays with the most preferred claim.
     labels.sort_unstable();
-    for k in 0..labels.len() {
-        let (label, _, _, i) = &labels[k];
+    for (k, (label, _, _, i)) in labels.iter().enumerate() {
         spaces[*i].name = if k > 0 && labels[k - 1].0 == *label {
             spaces[*i].id.fallback_name()
         } else {
@@ -486,19 +477,11 @@ fn container_of_pid(pid: u32) -> Option<Member> {
     let id = container_id(&text)?;
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Field 22, counted after the command name (which may hold anything).
-    let started = stat
-        .rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()?;
+    let after_command = stat.rsplit_once(')')?.1;
+    let started = after_command.split_whitespace().nth(19)?.parse().ok()?;
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let init = status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))
-        .and_then(|pids| pids.split_whitespace().last())
-        == Some("1");
+    let nspid = status.lines().find_map(|l| l.strip_prefix("NSpid:"));
+    let init = nspid.and_then(|pids| pids.split_whitespace().last()) == Some("1");
     Some(Member { id, started, init })
 }
 
