@@ -222,11 +222,7 @@ fn discover() -> io::Result<Discovery> {
     let mut mounts: HashMap<u64, u32> = HashMap::new();
     for pid in super::owner::pids(Path::new("/proc")) {
         let main = match fs::metadata(format!("/proc/{pid}/ns/net")) {
-            Ok(meta) => {
-                let id = Id::of(&meta);
-                found.space(id).pids.push(pid);
-                Some(id)
-            }
+            Ok(meta) => Some(Id::of(&meta)),
             // Gone, or its main thread exited: its threads tell.
             Err(err) if is_gone(&err) => None,
             Err(err) => {
@@ -234,6 +230,9 @@ fn discover() -> io::Result<Discovery> {
                 None
             }
         };
+        if let Some(id) = main {
+            found.space(id).pids.push(pid);
+        }
         if let Ok(meta) = fs::metadata(format!("/proc/{pid}/ns/mnt")) {
             mounts.entry(meta.ino()).or_insert(pid);
         }
@@ -268,10 +267,7 @@ fn discover() -> io::Result<Discovery> {
     let mut dirs_read: HashSet<Id> = HashSet::new();
     for (dir, named) in DIRS {
         // /var/run is /run on most systems: read each directory once.
-        let Ok(meta) = fs::metadata(dir) else {
-            continue;
-        };
-        if !dirs_read.insert(Id::of(&meta)) {
+        if !fs::metadata(dir).is_ok_and(|meta| dirs_read.insert(Id::of(&meta))) {
             continue;
         }
         let Ok(entries) = fs::read_dir(dir) else {
