@@ -157,14 +157,14 @@ pub(super) fn scan(plan: &Plan, scan: &mut Scan) -> anyhow::Result<Found> {
     let (mut listeners, mut interfaces, mut names) = (Vec::new(), Vec::new(), Vec::new());
     for (space, outcome) in found.spaces.into_iter().zip(outcomes) {
         match outcome {
-            Outcome::Found(found, ifaces) => {
+            Ok((found, ifaces)) => {
                 let netns = u32::try_from(names.len()).expect("fewer than 2^32 namespaces");
                 listeners.extend(found.into_iter().map(|l| Listener { netns, ..l }));
                 interfaces.extend(ifaces.into_iter().map(|(i, name)| ((netns, i), name)));
                 names.push(space.name);
             }
-            Outcome::Gone => {}
-            Outcome::Unscanned(why) => scan.unscanned.push(Unscanned {
+            Err(None) => {}
+            Err(Some(why)) => scan.unscanned.push(Unscanned {
                 name: space.name,
                 why,
             }),
@@ -515,41 +515,32 @@ fn reason(err: &io::Error) -> String {
     text
 }
 
-/// What became of one namespace.
-enum Outcome {
-    /// Its listeners and the names of their interfaces.
-    Found(Vec<Listener>, Names),
-    /// It no longer exists.
-    Gone,
-    /// It exists but could not be scanned, because of this.
-    Unscanned(String),
-}
+/// What became of one namespace: its listeners and the names of their
+/// interfaces; `Err(None)` when it is gone, `Err(Some(why))` when it exists
+/// but could not be scanned.
+type Outcome = Result<(Vec<Listener>, Names), Option<String>>;
 
 /// Scans one namespace, on the worker thread; `auto` becomes procfs once
 /// netlink is refused.
 fn scan_space(space: &Space, scan: &mut Scan) -> anyhow::Result<Outcome> {
     let protocols = scan.protocols;
     if scan.method == Method::Procfs
-        && let Some((listeners, interfaces)) = read_from_outside(space, protocols)?
+        && let Some(found) = read_from_outside(space, protocols)?
     {
-        return Ok(Outcome::Found(listeners, interfaces));
+        return Ok(Ok(found));
     }
     let file = match open(space) {
         Ok(file) => file,
-        Err(Some(why)) => return Ok(Outcome::Unscanned(why)),
-        Err(None) => return Ok(Outcome::Gone),
+        Err(why) => return Ok(Err(why)),
     };
     if let Err(errno) = setns(&file, CloneFlags::CLONE_NEWNET) {
         let err = io::Error::from(errno);
-        return Ok(if is_gone(&err) {
-            Outcome::Gone
-        } else {
-            Outcome::Unscanned(format!("cannot enter it: {}", reason(&err)))
-        });
+        let why = (!is_gone(&err)).then(|| format!("cannot enter it: {}", reason(&err)));
+        return Ok(Err(why));
     }
     // This thread is in the namespace now; thread-self, not self: the
     // latter is the main thread's namespace.
-    let ((listeners, names), _, fallback) = netlink_else_procfs(
+    let (found, _, fallback) = netlink_else_procfs(
         scan.method,
         &format!(" in network namespace {}", space.name),
         || netlink::listeners(protocols),
@@ -561,12 +552,11 @@ fn scan_space(space: &Space, scan: &mut Scan) -> anyhow::Result<Outcome> {
     if fallback.is_some() {
         (scan.method, scan.fallback) = (Method::Procfs, fallback);
     }
-    Ok(Outcome::Found(listeners, names))
+    Ok(Ok(found))
 }
 
 /// Opens the namespace's file: one bound under /run, or the namespace link
-/// of a process still in it. `Err(None)` when it is gone, `Err(Some(why))`
-/// when it exists but may not be opened.
+/// of a process still in it; `Err` as in [`Outcome`].
 fn open(space: &Space) -> Result<File, Option<String>> {
     let mut refused = None;
     let links = space
