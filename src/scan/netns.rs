@@ -349,21 +349,17 @@ fn nsfs_mounts(table: &str) -> Vec<(u64, String)> {
 
 /// A mount table's field with its `\ooo` escapes undone.
 fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') << 6 | (d[1] - b'0') << 3 | (d[2] - b'0'));
-                i += 4;
+    let mut out = Vec::with_capacity(field.len());
+    let mut bytes = field.as_bytes();
+    while let [first, rest @ ..] = bytes {
+        match rest {
+            [a @ b'0'..=b'7', b @ b'0'..=b'7', c @ b'0'..=b'7', ..] if *first == b'\\' => {
+                out.push((a - b'0') << 6 | (b - b'0') << 3 | (c - b'0'));
+                bytes = &rest[3..];
             }
-            (b, _) => {
-                out.push(b);
-                i += 1;
+            _ => {
+                out.push(*first);
+                bytes = rest;
             }
         }
     }
