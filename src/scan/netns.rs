@@ -424,9 +424,7 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) 
         for (pid, member) in space.pids.iter().filter_map(|&p| Some((p, container(p)?))) {
             let age = (member.started, !member.init, pid);
             let entry = oldest.entry(member.id).or_insert((age, i));
-            if age < entry.0 {
-                *entry = (age, i);
-            }
+            *entry = (*entry).min((age, i));
         }
     }
     let mut claims: Vec<Option<(Age, String)>> = vec![None; spaces.len()];
