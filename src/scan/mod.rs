@@ -277,8 +277,9 @@ fn netlink_else_procfs<T>(
     method: Method,
     place: &str,
     netlink: impl FnOnce() -> std::io::Result<T>,
-    procfs: impl FnOnce() -> anyhow::Result<T>,
+    procfs: impl FnOnce() -> std::io::Result<T>,
 ) -> anyhow::Result<(T, Method, Option<String>)> {
+    let procfs = || procfs().context("reading the /proc listener tables failed");
     let failed = format!("netlink sock_diag dump failed{place}");
     match method {
         Method::Procfs => Ok((procfs()?, Method::Procfs, None)),
@@ -371,7 +372,6 @@ impl Plan {
                 true => procfs::open_ports(net, self.protocols).map(|(t, u)| Found::Ports(t, u)),
                 false => procfs::listeners(net, self.protocols).map(own),
             };
-            let procfs = || procfs().context("reading the /proc listener tables failed");
             let found;
             (found, scan.method, scan.fallback) =
                 netlink_else_procfs(self.method, "", netlink, procfs)?;

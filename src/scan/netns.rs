@@ -538,10 +538,7 @@ fn scan_space(space: &Space, scan: &mut Scan) -> anyhow::Result<Outcome> {
         scan.method,
         &format!(" in network namespace {}", space.name),
         || netlink::listeners(protocols),
-        || {
-            procfs::listeners(Path::new("/proc/thread-self/net"), protocols)
-                .context("reading the /proc listener tables failed")
-        },
+        || procfs::listeners(Path::new("/proc/thread-self/net"), protocols),
     )?;
     if fallback.is_some() {
         (scan.method, scan.fallback) = (Method::Procfs, fallback);
