@@ -269,15 +269,6 @@ enum Found {
     Sockets(Vec<Listener>, Vec<(Interface, String)>, Vec<String>),
 }
 
-impl Found {
-    /// The listeners of the tool's own namespace and their interfaces.
-    #[cfg(target_os = "linux")]
-    fn own((listeners, names): (Vec<Listener>, Names)) -> Found {
-        let interfaces = names.into_iter().map(|(i, name)| ((0, i), name));
-        Found::Sockets(listeners, interfaces.collect(), Vec::new())
-    }
-}
-
 /// `method`'s scan, with `auto`'s decision: netlink, else procfs. Returns
 /// what was found, the method that ran and why `auto` fell back, if it did;
 /// `place` says where, in messages (` in network namespace NAME`, or empty).
@@ -286,8 +277,9 @@ fn netlink_else_procfs<T>(
     method: Method,
     place: &str,
     netlink: impl FnOnce() -> std::io::Result<T>,
-    procfs: impl FnOnce() -> anyhow::Result<T>,
+    procfs: impl FnOnce() -> std::io::Result<T>,
 ) -> anyhow::Result<(T, Method, Option<String>)> {
+    let procfs = || procfs().context("reading the /proc listener tables failed");
     let failed = format!("netlink sock_diag dump failed{place}");
     match method {
         Method::Procfs => Ok((procfs()?, Method::Procfs, None)),
@@ -368,15 +360,18 @@ impl Plan {
             // whose namespace is meant.
             let net = std::path::Path::new("/proc/self/net");
             let ports = self.detail.ports_only();
+            let own = |(listeners, names): (Vec<Listener>, Names)| {
+                let interfaces = names.into_iter().map(|(i, name)| ((0, i), name));
+                Found::Sockets(listeners, interfaces.collect(), Vec::new())
+            };
             let netlink = || match ports {
                 true => netlink::open_ports(self.protocols).map(|(t, u)| Found::Ports(t, u)),
-                false => netlink::listeners(self.protocols).map(Found::own),
+                false => netlink::listeners(self.protocols).map(own),
             };
             let procfs = || match ports {
                 true => procfs::open_ports(net, self.protocols).map(|(t, u)| Found::Ports(t, u)),
-                false => procfs::listeners(net, self.protocols).map(Found::own),
+                false => procfs::listeners(net, self.protocols).map(own),
             };
-            let procfs = || procfs().context("reading the /proc listener tables failed");
             let found;
             (found, scan.method, scan.fallback) =
                 netlink_else_procfs(self.method, "", netlink, procfs)?;
@@ -407,18 +402,16 @@ impl Plan {
             .detail
             .processes
             .then(|| owner::attribute(&mut listeners, std::path::Path::new("/proc")));
-        let mut uids: Vec<u32> = listeners.iter().map(|l| l.uid).collect();
-        uids.sort_unstable();
-        uids.dedup();
-        let users = if self.detail.users {
+        let users = self.detail.users.then(|| {
+            let mut uids: Vec<u32> = listeners.iter().map(|l| l.uid).collect();
+            uids.sort_unstable();
+            uids.dedup();
             users::names(&uids)
-        } else {
-            Vec::new()
-        };
+        });
         Sockets {
             listeners,
             interfaces,
-            users,
+            users: users.unwrap_or_default(),
             processes,
             namespaces,
         }

@@ -37,7 +37,7 @@ use std::{
     thread,
 };
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use nix::sched::{CloneFlags, setns};
 
 use super::{
@@ -45,15 +45,14 @@ use super::{
     procfs,
 };
 
-/// Where `ip netns add` binds named namespaces (iproute2 writes
-/// `/var/run/netns`, which is `/run/netns` on most systems).
-const NAMED_DIRS: [&str; 2] = ["/run/netns", "/var/run/netns"];
-/// Docker's, named by sandbox, not container: not labels.
-const DOCKER_DIR: &str = "/var/run/docker/netns";
-
-/// The capabilities `--netns all` needs (linux/capability.h).
-const CAP_SYS_PTRACE: u32 = 19;
-const CAP_SYS_ADMIN: u32 = 21;
+/// Where namespaces are bound, and whether a file's name there is a label:
+/// `ip netns add`'s (iproute2 writes `/var/run/netns`, which is `/run/netns`
+/// on most systems), not Docker's (named by sandbox, not container).
+const DIRS: [(&str, bool); 3] = [
+    ("/run/netns", true),
+    ("/var/run/netns", true),
+    ("/var/run/docker/netns", false),
+];
 
 /// The inode of the initial user namespace (PROC_USER_INIT_INO).
 const INITIAL_USER_NAMESPACE: u64 = 0xEFFF_FFFD;
@@ -144,13 +143,11 @@ pub(super) fn scan(plan: &Plan, scan: &mut Scan) -> anyhow::Result<Found> {
     scan.unscanned = found.unscanned;
     // The only thread that changes namespace; it ends in the last one.
     let outcomes = thread::scope(|scope| -> anyhow::Result<Vec<Outcome>> {
-        let spaces = &found.spaces;
-        let each = || spaces.iter().map(|space| scan_space(space, scan)).collect();
-        let worker = thread::Builder::new()
+        let each = || found.spaces.iter().map(|s| scan_space(s, scan)).collect();
+        thread::Builder::new()
             .name("netns".into())
             .spawn_scoped(scope, each)
-            .context("cannot start the thread that enters the namespaces")?;
-        worker
+            .context("cannot start the thread that enters the namespaces")?
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })?;
@@ -160,14 +157,14 @@ pub(super) fn scan(plan: &Plan, scan: &mut Scan) -> anyhow::Result<Found> {
     let (mut listeners, mut interfaces, mut names) = (Vec::new(), Vec::new(), Vec::new());
     for (space, outcome) in found.spaces.into_iter().zip(outcomes) {
         match outcome {
-            Outcome::Found(found, ifaces) => {
+            Ok((found, ifaces)) => {
                 let netns = u32::try_from(names.len()).expect("fewer than 2^32 namespaces");
                 listeners.extend(found.into_iter().map(|l| Listener { netns, ..l }));
                 interfaces.extend(ifaces.into_iter().map(|(i, name)| ((netns, i), name)));
                 names.push(space.name);
             }
-            Outcome::Gone => {}
-            Outcome::Unscanned(why) => scan.unscanned.push(Unscanned {
+            Err(None) => {}
+            Err(Some(why)) => scan.unscanned.push(Unscanned {
                 name: space.name,
                 why,
             }),
@@ -187,39 +184,34 @@ pub(super) fn check_privilege() -> anyhow::Result<()> {
         .find_map(|line| line.strip_prefix("CapEff:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         .with_context(|| format!("cannot read {path}: no CapEff line"))?;
-    let missing: Vec<&str> = [
-        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
-        (CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
-    ]
-    .into_iter()
-    .filter(|(bit, _)| effective & (1 << bit) == 0)
-    .map(|(_, name)| name)
-    .collect();
+    // Their bits in linux/capability.h.
+    let caps = [(21, "CAP_SYS_ADMIN"), (19, "CAP_SYS_PTRACE")];
+    let missing: Vec<&str> = caps
+        .into_iter()
+        .filter_map(|(bit, name)| (effective & (1 << bit) == 0).then_some(name))
+        .collect();
     // CapEff counts in this process's user namespace: root of its own
     // (`unshare -U -r`) has them all, and may enter none of the host's.
     let path = "/proc/thread-self/ns/user";
     let user = fs::metadata(path).with_context(|| format!("cannot read {path}"))?;
-    if user.ino() != INITIAL_USER_NAMESPACE {
-        bail!(
-            "--netns all needs root in the host's user namespace: this process runs in a user \
-             namespace of its own (user:[{}]), where its capabilities do not reach the host's \
-             network namespaces",
-            user.ino()
-        );
-    }
-    if !missing.is_empty() {
-        bail!(
-            "--netns all needs root (CAP_SYS_ADMIN to enter network namespaces, CAP_SYS_PTRACE \
-             to open those of other processes): this process lacks {}",
-            missing.join(" and ")
-        );
-    }
+    ensure!(
+        user.ino() == INITIAL_USER_NAMESPACE,
+        "--netns all needs root in the host's user namespace: this process runs in a user \
+         namespace of its own (user:[{}]), where its capabilities do not reach the host's \
+         network namespaces",
+        user.ino()
+    );
+    ensure!(
+        missing.is_empty(),
+        "--netns all needs root (CAP_SYS_ADMIN to enter network namespaces, CAP_SYS_PTRACE \
+         to open those of other processes): this process lacks {}",
+        missing.join(" and ")
+    );
     Ok(())
 }
 
 /// Finds and names the network namespaces of the host.
 fn discover() -> io::Result<Discovery> {
-    let proc_root = Path::new("/proc");
     // A file under /run/netns not on the nsfs device is not bound (left
     // over after a crash).
     let nsfs = fs::metadata("/proc/thread-self/ns/net")?.dev();
@@ -228,13 +220,9 @@ fn discover() -> io::Result<Discovery> {
     let mut unreadable = Vec::new();
     // One process of each mount namespace, to read its nsfs mounts.
     let mut mounts: HashMap<u64, u32> = HashMap::new();
-    for pid in super::owner::pids(proc_root) {
+    for pid in super::owner::pids(Path::new("/proc")) {
         let main = match fs::metadata(format!("/proc/{pid}/ns/net")) {
-            Ok(meta) => {
-                let id = Id::of(&meta);
-                found.space(id).pids.push(pid);
-                Some(id)
-            }
+            Ok(meta) => Some(Id::of(&meta)),
             // Gone, or its main thread exited: its threads tell.
             Err(err) if is_gone(&err) => None,
             Err(err) => {
@@ -242,6 +230,9 @@ fn discover() -> io::Result<Discovery> {
                 None
             }
         };
+        if let Some(id) = main {
+            found.space(id).pids.push(pid);
+        }
         if let Ok(meta) = fs::metadata(format!("/proc/{pid}/ns/mnt")) {
             mounts.entry(meta.ino()).or_insert(pid);
         }
@@ -255,22 +246,17 @@ fn discover() -> io::Result<Discovery> {
             continue;
         };
         let own = pid.to_string();
-        for entry in tasks.flatten() {
-            let name = entry.file_name();
-            if name.to_str() == Some(own.as_str()) {
-                continue;
-            }
+        for entry in tasks.flatten().filter(|e| e.file_name() != own.as_str()) {
             let task = entry.path().join("ns/net");
             match fs::metadata(&task) {
                 Ok(meta) if Some(Id::of(&meta)) != main => {
                     found.space(Id::of(&meta)).threads.push(task);
                 }
-                Ok(_) => {}
-                Err(err) if is_gone(&err) => {}
-                Err(err) => found.unscanned.push(Unscanned {
-                    name: format!("of thread {} of pid {pid}", name.to_string_lossy()),
+                Err(err) if !is_gone(&err) => found.unscanned.push(Unscanned {
+                    name: format!("of thread {} of pid {pid}", entry.file_name().display()),
                     why: format!("cannot open {}: {}", task.display(), reason(&err)),
                 }),
+                _ => {}
             }
         }
     }
@@ -278,20 +264,12 @@ fn discover() -> io::Result<Discovery> {
         space.host = true;
     }
 
-    let dirs = NAMED_DIRS
-        .iter()
-        .map(|dir| (*dir, true))
-        .chain([(DOCKER_DIR, false)]);
-    let mut dirs_read: Vec<Id> = Vec::new();
-    for (dir, named) in dirs {
+    let mut dirs_read: HashSet<Id> = HashSet::new();
+    for (dir, named) in DIRS {
         // /var/run is /run on most systems: read each directory once.
-        let Ok(meta) = fs::metadata(dir) else {
-            continue;
-        };
-        if dirs_read.contains(&Id::of(&meta)) {
+        if !fs::metadata(dir).is_ok_and(|meta| dirs_read.insert(Id::of(&meta))) {
             continue;
         }
-        dirs_read.push(Id::of(&meta));
         let Ok(entries) = fs::read_dir(dir) else {
             continue;
         };
@@ -299,25 +277,24 @@ fn discover() -> io::Result<Discovery> {
         names.sort();
         for name in names {
             let path = Path::new(dir).join(&name);
-            let Ok(meta) = fs::metadata(&path) else {
-                continue;
-            };
-            if meta.dev() != nsfs || !meta.is_file() {
-                continue;
+            if let Ok(meta) = fs::metadata(&path)
+                && meta.dev() == nsfs
+                && meta.is_file()
+            {
+                found.space(Id::of(&meta)).files.push(Bound {
+                    path,
+                    name: name.to_string_lossy().into_owned(),
+                    named,
+                    mounted: false,
+                });
             }
-            found.space(Id::of(&meta)).files.push(Bound {
-                path,
-                name: name.to_string_lossy().into_owned(),
-                named,
-                mounted: false,
-            });
         }
     }
 
     // nsfs mounts in every mount namespace, through a process's root.
-    let mut mounts: Vec<(u32, u64)> = mounts.into_iter().map(|(mnt, pid)| (pid, mnt)).collect();
+    let mut mounts: Vec<u32> = mounts.into_values().collect();
     mounts.sort_unstable();
-    for (pid, _) in mounts {
+    for pid in mounts {
         let path = format!("/proc/{pid}/mountinfo");
         let table = match fs::read_to_string(&path) {
             Ok(table) => table,
@@ -333,15 +310,14 @@ fn discover() -> io::Result<Discovery> {
         for (ino, point) in nsfs_mounts(&table) {
             let space = found.space(Id { dev: nsfs, ino });
             // One file will do: those found above, or the first mount.
-            if !space.files.is_empty() {
-                continue;
+            if space.files.is_empty() {
+                space.files.push(Bound {
+                    path: PathBuf::from(format!("/proc/{pid}/root{point}")),
+                    name: String::new(),
+                    named: false,
+                    mounted: true,
+                });
             }
-            space.files.push(Bound {
-                path: PathBuf::from(format!("/proc/{pid}/root{point}")),
-                name: String::new(),
-                named: false,
-                mounted: true,
-            });
         }
     }
 
@@ -364,35 +340,26 @@ fn nsfs_mounts(table: &str) -> Vec<(u64, String)> {
                 return None;
             }
             let mut fields = mount.split(' ').skip(3);
-            let root = fields.next()?;
-            let point = fields.next()?;
-            let ino = root
-                .strip_prefix("net:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()?;
-            Some((ino, unescape(point)))
+            let (root, point) = (fields.next()?, fields.next()?);
+            let ino = root.strip_prefix("net:[")?.strip_suffix(']')?;
+            Some((ino.parse().ok()?, unescape(point)))
         })
         .collect()
 }
 
 /// A mount table's field with its `\ooo` escapes undone.
 fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') << 6 | (d[1] - b'0') << 3 | (d[2] - b'0'));
-                i += 4;
+    let mut out = Vec::with_capacity(field.len());
+    let mut bytes = field.as_bytes();
+    while let [first, rest @ ..] = bytes {
+        match rest {
+            [a @ b'0'..=b'7', b @ b'0'..=b'7', c @ b'0'..=b'7', ..] if *first == b'\\' => {
+                out.push((a - b'0') << 6 | (b - b'0') << 3 | (c - b'0'));
+                bytes = &rest[3..];
             }
-            (b, _) => {
-                out.push(b);
-                i += 1;
+            _ => {
+                out.push(*first);
+                bytes = rest;
             }
         }
     }
@@ -418,15 +385,11 @@ fn place_unreadable(found: &mut Discovery, unreadable: Vec<(u32, io::Error)>) {
         };
         match known.get(&ino) {
             Some(&i) if pid == 1 => found.spaces[i].host = true,
-            Some(_) => {}
-            None => {
-                if unknown.insert(ino) {
-                    found.unscanned.push(Unscanned {
-                        name: format!("of pid {pid}"),
-                        why: format!("cannot open /proc/{pid}/ns/net: {}", reason(&err)),
-                    });
-                }
-            }
+            None if unknown.insert(ino) => found.unscanned.push(Unscanned {
+                name: format!("of pid {pid}"),
+                why: format!("cannot open /proc/{pid}/ns/net: {}", reason(&err)),
+            }),
+            _ => {}
         }
     }
 }
@@ -458,15 +421,10 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) 
         if space.host || space.files.iter().any(|f| f.named) {
             continue;
         }
-        for &pid in &space.pids {
-            let Some(member) = container(pid) else {
-                continue;
-            };
+        for (pid, member) in space.pids.iter().filter_map(|&p| Some((p, container(p)?))) {
             let age = (member.started, !member.init, pid);
             let entry = oldest.entry(member.id).or_insert((age, i));
-            if age < entry.0 {
-                *entry = (age, i);
-            }
+            *entry = (*entry).min((age, i));
         }
     }
     let mut claims: Vec<Option<(Age, String)>> = vec![None; spaces.len()];
@@ -479,13 +437,8 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) 
     let mut labels: Vec<(String, u8, u32, usize)> = Vec::with_capacity(spaces.len());
     for (i, space) in spaces.iter().enumerate() {
         let first = space.pids.first().copied().unwrap_or(u32::MAX);
-        let name = space
-            .files
-            .iter()
-            .filter(|f| f.named)
-            .map(|f| &f.name)
-            .min();
-        let label = if let Some(name) = name {
+        let named = space.files.iter().filter(|f| f.named);
+        let label = if let Some(name) = named.map(|f| &f.name).min() {
             (name.clone(), 0, first)
         } else if space.host {
             ("host".to_string(), 1, 1)
@@ -498,8 +451,7 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) 
     }
     // A label claimed twice stays with the most preferred claim.
     labels.sort_unstable();
-    for k in 0..labels.len() {
-        let (label, _, _, i) = &labels[k];
+    for (k, (label, _, _, i)) in labels.iter().enumerate() {
         spaces[*i].name = if k > 0 && labels[k - 1].0 == *label {
             spaces[*i].id.fallback_name()
         } else {
@@ -515,41 +467,29 @@ fn container_of_pid(pid: u32) -> Option<Member> {
     let id = container_id(&text)?;
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Field 22, counted after the command name (which may hold anything).
-    let started = stat
-        .rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()?;
+    let after_command = stat.rsplit_once(')')?.1;
+    let started = after_command.split_whitespace().nth(19)?.parse().ok()?;
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let init = status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))
-        .and_then(|pids| pids.split_whitespace().last())
-        == Some("1");
+    let nspid = status.lines().find_map(|l| l.strip_prefix("NSpid:"));
+    let init = nspid.and_then(|pids| pids.split_whitespace().last()) == Some("1");
     Some(Member { id, started, init })
 }
 
 /// The short id (12 hex digits) of the container a `/proc/PID/cgroup` file
-/// places its process in: the innermost path component that names one.
-fn container_id(cgroup: &str) -> Option<String> {
-    cgroup.lines().find_map(|line| {
-        let path = line.splitn(3, ':').nth(2)?;
-        path.rsplit('/').find_map(container_of_component)
-    })
-}
-
-/// The short id of the container a cgroup path component names, if any:
+/// places its process in: the innermost path component that names one,
 /// `docker-`, `cri-containerd-`, `crio-` or `libpod-` `<id>.scope` (systemd
 /// drivers) or `<id>` alone (cgroupfs drivers), `<id>` 64 hex digits.
-fn container_of_component(component: &str) -> Option<String> {
-    let id = ["docker-", "cri-containerd-", "crio-", "libpod-"]
-        .iter()
-        .find_map(|prefix| component.strip_prefix(prefix)?.strip_suffix(".scope"))
-        .unwrap_or(component);
-    let hex = id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    hex.then(|| id[..12].to_string())
+fn container_id(cgroup: &str) -> Option<String> {
+    let paths = cgroup.lines().filter_map(|line| line.splitn(3, ':').nth(2));
+    let mut components = paths.flat_map(|path| path.rsplit('/'));
+    components.find_map(|component| {
+        let id = ["docker-", "cri-containerd-", "crio-", "libpod-"]
+            .iter()
+            .find_map(|prefix| component.strip_prefix(prefix)?.strip_suffix(".scope"))
+            .unwrap_or(component);
+        let hex = id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        hex.then(|| id[..12].to_string())
+    })
 }
 
 /// Whether an error opening or entering a namespace means it is gone.
@@ -562,65 +502,52 @@ fn is_gone(err: &io::Error) -> bool {
 
 /// What went wrong, without the `(os error N)` that io::Error adds.
 fn reason(err: &io::Error) -> String {
-    let text = err.to_string();
-    match text.rsplit_once(" (os error ") {
-        Some((why, _)) => why.to_string(),
-        None => text,
+    let mut text = err.to_string();
+    if let Some(end) = text.rfind(" (os error ") {
+        text.truncate(end);
     }
+    text
 }
 
-/// What became of one namespace.
-enum Outcome {
-    /// Its listeners and the names of their interfaces.
-    Found(Vec<Listener>, Names),
-    /// It no longer exists.
-    Gone,
-    /// It exists but could not be scanned, because of this.
-    Unscanned(String),
-}
+/// What became of one namespace: its listeners and the names of their
+/// interfaces; `Err(None)` when it is gone, `Err(Some(why))` when it exists
+/// but could not be scanned.
+type Outcome = Result<(Vec<Listener>, Names), Option<String>>;
 
 /// Scans one namespace, on the worker thread; `auto` becomes procfs once
 /// netlink is refused.
 fn scan_space(space: &Space, scan: &mut Scan) -> anyhow::Result<Outcome> {
     let protocols = scan.protocols;
     if scan.method == Method::Procfs
-        && let Some((listeners, interfaces)) = read_from_outside(space, protocols)?
+        && let Some(found) = read_from_outside(space, protocols)?
     {
-        return Ok(Outcome::Found(listeners, interfaces));
+        return Ok(Ok(found));
     }
     let file = match open(space) {
         Ok(file) => file,
-        Err(Some(why)) => return Ok(Outcome::Unscanned(why)),
-        Err(None) => return Ok(Outcome::Gone),
+        Err(why) => return Ok(Err(why)),
     };
     if let Err(errno) = setns(&file, CloneFlags::CLONE_NEWNET) {
         let err = io::Error::from(errno);
-        return Ok(if is_gone(&err) {
-            Outcome::Gone
-        } else {
-            Outcome::Unscanned(format!("cannot enter it: {}", reason(&err)))
-        });
+        let why = (!is_gone(&err)).then(|| format!("cannot enter it: {}", reason(&err)));
+        return Ok(Err(why));
     }
     // This thread is in the namespace now; thread-self, not self: the
     // latter is the main thread's namespace.
-    let ((listeners, names), _, fallback) = netlink_else_procfs(
+    let (found, _, fallback) = netlink_else_procfs(
         scan.method,
         &format!(" in network namespace {}", space.name),
         || netlink::listeners(protocols),
-        || {
-            procfs::listeners(Path::new("/proc/thread-self/net"), protocols)
-                .context("reading the /proc listener tables failed")
-        },
+        || procfs::listeners(Path::new("/proc/thread-self/net"), protocols),
     )?;
     if fallback.is_some() {
         (scan.method, scan.fallback) = (Method::Procfs, fallback);
     }
-    Ok(Outcome::Found(listeners, names))
+    Ok(Ok(found))
 }
 
 /// Opens the namespace's file: one bound under /run, or the namespace link
-/// of a process still in it. `Err(None)` when it is gone, `Err(Some(why))`
-/// when it exists but may not be opened.
+/// of a process still in it; `Err` as in [`Outcome`].
 fn open(space: &Space) -> Result<File, Option<String>> {
     let mut refused = None;
     let links = space
@@ -630,26 +557,17 @@ fn open(space: &Space) -> Result<File, Option<String>> {
         .chain(space.threads.iter().map(|t| (t.clone(), false)));
     let files = space.files.iter().map(|f| (f.path.clone(), f.mounted));
     for (path, mounted) in files.chain(links) {
-        match File::open(&path) {
-            Ok(file) => {
-                // A pid may have been taken by a process of another
-                // namespace, a file replaced: only the same one will do.
-                if file.metadata().is_ok_and(|m| Id::of(&m) == space.id) {
-                    return Ok(file);
-                }
-                if mounted {
-                    refused.get_or_insert_with(|| {
-                        format!("{} is another file (mounted over)", path.display())
-                    });
-                }
+        // A pid may have been taken by a process of another namespace, a
+        // file replaced: only the same one will do.
+        let why = match File::open(&path) {
+            Ok(file) if file.metadata().is_ok_and(|m| Id::of(&m) == space.id) => return Ok(file),
+            Ok(_) if mounted => format!("{} is another file (mounted over)", path.display()),
+            Err(err) if !is_gone(&err) => {
+                format!("cannot open {}: {}", path.display(), reason(&err))
             }
-            Err(err) if is_gone(&err) => {}
-            Err(err) => {
-                refused.get_or_insert_with(|| {
-                    format!("cannot open {}: {}", path.display(), reason(&err))
-                });
-            }
-        }
+            _ => continue,
+        };
+        refused.get_or_insert(why);
     }
     Err(refused)
 }
@@ -663,12 +581,8 @@ fn read_from_outside(
     let inside = |pid: u32| {
         fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| Id::of(&m) == space.id)
     };
-    for &pid in &space.pids {
-        if !inside(pid) {
-            continue;
-        }
-        let net = PathBuf::from(format!("/proc/{pid}/net"));
-        let read = procfs::listeners(&net, protocols);
+    for &pid in space.pids.iter().filter(|&&pid| inside(pid)) {
+        let read = procfs::listeners(Path::new(&format!("/proc/{pid}/net")), protocols);
         // Still there afterwards: the tables were the namespace's.
         if !inside(pid) {
             continue;

@@ -4,15 +4,11 @@
 /// The name of each uid of `uids`, or the number when no name resolves:
 /// `(uid, name)` in the order given (sorted, when `uids` is).
 pub(super) fn names(uids: &[u32]) -> Vec<(u32, String)> {
-    uids.iter().map(|&uid| (uid, name(uid))).collect()
-}
-
-/// The name of `uid`, or its number.
-fn name(uid: u32) -> String {
-    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+    let name = |uid| match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
         Ok(Some(user)) => user.name,
         _ => uid.to_string(),
-    }
+    };
+    uids.iter().map(|&uid| (uid, name(uid))).collect()
 }
 
 #[cfg(test)]
