@@ -196,34 +196,16 @@ impl PartialOrd for Entry {
     }
 }
 
-/// What a scan found, as it found it: two scans with equal fingerprints
-/// have the same rows, and comparing them costs far less than making rows.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Fingerprint {
-    listeners: Vec<Listener>,
-    interfaces: Vec<(crate::scan::Interface, String)>,
-    users: Vec<(u32, String)>,
-    processes: Vec<(u32, String)>,
-    namespaces: Vec<String>,
-}
-
-impl Fingerprint {
-    fn of(scan: &Scan) -> Fingerprint {
-        let Some(sockets) = &scan.sockets else {
-            return Fingerprint::default();
-        };
-        Fingerprint {
-            listeners: sockets.listeners.clone(),
-            interfaces: sockets.interfaces.clone(),
-            users: sockets.users.clone(),
-            processes: sockets
-                .processes
-                .as_ref()
-                .map(|p| p.names.clone())
-                .unwrap_or_default(),
-            namespaces: sockets.namespaces.clone(),
-        }
-    }
+/// What a scan found, as it found it: two scans alike in it have the same
+/// rows, and comparing them costs far less than making rows.
+fn found(s: &Sockets) -> impl PartialEq + '_ {
+    (
+        &s.listeners,
+        &s.interfaces,
+        &s.users,
+        &s.processes,
+        &s.namespaces,
+    )
 }
 
 /// The listeners of a scan.
@@ -393,8 +375,8 @@ pub fn run(job: &Job, interval: Duration) -> anyhow::Result<()> {
         netns,
     );
     let mut seen = entries(&scan)?;
-    let mut last = Fingerprint::of(&scan);
     printer.listing(&seen, scan.started)?;
+    let mut last = scan.sockets;
 
     let mut failures = BTreeSet::new();
     while wait(&signals, next)? {
@@ -402,12 +384,12 @@ pub fn run(job: &Job, interval: Duration) -> anyhow::Result<()> {
         next = (next + interval).max(started);
         match scan_once() {
             // Most scans find what the last one found: no rows to make.
-            Ok(scan) if Fingerprint::of(&scan) == last => {}
+            Ok(scan) if scan.sockets.as_ref().map(found) == last.as_ref().map(found) => {}
             Ok(scan) => {
                 let now = entries(&scan)?;
                 printer.changes(&changes(&seen, &now), scan.started)?;
                 seen = now;
-                last = Fingerprint::of(&scan);
+                last = scan.sockets;
             }
             Err(err) => {
                 let cause = format!("{err:#}");
