@@ -328,18 +328,13 @@ fn remove_abandoned(dir: &Path, prefix: &OsStr) {
         return;
     };
     for entry in entries.flatten() {
-        if !is_temp_name(&entry.file_name(), prefix) {
-            continue;
-        }
         let path = entry.path();
-        let Ok(file) = File::open(&path) else {
-            continue;
-        };
-        if file.try_lock().is_err() {
-            continue;
-        }
-        // Still the same file under that name: then nobody writes it.
-        if let (Ok(held), Ok(named)) = (file.metadata(), fs::symlink_metadata(&path))
+        // Locked, and still the same file under that name: then nobody
+        // writes it.
+        if is_temp_name(&entry.file_name(), prefix)
+            && let Ok(file) = File::open(&path)
+            && file.try_lock().is_ok()
+            && let (Ok(held), Ok(named)) = (file.metadata(), fs::symlink_metadata(&path))
             && (held.ino(), held.dev()) == (named.ino(), named.dev())
         {
             let _ = fs::remove_file(&path);
