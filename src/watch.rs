@@ -153,22 +153,10 @@ pub struct Entry {
     pub inode: u32,
 }
 
-/// The order of a watch's lines: by port, protocol, address, namespace,
-/// user, process, pid, then socket.
-type Key<'a> = (
-    u16,
-    &'a str,
-    &'a str,
-    Option<&'a str>,
-    &'a str,
-    u32,
-    Option<&'a str>,
-    Option<u32>,
-    u32,
-);
-
 impl Entry {
-    fn key(&self) -> Key<'_> {
+    /// The order of a watch's lines: by port, protocol, address, namespace,
+    /// user, process, pid, then socket.
+    fn key(&self) -> impl Ord + '_ {
         let row = &self.row;
         (
             row.port,
@@ -235,10 +223,7 @@ pub fn changes<'a>(
         .chain(after.difference(before).map(|e| (Event::Open, e)))
         .collect();
     // Stable: for two alike but for their process, the close comes first.
-    changes.sort_by_key(|(_, e)| {
-        let key = e.key();
-        (key.0, key.1, key.2, key.3)
-    });
+    changes.sort_by_key(|(_, e)| (e.row.port, e.row.protocol, &e.row.address, &e.row.netns));
     changes
 }
 
