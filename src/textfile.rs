@@ -48,33 +48,21 @@ const ADDED: usize = 1 + 1 + RANDOM + 4;
 /// it is a regular file (or a symlink to one) or does not exist yet.
 pub(crate) fn check_target(target: &Path) -> anyhow::Result<()> {
     let dir = parent(target);
-    match fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => {}
-        Ok(_) => bail!(
-            "cannot write {}: {} is not a directory",
-            target.display(),
-            dir.display()
-        ),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => bail!(
-            "cannot write {}: the directory {} does not exist; create it, or write into \
-             node_exporter's textfile directory (--collector.textfile.directory; \
+    let why = match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => match not_regular(target) {
+            Some(kind) => format!("it is {kind}; only a regular file is replaced"),
+            None => return Ok(()),
+        },
+        Ok(_) => format!("{} is not a directory", dir.display()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => format!(
+            "the directory {} does not exist; create it, or write into node_exporter's \
+             textfile directory (--collector.textfile.directory; \
              /var/lib/prometheus/node-exporter on Debian)",
-            target.display(),
             dir.display()
         ),
-        Err(err) => bail!(
-            "cannot write {}: directory {}: {err}",
-            target.display(),
-            dir.display()
-        ),
-    }
-    match not_regular(target) {
-        Some(kind) => bail!(
-            "cannot write {}: it is {kind}; only a regular file is replaced",
-            target.display()
-        ),
-        None => Ok(()),
-    }
+        Err(err) => format!("directory {}: {err}", dir.display()),
+    };
+    bail!("cannot write {}: {why}", target.display())
 }
 
 /// What is at `target`, in words, if it exists and is not a regular file.
