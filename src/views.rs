@@ -70,15 +70,10 @@ pub fn row(out: &mut impl Write, cells: &[String], widths: &[usize]) -> io::Resu
     for (k, (cell, &width)) in cells.iter().zip(widths).enumerate() {
         let cell = printable(cell);
         let pad = width - cell.chars().count();
-        if k == 1 {
-            write!(out, "{:pad$}{cell}", "")?;
-        } else if k == last {
-            write!(out, "{cell}")?;
-        } else {
-            write!(out, "{cell}{:pad$}", "")?;
-        }
-        if k != last {
-            out.write_all(b"  ")?;
+        match k {
+            1 => write!(out, "{:pad$}{cell}  ", "")?,
+            _ if k == last => write!(out, "{cell}")?,
+            _ => write!(out, "{cell}{:pad$}  ", "")?,
         }
     }
     out.write_all(b"\n")
