@@ -60,26 +60,6 @@ struct Holders {
 }
 
 impl Holders {
-    /// Whether each of `listeners` is still held by the holder the last
-    /// walk found for it; `held` are those holders' pids, sorted.
-    fn still_hold(&self, listeners: &[Listener], held: &[u32]) -> bool {
-        let mut held_now = Vec::with_capacity(held.len());
-        for &pid in held.iter().filter(|&&pid| pid != 0) {
-            match owner::sockets_of(Path::new("/proc"), pid) {
-                Some(inodes) => held_now.push((pid, inodes)),
-                None => return false,
-            }
-        }
-        listeners
-            .iter()
-            .all(|l| match self.pids.get(&l.inode).copied() {
-                None | Some(0) => true,
-                Some(pid) => held_now
-                    .binary_search_by_key(&pid, |(p, _)| *p)
-                    .is_ok_and(|i| held_now[i].1.binary_search(&l.inode).is_ok()),
-            })
-    }
-
     /// The holders' names, if what the last walk found still stands for
     /// `listeners` (see [`Holders`]).
     fn still_known(&mut self, listeners: &[Listener]) -> Option<Vec<(u32, String)>> {
@@ -92,9 +72,9 @@ impl Holders {
             .collect::<Option<_>>()?;
         held.sort_unstable();
         held.dedup();
+        held.retain(|&pid| pid != 0);
         let names = held
             .iter()
-            .filter(|&&pid| pid != 0)
             .map(|&pid| {
                 let name = self.names.get(&pid)?;
                 (owner::comm(Path::new("/proc"), pid).as_ref() == Some(name))
@@ -102,7 +82,18 @@ impl Holders {
             })
             .collect::<Option<_>>()?;
         if self.checked.is_none_or(|at| at.elapsed() >= RECHECK) {
-            if !self.still_hold(listeners, &held) {
+            // Each listener still held by the holder the last walk found.
+            let held_now: Vec<(u32, Vec<u32>)> = held
+                .iter()
+                .map(|&pid| Some((pid, owner::sockets_of(Path::new("/proc"), pid)?)))
+                .collect::<Option<_>>()?;
+            let holds = |l: &Listener| match self.pids.get(&l.inode).copied() {
+                None | Some(0) => true,
+                Some(pid) => held_now
+                    .binary_search_by_key(&pid, |(p, _)| *p)
+                    .is_ok_and(|i| held_now[i].1.binary_search(&l.inode).is_ok()),
+            };
+            if !listeners.iter().all(holds) {
                 return None;
             }
             self.checked = Some(Instant::now());
