@@ -310,9 +310,7 @@ impl<W: Write> Printer<W> {
 /// reader goes away.
 pub fn run(job: &Job, interval: Duration) -> anyhow::Result<()> {
     job.plan.check()?;
-    let mut stop = SigSet::empty();
-    stop.add(Signal::SIGINT);
-    stop.add(Signal::SIGTERM);
+    let stop = SigSet::from_iter([Signal::SIGINT, Signal::SIGTERM]);
     // Before any thread starts (--netns all scans on threads): they
     // inherit the mask, so that only the signalfd sees these signals.
     stop.thread_block()
@@ -326,8 +324,7 @@ pub fn run(job: &Job, interval: Duration) -> anyhow::Result<()> {
 
     // The plan finds no processes: the holders do, walking less often.
     let mut plan = job.plan.clone();
-    let processes = plan.detail.processes;
-    plan.detail.processes = false;
+    let processes = std::mem::replace(&mut plan.detail.processes, false);
     let mut holders = Holders::default();
     let mut scan_once = || -> anyhow::Result<Scan> {
         let mut scan = plan.run()?;
