@@ -151,16 +151,11 @@ impl Row {
 /// as the table is.
 pub fn write_json(sockets: &Sockets, out: &mut impl Write) -> io::Result<()> {
     let sorted = rows(sockets);
-    if sorted.is_empty() {
-        return out.write_all(b"[]\n");
-    }
-    out.write_all(b"[\n")?;
     for (n, &i) in sorted.iter().enumerate() {
-        let row = Row::of(&sockets.listeners[i as usize], sockets);
-        write_json_value(&row, &mut *out)?;
-        out.write_all(if n + 1 < sorted.len() { b",\n" } else { b"\n" })?;
+        out.write_all(if n == 0 { b"[\n" } else { b",\n" })?;
+        write_json_value(&Row::of(&sockets.listeners[i as usize], sockets), &mut *out)?;
     }
-    out.write_all(b"]\n")
+    out.write_all(if sorted.is_empty() { b"[]\n" } else { b"\n]\n" })
 }
 
 /// Writes `value` as one line of JSON, with every character that a
