@@ -116,14 +116,14 @@ pub fn write_scan(scan: &Scan, shown: Shown, out: &mut impl Write) -> io::Result
         closed: closed_samples(scan, shown, order.as_ref()).peekable(),
         namespaces: scan.sockets.as_ref().map_or(&[], |s| &s.namespaces[..]),
     };
-    let help = if labels.has(Label::Netns) {
+    let open_help = if labels.has(Label::Netns) {
         OPEN_PORTS_HELP_NETNS
     } else if labels.is_empty() {
         OPEN_PORTS_HELP
     } else {
         OPEN_PORTS_HELP_LABELLED
     };
-    header(samples.out, OPEN_PORTS, help, "gauge")?;
+    header(samples.out, OPEN_PORTS, open_help, "gauge")?;
     match (&scan.sockets, &order) {
         (Some(sockets), Some(order)) => {
             let listeners = &sockets.listeners;
@@ -154,14 +154,32 @@ pub fn write_scan(scan: &Scan, shown: Shown, out: &mut impl Write) -> io::Result
     }
     samples.closed_before(None)?;
     drop(samples);
-    let unattributed = labels.has(Label::Process).then(|| {
-        scan.sockets
-            .as_ref()
-            .and_then(|s| s.processes.as_ref())
-            .map_or(0, |p| p.unattributed)
-    });
-    let unscanned = labels.has(Label::Netns).then_some(scan.unscanned.len());
-    meta(scan, unattributed, unscanned, out)
+    // The families about the scan itself; a clock before 1970 is not worth
+    // failing a scrape over.
+    let duration = scan.duration.as_secs_f64();
+    let started = scan.started.duration_since(std::time::UNIX_EPOCH);
+    let started = started.map_or(0.0, |since| since.as_secs_f64());
+    let skipped = scan.skipped.len() as f64;
+    write_gauge(out, "port_exporter_scan_duration_seconds", duration)?;
+    write_gauge(out, "port_exporter_last_scan_timestamp_seconds", started)?;
+    write_gauge(out, "port_exporter_scan_skipped_ports", skipped)?;
+    if labels.has(Label::Process) {
+        let processes = scan.sockets.as_ref().and_then(|s| s.processes.as_ref());
+        let count = processes.map_or(0, |p| p.unattributed) as f64;
+        write_gauge(out, "port_exporter_unattributed_listeners", count)?;
+    }
+    if labels.has(Label::Netns) {
+        let count = scan.unscanned.len() as f64;
+        write_gauge(out, "port_exporter_netns_unscanned", count)?;
+    }
+    let info = "port_exporter_build_info";
+    header(out, info, help(info), "gauge")?;
+    writeln!(
+        out,
+        "port_exporter_build_info{{method=\"{}\",version=\"{}\"}} 1",
+        escape_label(scan.method.name()),
+        escape_label(env!("CARGO_PKG_VERSION")),
+    )
 }
 
 /// The key of a sample with no listener behind it (a closed port, or an
@@ -333,48 +351,6 @@ impl<W: Write> Samples<'_, W> {
         }
         writeln!(out, "}} {value}")
     }
-}
-
-/// The families about the scan itself; `unattributed` with the process
-/// label, `unscanned` with the netns label.
-fn meta(
-    scan: &Scan,
-    unattributed: Option<usize>,
-    unscanned: Option<usize>,
-    out: &mut impl Write,
-) -> io::Result<()> {
-    write_gauge(
-        out,
-        "port_exporter_scan_duration_seconds",
-        scan.duration.as_secs_f64(),
-    )?;
-    write_gauge(
-        out,
-        "port_exporter_last_scan_timestamp_seconds",
-        // A clock before 1970 is not worth failing a scrape over.
-        scan.started
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |since| since.as_secs_f64()),
-    )?;
-    write_gauge(
-        out,
-        "port_exporter_scan_skipped_ports",
-        scan.skipped.len() as f64,
-    )?;
-    if let Some(count) = unattributed {
-        write_gauge(out, "port_exporter_unattributed_listeners", count as f64)?;
-    }
-    if let Some(count) = unscanned {
-        write_gauge(out, "port_exporter_netns_unscanned", count as f64)?;
-    }
-    let info = "port_exporter_build_info";
-    header(out, info, help(info), "gauge")?;
-    writeln!(
-        out,
-        "port_exporter_build_info{{method=\"{}\",version=\"{}\"}} 1",
-        escape_label(scan.method.name()),
-        escape_label(env!("CARGO_PKG_VERSION")),
-    )
 }
 
 /// Appends a family of one unlabeled counter sample.

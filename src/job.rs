@@ -83,10 +83,7 @@ impl Job {
         Notices {
             verbose: self.verbose,
             format: self.format,
-            fallback: AtomicBool::new(false),
-            skipped: AtomicBool::new(false),
-            unattributed: AtomicBool::new(false),
-            unscanned: Mutex::new(BTreeSet::new()),
+            ..Notices::default()
         }
     }
 }
@@ -95,7 +92,7 @@ impl Job {
 /// run or server. Only ports missing from the answer (skipped by bind,
 /// namespaces not scanned) are warnings; a steady state such as listeners
 /// without a process waits for `--verbose`, so a scheduled run is silent.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Notices {
     verbose: bool,
     /// How the listeners are shown, which the wording follows.
@@ -158,31 +155,28 @@ fn unattributed(processes: &Processes, format: Format) -> Option<String> {
     if n == 0 {
         return None;
     }
-    let one = n == 1;
+    let it = if n == 1 { "it" } else { "them" };
     let shown = match format {
         Format::Prometheus => "process=\"\"",
         Format::Table => "no process (PROCESS -)",
         Format::Json => "\"process\":null",
     };
-    let what = if one {
-        format!("1 listener has {shown}")
-    } else {
-        format!("{n} listeners have {shown}")
+    let what = match n {
+        1 => format!("1 listener has {shown}"),
+        n => format!("{n} listeners have {shown}"),
     };
     let why = match processes.denied {
         0 => format!(
-            "no process visible here holds {} (a socket of the kernel, of a process in \
+            "no process visible here holds {it} (a socket of the kernel, of a process in \
              another PID namespace or hidden by /proc's hidepid, of one that just exited, or \
-             held only by a thread with a descriptor table of its own)",
-            if one { "it" } else { "them" }
+             held only by a thread with a descriptor table of its own)"
         ),
         1 => "the descriptors of 1 process of another user could not be read; run as root \
               (or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH) to attribute it"
             .to_string(),
         denied => format!(
             "the descriptors of {denied} processes of other users could not be read; run as \
-             root (or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH) to attribute {}",
-            if one { "it" } else { "them" }
+             root (or grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH) to attribute {it}"
         ),
     };
     Some(format!("{what}: {why}"))

@@ -247,13 +247,12 @@ fn ranks<K: Ord + Copy>(pairs: &[(K, String)]) -> Vec<(K, u32)> {
     let mut by_name: Vec<(&str, K)> = pairs.iter().map(|(id, n)| (n.as_str(), *id)).collect();
     by_name.sort_unstable();
     let mut ranked = Vec::with_capacity(by_name.len());
-    let mut rank = 0;
-    for (i, (name, id)) in by_name.iter().enumerate() {
-        if i > 0 && by_name[i - 1].0 != *name {
-            rank += 1;
-        }
-        ranked.push((*id, rank));
-    }
+    let same_name = by_name.chunk_by(|a, b| a.0 == b.0);
+    ranked.extend(
+        same_name
+            .zip(0..)
+            .flat_map(|(same, rank)| same.iter().map(move |&(_, id)| (id, rank))),
+    );
     ranked.sort_unstable();
     ranked
 }

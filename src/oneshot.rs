@@ -39,19 +39,14 @@ pub fn run(job: &Job, output: Option<&Path>) -> anyhow::Result<()> {
         );
     }
     // Streamed: 60,000 listeners make megabytes of text, never held whole.
-    match output {
-        Some(path) => {
-            let not_durable =
-                textfile::write_with(path, &mut |mut out| job.write(&scan, &mut out))?;
-            if let Some(why) = not_durable {
-                log!("warning: {why}");
-            }
-            Ok(())
-        }
-        None => {
-            let mut out = BufWriter::with_capacity(32 * 1024, io::stdout().lock());
-            job.write(&scan, &mut out)?;
-            Ok(out.flush()?)
-        }
+    let Some(path) = output else {
+        let mut out = BufWriter::with_capacity(32 * 1024, io::stdout().lock());
+        job.write(&scan, &mut out)?;
+        return Ok(out.flush()?);
+    };
+    let not_durable = textfile::write_with(path, &mut |mut out| job.write(&scan, &mut out))?;
+    if let Some(why) = not_durable {
+        log!("warning: {why}");
     }
+    Ok(())
 }

@@ -22,11 +22,9 @@ impl PortSet {
 
     /// Every valid port, 1 through 65535.
     pub fn all() -> PortSet {
-        let mut set = PortSet {
-            bits: Some(Box::new([u64::MAX; WORDS])),
-        };
-        set.remove(0);
-        set
+        let mut bits = Box::new([u64::MAX; WORDS]);
+        bits[0] &= !1;
+        PortSet { bits: Some(bits) }
     }
 
     /// The bitmap, made (empty) if there is none yet.
@@ -42,13 +40,6 @@ impl PortSet {
     /// Adds `port`.
     pub(crate) fn insert(&mut self, port: u16) {
         self.bits_mut()[usize::from(port) / 64] |= 1 << (port % 64);
-    }
-
-    /// Removes `port`.
-    pub(crate) fn remove(&mut self, port: u16) {
-        if let Some(bits) = &mut self.bits {
-            bits[usize::from(port) / 64] &= !(1 << (port % 64));
-        }
     }
 
     /// Whether `port` is in the set.
@@ -119,11 +110,10 @@ impl PortSet {
 /// Two sets are equal when they hold the same ports, bitmap or none.
 impl PartialEq for PortSet {
     fn eq(&self, other: &PortSet) -> bool {
-        match (&self.bits, &other.bits) {
-            (Some(a), Some(b)) => a == b,
-            (Some(_), None) => self.is_empty(),
-            (None, Some(_)) => other.is_empty(),
-            (None, None) => true,
+        match (self.words(), other.words()) {
+            ([], _) => other.is_empty(),
+            (_, []) => self.is_empty(),
+            (ours, theirs) => ours == theirs,
         }
     }
 }
@@ -228,6 +218,15 @@ pub(crate) fn cut(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl PortSet {
+        /// Removes `port`.
+        fn remove(&mut self, port: u16) {
+            if let Some(bits) = &mut self.bits {
+                bits[usize::from(port) / 64] &= !(1 << (port % 64));
+            }
+        }
+    }
 
     fn ports(list: &str) -> Vec<u16> {
         parse_list(list).unwrap().iter().collect()

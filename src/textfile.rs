@@ -48,53 +48,34 @@ const ADDED: usize = 1 + 1 + RANDOM + 4;
 /// it is a regular file (or a symlink to one) or does not exist yet.
 pub(crate) fn check_target(target: &Path) -> anyhow::Result<()> {
     let dir = parent(target);
-    match fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => {}
-        Ok(_) => bail!(
-            "cannot write {}: {} is not a directory",
-            target.display(),
-            dir.display()
-        ),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => bail!(
-            "cannot write {}: the directory {} does not exist; create it, or write into \
-             node_exporter's textfile directory (--collector.textfile.directory; \
+    let why = match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => match not_regular(target) {
+            Some(kind) => format!("it is {kind}; only a regular file is replaced"),
+            None => return Ok(()),
+        },
+        Ok(_) => format!("{} is not a directory", dir.display()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => format!(
+            "the directory {} does not exist; create it, or write into node_exporter's \
+             textfile directory (--collector.textfile.directory; \
              /var/lib/prometheus/node-exporter on Debian)",
-            target.display(),
             dir.display()
         ),
-        Err(err) => bail!(
-            "cannot write {}: directory {}: {err}",
-            target.display(),
-            dir.display()
-        ),
-    }
-    match not_regular(target) {
-        Some(kind) => bail!(
-            "cannot write {}: it is {kind}; only a regular file is replaced",
-            target.display()
-        ),
-        None => Ok(()),
-    }
+        Err(err) => format!("directory {}: {err}", dir.display()),
+    };
+    bail!("cannot write {}: {why}", target.display())
 }
 
 /// What is at `target`, in words, if it exists and is not a regular file.
 fn not_regular(target: &Path) -> Option<&'static str> {
     let kind = fs::metadata(target).ok()?.file_type();
-    if kind.is_file() {
-        return None;
-    }
-    Some(if kind.is_dir() {
-        "a directory"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_char_device() {
-        "a character device"
-    } else if kind.is_block_device() {
-        "a block device"
-    } else if kind.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
+    Some(match kind {
+        _ if kind.is_file() => return None,
+        _ if kind.is_dir() => "a directory",
+        _ if kind.is_fifo() => "a FIFO",
+        _ if kind.is_char_device() => "a character device",
+        _ if kind.is_block_device() => "a block device",
+        _ if kind.is_socket() => "a socket",
+        _ => "not a regular file",
     })
 }
 
@@ -179,13 +160,7 @@ fn create(dir: &Path, prefix: &OsStr) -> io::Result<(File, Option<TempPath>)> {
 /// O_TMPFILE or /proc does not show the file (for [`link`]).
 #[cfg(target_os = "linux")]
 fn unnamed(dir: &Path) -> io::Result<Option<File>> {
-    let opened = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_TMPFILE)
-        .mode(0o600)
-        .open(dir);
-    let file = match opened {
+    let file = match temp_options().custom_flags(libc::O_TMPFILE).open(dir) {
         Ok(file) => file,
         // What open(2) returns where a kernel or a filesystem lacks
         // O_TMPFILE.
@@ -241,12 +216,7 @@ fn link(_: &File, _: &Path, _: &OsStr) -> io::Result<TempPath> {
 fn named(dir: &Path, prefix: &OsStr) -> io::Result<(File, Option<TempPath>)> {
     for _ in 0..CREATE_ATTEMPTS {
         let (file, path) = with_new_name(dir, prefix, |path| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
+            temp_options().create_new(true).open(path)
         })
         .map_err(|err| in_dir("create", err))?;
         match file.try_lock() {
@@ -258,6 +228,14 @@ fn named(dir: &Path, prefix: &OsStr) -> io::Result<(File, Option<TempPath>)> {
     Err(io::Error::other(
         "another run kept removing the temporary file",
     ))
+}
+
+/// How a temp file is opened: read-write, mode 0600 until it is filled
+/// (then 0644).
+fn temp_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).mode(0o600);
+    options
 }
 
 /// Calls `make` with `dir`/`PREFIX` + 8 random characters + `.tmp`, with
@@ -328,18 +306,13 @@ fn remove_abandoned(dir: &Path, prefix: &OsStr) {
         return;
     };
     for entry in entries.flatten() {
-        if !is_temp_name(&entry.file_name(), prefix) {
-            continue;
-        }
         let path = entry.path();
-        let Ok(file) = File::open(&path) else {
-            continue;
-        };
-        if file.try_lock().is_err() {
-            continue;
-        }
-        // Still the same file under that name: then nobody writes it.
-        if let (Ok(held), Ok(named)) = (file.metadata(), fs::symlink_metadata(&path))
+        // Locked, and still the same file under that name: then nobody
+        // writes it.
+        if is_temp_name(&entry.file_name(), prefix)
+            && let Ok(file) = File::open(&path)
+            && file.try_lock().is_ok()
+            && let (Ok(held), Ok(named)) = (file.metadata(), fs::symlink_metadata(&path))
             && (held.ino(), held.dev()) == (named.ino(), named.dev())
         {
             let _ = fs::remove_file(&path);

@@ -70,15 +70,10 @@ pub fn row(out: &mut impl Write, cells: &[String], widths: &[usize]) -> io::Resu
     for (k, (cell, &width)) in cells.iter().zip(widths).enumerate() {
         let cell = printable(cell);
         let pad = width - cell.chars().count();
-        if k == 1 {
-            write!(out, "{:pad$}{cell}", "")?;
-        } else if k == last {
-            write!(out, "{cell}")?;
-        } else {
-            write!(out, "{cell}{:pad$}", "")?;
-        }
-        if k != last {
-            out.write_all(b"  ")?;
+        match k {
+            1 => write!(out, "{:pad$}{cell}  ", "")?,
+            _ if k == last => write!(out, "{cell}")?,
+            _ => write!(out, "{cell}{:pad$}  ", "")?,
         }
     }
     out.write_all(b"\n")
@@ -156,16 +151,11 @@ impl Row {
 /// as the table is.
 pub fn write_json(sockets: &Sockets, out: &mut impl Write) -> io::Result<()> {
     let sorted = rows(sockets);
-    if sorted.is_empty() {
-        return out.write_all(b"[]\n");
-    }
-    out.write_all(b"[\n")?;
     for (n, &i) in sorted.iter().enumerate() {
-        let row = Row::of(&sockets.listeners[i as usize], sockets);
-        write_json_value(&row, &mut *out)?;
-        out.write_all(if n + 1 < sorted.len() { b",\n" } else { b"\n" })?;
+        out.write_all(if n == 0 { b"[\n" } else { b",\n" })?;
+        write_json_value(&Row::of(&sockets.listeners[i as usize], sockets), &mut *out)?;
     }
-    out.write_all(b"]\n")
+    out.write_all(if sorted.is_empty() { b"[]\n" } else { b"\n]\n" })
 }
 
 /// Writes `value` as one line of JSON, with every character that a

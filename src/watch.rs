@@ -60,26 +60,6 @@ struct Holders {
 }
 
 impl Holders {
-    /// Whether each of `listeners` is still held by the holder the last
-    /// walk found for it; `held` are those holders' pids, sorted.
-    fn still_hold(&self, listeners: &[Listener], held: &[u32]) -> bool {
-        let mut held_now = Vec::with_capacity(held.len());
-        for &pid in held.iter().filter(|&&pid| pid != 0) {
-            match owner::sockets_of(Path::new("/proc"), pid) {
-                Some(inodes) => held_now.push((pid, inodes)),
-                None => return false,
-            }
-        }
-        listeners
-            .iter()
-            .all(|l| match self.pids.get(&l.inode).copied() {
-                None | Some(0) => true,
-                Some(pid) => held_now
-                    .binary_search_by_key(&pid, |(p, _)| *p)
-                    .is_ok_and(|i| held_now[i].1.binary_search(&l.inode).is_ok()),
-            })
-    }
-
     /// The holders' names, if what the last walk found still stands for
     /// `listeners` (see [`Holders`]).
     fn still_known(&mut self, listeners: &[Listener]) -> Option<Vec<(u32, String)>> {
@@ -92,9 +72,9 @@ impl Holders {
             .collect::<Option<_>>()?;
         held.sort_unstable();
         held.dedup();
+        held.retain(|&pid| pid != 0);
         let names = held
             .iter()
-            .filter(|&&pid| pid != 0)
             .map(|&pid| {
                 let name = self.names.get(&pid)?;
                 (owner::comm(Path::new("/proc"), pid).as_ref() == Some(name))
@@ -102,7 +82,18 @@ impl Holders {
             })
             .collect::<Option<_>>()?;
         if self.checked.is_none_or(|at| at.elapsed() >= RECHECK) {
-            if !self.still_hold(listeners, &held) {
+            // Each listener still held by the holder the last walk found.
+            let held_now: Vec<(u32, Vec<u32>)> = held
+                .iter()
+                .map(|&pid| Some((pid, owner::sockets_of(Path::new("/proc"), pid)?)))
+                .collect::<Option<_>>()?;
+            let holds = |l: &Listener| match self.pids.get(&l.inode).copied() {
+                None | Some(0) => true,
+                Some(pid) => held_now
+                    .binary_search_by_key(&pid, |(p, _)| *p)
+                    .is_ok_and(|i| held_now[i].1.binary_search(&l.inode).is_ok()),
+            };
+            if !listeners.iter().all(holds) {
                 return None;
             }
             self.checked = Some(Instant::now());
@@ -153,22 +144,10 @@ pub struct Entry {
     pub inode: u32,
 }
 
-/// The order of a watch's lines: by port, protocol, address, namespace,
-/// user, process, pid, then socket.
-type Key<'a> = (
-    u16,
-    &'a str,
-    &'a str,
-    Option<&'a str>,
-    &'a str,
-    u32,
-    Option<&'a str>,
-    Option<u32>,
-    u32,
-);
-
 impl Entry {
-    fn key(&self) -> Key<'_> {
+    /// The order of a watch's lines: by port, protocol, address, namespace,
+    /// user, process, pid, then socket.
+    fn key(&self) -> impl Ord + '_ {
         let row = &self.row;
         (
             row.port,
@@ -196,34 +175,16 @@ impl PartialOrd for Entry {
     }
 }
 
-/// What a scan found, as it found it: two scans with equal fingerprints
-/// have the same rows, and comparing them costs far less than making rows.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Fingerprint {
-    listeners: Vec<Listener>,
-    interfaces: Vec<(crate::scan::Interface, String)>,
-    users: Vec<(u32, String)>,
-    processes: Vec<(u32, String)>,
-    namespaces: Vec<String>,
-}
-
-impl Fingerprint {
-    fn of(scan: &Scan) -> Fingerprint {
-        let Some(sockets) = &scan.sockets else {
-            return Fingerprint::default();
-        };
-        Fingerprint {
-            listeners: sockets.listeners.clone(),
-            interfaces: sockets.interfaces.clone(),
-            users: sockets.users.clone(),
-            processes: sockets
-                .processes
-                .as_ref()
-                .map(|p| p.names.clone())
-                .unwrap_or_default(),
-            namespaces: sockets.namespaces.clone(),
-        }
-    }
+/// What a scan found, as it found it: two scans alike in it have the same
+/// rows, and comparing them costs far less than making rows.
+fn found(s: &Sockets) -> impl PartialEq + '_ {
+    (
+        &s.listeners,
+        &s.interfaces,
+        &s.users,
+        &s.processes,
+        &s.namespaces,
+    )
 }
 
 /// The listeners of a scan.
@@ -253,10 +214,7 @@ pub fn changes<'a>(
         .chain(after.difference(before).map(|e| (Event::Open, e)))
         .collect();
     // Stable: for two alike but for their process, the close comes first.
-    changes.sort_by_key(|(_, e)| {
-        let key = e.key();
-        (key.0, key.1, key.2, key.3)
-    });
+    changes.sort_by_key(|(_, e)| (e.row.port, e.row.protocol, &e.row.address, &e.row.netns));
     changes
 }
 
@@ -352,9 +310,7 @@ impl<W: Write> Printer<W> {
 /// reader goes away.
 pub fn run(job: &Job, interval: Duration) -> anyhow::Result<()> {
     job.plan.check()?;
-    let mut stop = SigSet::empty();
-    stop.add(Signal::SIGINT);
-    stop.add(Signal::SIGTERM);
+    let stop = SigSet::from_iter([Signal::SIGINT, Signal::SIGTERM]);
     // Before any thread starts (--netns all scans on threads): they
     // inherit the mask, so that only the signalfd sees these signals.
     stop.thread_block()
@@ -368,8 +324,7 @@ pub fn run(job: &Job, interval: Duration) -> anyhow::Result<()> {
 
     // The plan finds no processes: the holders do, walking less often.
     let mut plan = job.plan.clone();
-    let processes = plan.detail.processes;
-    plan.detail.processes = false;
+    let processes = std::mem::replace(&mut plan.detail.processes, false);
     let mut holders = Holders::default();
     let mut scan_once = || -> anyhow::Result<Scan> {
         let mut scan = plan.run()?;
@@ -393,8 +348,8 @@ pub fn run(job: &Job, interval: Duration) -> anyhow::Result<()> {
         netns,
     );
     let mut seen = entries(&scan)?;
-    let mut last = Fingerprint::of(&scan);
     printer.listing(&seen, scan.started)?;
+    let mut last = scan.sockets;
 
     let mut failures = BTreeSet::new();
     while wait(&signals, next)? {
@@ -402,12 +357,12 @@ pub fn run(job: &Job, interval: Duration) -> anyhow::Result<()> {
         next = (next + interval).max(started);
         match scan_once() {
             // Most scans find what the last one found: no rows to make.
-            Ok(scan) if Fingerprint::of(&scan) == last => {}
+            Ok(scan) if scan.sockets.as_ref().map(found) == last.as_ref().map(found) => {}
             Ok(scan) => {
                 let now = entries(&scan)?;
                 printer.changes(&changes(&seen, &now), scan.started)?;
                 seen = now;
-                last = Fingerprint::of(&scan);
+                last = scan.sockets;
             }
             Err(err) => {
                 let cause = format!("{err:#}");

@@ -55,7 +55,7 @@ const CHUNK: usize = 4;
 const PER_THREAD: usize = 200;
 
 /// The processes found holding listeners.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Processes {
     /// The command name (comm) of each pid that holds a listener, by pid,
     /// sorted.
