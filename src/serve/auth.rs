@@ -20,7 +20,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
-    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -32,7 +32,10 @@ use hyper::header::HeaderValue;
 use ring::{hmac, rand::SystemRandom};
 use tokio::sync::watch;
 
-use super::fair::{Fair, Job, Limits};
+use super::{
+    fair::{Fair, Job, Limits},
+    lock,
+};
 
 /// How many successful checks are remembered (users × passwords × hashes
 /// seen since start; emptied if ever full).
@@ -95,12 +98,6 @@ struct Cache {
     pending: HashMap<Key, watch::Sender<Option<bool>>>,
 }
 
-impl Shared {
-    fn cache(&self) -> MutexGuard<'_, Cache> {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 impl Authenticator {
     /// An authenticator that checks with bcrypt.
     pub fn new() -> Authenticator {
@@ -148,7 +145,7 @@ impl Authenticator {
             }
         };
         let mut result = {
-            let mut cache = self.shared.cache();
+            let mut cache = lock(&self.shared.cache);
             if cache.good.contains(&key) {
                 return verdict(true);
             }
@@ -185,7 +182,7 @@ impl Authenticator {
     /// Checks waiting or running now.
     #[cfg(test)]
     fn pending(&self) -> usize {
-        self.shared.cache().pending.len()
+        lock(&self.shared.cache).pending.len()
     }
 
     /// The cache key of a check: each part length-prefixed, so that no two
@@ -222,7 +219,7 @@ impl Job for Check {
 
     fn run(mut self: Box<Self>) {
         let matched = (self.shared.verify)(&self.password, &self.hash);
-        let mut cache = self.shared.cache();
+        let mut cache = lock(&self.shared.cache);
         cache.pending.remove(&self.key);
         let (set, limit) = if matched {
             (&mut cache.good, MAX_GOOD)
@@ -244,7 +241,7 @@ impl Drop for Check {
     fn drop(&mut self) {
         if self.flight.is_some() {
             // Not run: forget it, so that its waiters see the senders go.
-            self.shared.cache().pending.remove(&self.key);
+            lock(&self.shared.cache).pending.remove(&self.key);
         }
     }
 }

@@ -11,9 +11,11 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex},
     time::Instant,
 };
+
+use super::lock;
 
 use tokio::sync::Notify;
 
@@ -57,7 +59,7 @@ impl Conns {
     /// connection that has waited longest, which is told to go. `None` when
     /// every connection is being answered.
     pub fn admit(self: &Arc<Self>) -> Option<Slot> {
-        let mut inner = self.inner();
+        let mut inner = lock(&self.inner);
         if inner.taken >= self.cap {
             let (_, victim) = inner.waiting.pop_first()?;
             // Its task drops the connection and gives the slot back soon;
@@ -80,11 +82,7 @@ impl Conns {
     /// Slots taken now.
     #[cfg(test)]
     fn taken(&self) -> usize {
-        self.inner().taken
-    }
-
-    fn inner(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.inner).taken
     }
 }
 
@@ -92,20 +90,19 @@ impl Slot {
     /// A request head has arrived: this connection is being answered and
     /// may not be evicted.
     pub fn busy(&self) {
-        let mut since = self.since();
+        let mut since = lock(&self.since);
         if let Some(at) = since.take() {
-            self.conns.inner().waiting.remove(&(at, self.id));
+            lock(&self.conns.inner).waiting.remove(&(at, self.id));
         }
     }
 
     /// The answer is out: the connection waits for its next request.
     pub fn waiting(&self) {
-        let mut since = self.since();
+        let mut since = lock(&self.since);
         if since.is_none() {
             let now = Instant::now();
             *since = Some(now);
-            self.conns
-                .inner()
+            lock(&self.conns.inner)
                 .waiting
                 .insert((now, self.id), self.evict.clone());
         }
@@ -115,16 +112,12 @@ impl Slot {
     pub async fn evicted(&self) {
         self.evict.notified().await;
     }
-
-    fn since(&self) -> MutexGuard<'_, Option<Instant>> {
-        self.since.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let since = *self.since();
-        let mut inner = self.conns.inner();
+        let since = *lock(&self.since);
+        let mut inner = lock(&self.conns.inner);
         if let Some(at) = since {
             inner.waiting.remove(&(at, self.id));
         }
@@ -202,6 +195,6 @@ mod tests {
         slots[0].busy();
         drop(slots);
         assert_eq!(conns.taken(), 0);
-        assert!(conns.inner().waiting.is_empty());
+        assert!(lock(&conns.inner).waiting.is_empty());
     }
 }

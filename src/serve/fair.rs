@@ -15,9 +15,11 @@
 use std::{
     collections::{HashMap, VecDeque},
     net::IpAddr,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+
+use super::lock;
 
 /// Work for the queue.
 pub trait Job: Send + 'static {
@@ -94,7 +96,7 @@ impl Fair {
         // Declared before the lock, so dropped after it: a job's drop may
         // take other locks.
         let mut unwanted = Vec::new();
-        let mut state = self.state();
+        let mut state = lock(&self.state);
         let limits = self.limits;
         if state.clients.get(&client).map_or(0, VecDeque::len) >= limits.per_client {
             state.prune(Some(client), limits.max_wait, &mut unwanted);
@@ -146,7 +148,7 @@ impl Fair {
         impl Drop for Running<'_> {
             fn drop(&mut self) {
                 if let Some(fair) = self.0 {
-                    fair.state().running = false;
+                    lock(&fair.state).running = false;
                 }
             }
         }
@@ -154,7 +156,7 @@ impl Fair {
         loop {
             // Declared before the lock, so dropped after it.
             let mut unwanted = Vec::new();
-            let mut state = self.state();
+            let mut state = lock(&self.state);
             let Some(job) = state.next(self.limits.max_wait, &mut unwanted) else {
                 state.running = false;
                 running.0 = None;
@@ -169,11 +171,7 @@ impl Fair {
     /// Jobs waiting now.
     #[cfg(test)]
     pub fn waiting(&self) -> usize {
-        self.state().waiting
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state).waiting
     }
 }
 

@@ -28,7 +28,7 @@ use std::{
     net::IpAddr,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
+    sync::{Arc, Mutex, Weak},
     time::{Duration, Instant},
 };
 
@@ -49,7 +49,7 @@ use crate::log::log;
 use super::{
     auth::{Authenticator, Verdict},
     handshake::Handshakes,
-    plain, tls,
+    lock, plain, tls,
     webconfig::{ClientAuth, RateLimit, Source, WebConfig},
 };
 
@@ -355,12 +355,6 @@ impl Limiter {
         *state = (if allowed { tokens - 1.0 } else { tokens }, now);
         allowed
     }
-}
-
-/// A mutex's value, even if a thread panicked holding it: nothing here is
-/// left half changed.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Watches the files until the `Live` is gone: see the module's text.

@@ -37,7 +37,7 @@ use std::{
     path::Path,
     pin::Pin,
     sync::{
-        Arc, Weak,
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
         atomic::{AtomicU64, Ordering},
         mpsc,
     },
@@ -363,6 +363,12 @@ async fn respond(request: &Request<Incoming>, scraper: &Arc<Scraper>) -> Respons
             format!("scan failed: {why}\n"),
         ),
     }
+}
+
+/// A mutex's value, even if a thread panicked holding it: nothing in this
+/// server is left half changed.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A plain-text response. hyper leaves the body out for HEAD by itself.

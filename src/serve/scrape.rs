@@ -12,8 +12,10 @@
 
 use std::{
     future::Future,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex},
 };
+
+use super::lock;
 
 use hyper::body::Bytes;
 use tokio::sync::{Notify, watch};
@@ -67,7 +69,7 @@ impl Scraper {
     pub async fn scrape(&self) -> Outcome {
         let mut done = self.done.subscribe();
         let wanted = {
-            let mut state = self.state();
+            let mut state = lock(&self.state);
             state.waiting += 1;
             state.started + 1
         };
@@ -93,7 +95,7 @@ impl Scraper {
     async fn next_scan(&self) -> u64 {
         loop {
             {
-                let mut state = self.state();
+                let mut state = lock(&self.state);
                 if state.waiting > 0 {
                     state.waiting = 0;
                     state.started += 1;
@@ -103,10 +105,6 @@ impl Scraper {
             // A notification sent since the check above is kept for us.
             self.wake.notified().await;
         }
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -119,7 +117,7 @@ struct Waiter<'a> {
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
-        let mut state = self.scraper.state();
+        let mut state = lock(&self.scraper.state);
         if state.started < self.wanted {
             state.waiting -= 1;
         }
