@@ -18,52 +18,44 @@ use tokio_rustls::{Accept, LazyConfigAcceptor, StartHandshake, server::TlsStream
 
 use super::fair::{Fair, Job, Limits};
 
-/// The handshakes of one server.
-pub struct Handshakes {
-    queue: Arc<Fair>,
+/// The queue of one server's handshakes, whose costly step waits at most
+/// `max_wait` for its turn.
+pub fn queue(max_wait: Duration) -> Arc<Fair> {
+    Fair::new(Limits {
+        // Each job is a connection, bounded by the connection cap. No bound
+        // per address: refusing a handshake closes its connection, and a
+        // flood that reconnects at once costs the serving thread more than
+        // one that waits its turn (measured under a 1,000-connection flood:
+        // with a cap of 64 per address, scrapes took p90 3.7 s; without,
+        // 0.37 s).
+        per_client: usize::MAX,
+        total: usize::MAX,
+        max_wait,
+    })
 }
 
-impl Handshakes {
-    /// Handshakes whose costly step waits at most `max_wait` for its turn.
-    pub fn new(max_wait: Duration) -> Handshakes {
-        Handshakes {
-            queue: Fair::new(Limits {
-                // Each job is a connection, bounded by the connection cap.
-                // No bound per address: refusing a handshake closes its
-                // connection, and a flood that reconnects at once costs the
-                // serving thread more than one that waits its turn
-                // (measured under a 1,000-connection flood: with a cap of 64
-                // per address, scrapes took p90 3.7 s; without, 0.37 s).
-                per_client: usize::MAX,
-                total: usize::MAX,
-                max_wait,
-            }),
-        }
-    }
-
-    /// The server side of a handshake on `tcp`, from `client`, with
-    /// `config`. The caller bounds how long it may take.
-    pub async fn accept(
-        &self,
-        config: Arc<ServerConfig>,
-        tcp: TcpStream,
-        client: IpAddr,
-    ) -> io::Result<TlsStream<TcpStream>> {
-        let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
-        let (reply, answer) = oneshot::channel();
-        let step = Answer {
-            start,
-            config,
-            reply,
-        };
-        self.queue
-            .submit(client.into(), Box::new(step))
-            .map_err(|_| io::Error::other("too many handshakes waiting"))?;
-        let accept = answer
-            .await
-            .map_err(|_| io::Error::other("the handshake waited too long"))?;
-        accept.await
-    }
+/// The server side of a handshake on `tcp`, from `client`, with `config`,
+/// its costly step through `queue`. The caller bounds how long it may take.
+pub async fn accept(
+    queue: &Arc<Fair>,
+    config: Arc<ServerConfig>,
+    tcp: TcpStream,
+    client: IpAddr,
+) -> io::Result<TlsStream<TcpStream>> {
+    let start = LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
+    let (reply, answer) = oneshot::channel();
+    let step = Answer {
+        start,
+        config,
+        reply,
+    };
+    queue
+        .submit(client.into(), Box::new(step))
+        .map_err(|_| io::Error::other("too many handshakes waiting"))?;
+    let accept = answer
+        .await
+        .map_err(|_| io::Error::other("the handshake waited too long"))?;
+    accept.await
 }
 
 /// The costly step: processing the ClientHello.

@@ -48,8 +48,8 @@ use crate::log::log;
 
 use super::{
     auth::{Authenticator, Verdict},
-    handshake::Handshakes,
-    lock, plain, tls,
+    fair::Fair,
+    handshake, lock, plain, tls,
     webconfig::{ClientAuth, RateLimit, Source, WebConfig},
 };
 
@@ -225,7 +225,7 @@ pub struct Live {
     /// Basic auth's checker and cache; lives across reloads.
     auth: Authenticator,
     /// TLS handshakes' costly step, off the serving thread.
-    handshakes: Handshakes,
+    handshakes: Arc<Fair>,
     /// What is in force; the watcher thread replaces it.
     in_force: Arc<Mutex<InForce>>,
 }
@@ -252,7 +252,7 @@ impl Live {
             .map_err(|err| anyhow!("cannot start the web config watcher: {err}"))?;
         Ok(Live {
             auth: Authenticator::new(),
-            handshakes: Handshakes::new(super::HEADER_TIMEOUT),
+            handshakes: handshake::queue(super::HEADER_TIMEOUT),
             in_force,
         })
     }
@@ -277,7 +277,7 @@ impl Live {
         let Some(config) = &active.tls else {
             return Some(Either::Left(tcp));
         };
-        let handshake = self.handshakes.accept(config.clone(), tcp, client);
+        let handshake = handshake::accept(&self.handshakes, config.clone(), tcp, client);
         match tokio::time::timeout(limit, handshake).await {
             Ok(Ok(tls)) => Some(Either::Right(Box::new(tls))),
             // Refused certificates, garbage, timeouts: the client's fault,

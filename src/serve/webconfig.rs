@@ -309,12 +309,8 @@ fn tls_settings(
             .filter(|(_, present)| *present)
             .map(|(name, _)| key(name))
             .collect();
-        let they = if named.len() == 1 {
-            "it is"
-        } else {
-            "they are"
-        };
         if !named.is_empty() {
+            let they = if named.len() > 1 { "they are" } else { "it is" };
             notes.push(format!(
                 "{} set, but there is no cert_file or cert: TLS is off (plain HTTP), \
                  and {they} ignored",
