@@ -36,12 +36,9 @@ pub struct Client(IpAddr);
 
 impl From<IpAddr> for Client {
     fn from(ip: IpAddr) -> Client {
-        Client(match ip {
-            IpAddr::V4(v4) => IpAddr::V4(v4),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-            },
+        Client(match ip.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+            v4 => v4,
         })
     }
 }

@@ -16,7 +16,7 @@ use std::{
     future::Future,
     io,
     pin::Pin,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
@@ -93,13 +93,9 @@ impl<S: Unpin> Conn<S> {
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client stopped reading",
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
+        ready!(timer.as_mut().poll(cx));
+        let stopped = io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading");
+        Poll::Ready(Err(stopped))
     }
 }
 
