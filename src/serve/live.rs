@@ -192,12 +192,9 @@ impl Snapshot {
 
     /// The bytes read of `path`, as `std::fs::read` would have given them.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        match self.0.iter().find(|f| f.path == path) {
-            Some(FileRead { bytes: Ok(b), .. }) => Ok(b.clone()),
-            Some(FileRead {
-                bytes: Err((kind, text)),
-                ..
-            }) => Err(io::Error::new(*kind, text.clone())),
+        match self.0.iter().find(|f| f.path == path).map(|f| &f.bytes) {
+            Some(Ok(bytes)) => Ok(bytes.clone()),
+            Some(Err((kind, text))) => Err(io::Error::new(*kind, text.clone())),
             // Not named when the snapshot was taken: cannot happen, since
             // the same text is parsed again.
             None => std::fs::read(path),

@@ -136,11 +136,8 @@ pub enum TlsVersion {
 
 impl fmt::Display for TlsVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (name, _) = VERSIONS
-            .iter()
-            .find(|(_, v)| v == self)
-            .expect("in VERSIONS");
-        f.write_str(name)
+        // The file's names: `TLS12` for `Tls12`.
+        f.write_str(&format!("{self:?}").to_ascii_uppercase())
     }
 }
 
@@ -424,9 +421,10 @@ fn source(
     (file_key, file): (&str, Option<String>),
     (inline_key, inline): (&str, Option<String>),
 ) -> Result<Option<Source>, KeyError> {
-    let file = file.filter(|f| !f.is_empty());
-    let inline = inline.filter(|i| !i.is_empty());
-    match (file, inline) {
+    match (
+        file.filter(|f| !f.is_empty()),
+        inline.filter(|i| !i.is_empty()),
+    ) {
         (Some(_), Some(_)) => Err(KeyError::new(
             format!("tls_server_config.{file_key}"),
             format!("both {file_key} and {inline_key} are set; keep one"),
