@@ -28,7 +28,7 @@ mod listen;
 mod live;
 mod scrape;
 mod tls;
-pub mod webconfig;
+mod webconfig;
 
 use std::{
     convert::Infallible,

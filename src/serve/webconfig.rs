@@ -177,8 +177,6 @@ impl fmt::Display for KeyError {
     }
 }
 
-impl std::error::Error for KeyError {}
-
 /// The file as written: every key optional, unknown ones refused.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
