@@ -99,17 +99,18 @@ fn rustls<T: Copy>(table: &[(&str, Option<T>)], go_name: &str) -> Option<T> {
     table.iter().find(|(name, _)| *name == go_name)?.1
 }
 
-/// A PEM source and the key that names it in the file (its `*_file` key,
-/// or the inline one).
+/// A PEM source and the key that names it in the file (`{inline}_file`, or
+/// the inline one).
 struct Pem<'a>(&'a Source, String);
 
 impl Pem<'_> {
-    fn new<'a>(source: &'a Source, file_key: &str, inline_key: &str) -> Pem<'a> {
-        let name = match source {
-            Source::File(_) => file_key,
-            Source::Inline(_) => inline_key,
+    fn new<'a>(source: &'a Source, inline: &str) -> Pem<'a> {
+        let file = if let Source::File(_) = source {
+            "_file"
+        } else {
+            ""
         };
-        Pem(source, format!("tls_server_config.{name}"))
+        Pem(source, format!("tls_server_config.{inline}{file}"))
     }
 
     /// Where the text comes from, for messages.
@@ -237,9 +238,9 @@ pub fn build(
         ..base
     });
 
-    let cert = Pem::new(&settings.cert, "cert_file", "cert");
+    let cert = Pem::new(&settings.cert, "cert");
     let certs = cert.certificates(read_file)?;
-    let pem = Pem::new(&settings.key, "key_file", "key");
+    let pem = Pem::new(&settings.key, "key");
     let key = PrivateKeyDer::from_pem_slice(&pem.read(read_file)?).map_err(|err| {
         let why = "no private key (PKCS#8, PKCS#1 or SEC1 PEM) in";
         KeyError::new(&pem.1, format!("{why} {}: {err}", pem.origin()))
@@ -288,7 +289,7 @@ fn client_verifier(
             // A CA here is never checked against (the caller says so);
             // like the peer, the file must still be readable.
             if let Some(source) = &settings.client_ca {
-                Pem::new(source, "client_ca_file", "client_ca").read(read_file)?;
+                Pem::new(source, "client_ca").read(read_file)?;
             }
             let any = AnyCert {
                 algorithms: provider.signature_verification_algorithms,
@@ -300,7 +301,7 @@ fn client_verifier(
             let mut roots = RootCertStore::empty();
             let (key, anchors) = match &settings.client_ca {
                 Some(source) => {
-                    let ca = Pem::new(source, "client_ca_file", "client_ca");
+                    let ca = Pem::new(source, "client_ca");
                     let anchors = ca.certificates(read_file)?;
                     for cert in &anchors {
                         roots.add(cert.clone()).map_err(|err| {
@@ -333,13 +334,11 @@ fn client_verifier(
                     (key, Vec::new())
                 }
             };
-            let builder =
+            let mut builder =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-            let builder = if settings.client_auth.requires() {
-                builder
-            } else {
-                builder.allow_unauthenticated()
-            };
+            if !settings.client_auth.requires() {
+                builder = builder.allow_unauthenticated();
+            }
             let webpki = builder
                 .build()
                 .map_err(|err| KeyError::new(key, err.to_string()))?;

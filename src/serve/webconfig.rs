@@ -314,15 +314,11 @@ fn tls_settings(
         }
         return Ok(None);
     }
-    let cert = source(dir, ("cert_file", raw.cert_file), ("cert", raw.cert))?
+    let cert = source(dir, "cert", raw.cert_file, raw.cert)?
         .ok_or_else(|| KeyError::new(K, "missing one of cert or cert_file"))?;
-    let private = source(dir, ("key_file", raw.key_file), ("key", raw.key))?
+    let private = source(dir, "key", raw.key_file, raw.key)?
         .ok_or_else(|| KeyError::new(K, "missing one of key or key_file"))?;
-    let client_ca = source(
-        dir,
-        ("client_ca_file", raw.client_ca_file),
-        ("client_ca", raw.client_ca),
-    )?;
+    let client_ca = source(dir, "client_ca", raw.client_ca_file, raw.client_ca)?;
     let auth_name = raw.client_auth_type.unwrap_or_default();
     let client_auth = ClientAuth::parse(&auth_name).ok_or_else(|| {
         KeyError::new(
@@ -413,19 +409,19 @@ fn tls_settings(
     }))
 }
 
-/// One of a `*_file` key and its inline twin; both at once is ambiguous.
+/// One of the keys `{inline_key}_file` and `{inline_key}`; both at once is
+/// ambiguous.
 fn source(
     dir: &Path,
-    (file_key, file): (&str, Option<String>),
-    (inline_key, inline): (&str, Option<String>),
+    inline_key: &str,
+    file: Option<String>,
+    inline: Option<String>,
 ) -> Result<Option<Source>, KeyError> {
-    match (
-        file.filter(|f| !f.is_empty()),
-        inline.filter(|i| !i.is_empty()),
-    ) {
+    let file = file.filter(|f| !f.is_empty());
+    match (file, inline.filter(|i| !i.is_empty())) {
         (Some(_), Some(_)) => Err(KeyError::new(
-            format!("tls_server_config.{file_key}"),
-            format!("both {file_key} and {inline_key} are set; keep one"),
+            format!("tls_server_config.{inline_key}_file"),
+            format!("both {inline_key}_file and {inline_key} are set; keep one"),
         )),
         (Some(file), None) => Ok(Some(Source::File(dir.join(file)))),
         (None, Some(text)) => Ok(Some(Source::Inline(text))),
