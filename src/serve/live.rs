@@ -425,8 +425,7 @@ fn decide(path: &Path, in_force: &Mutex<InForce>, next: Snapshot) {
 
 /// Validates a snapshot of the file and everything it names.
 fn build(path: &Path, snapshot: &Snapshot) -> anyhow::Result<Active> {
-    let first = &snapshot.0[0];
-    let bytes = first
+    let bytes = snapshot.0[0]
         .bytes
         .as_ref()
         .map_err(|(_, err)| anyhow!("cannot read web config {}: {err}", path.display()))?;
