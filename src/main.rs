@@ -18,7 +18,7 @@ use nix::{
     sys::stat::{SFlag, fstat, makedev},
 };
 
-use port_exporter::{cli, generate, log, oneshot, serve, watch};
+use port_exporter::{cli, generate, log, serve, watch};
 
 fn main() -> ExitCode {
     let stdout_closed = stdout_was_closed();
@@ -84,7 +84,7 @@ fn run(args: &cli::Args, stdout_closed: bool) -> anyhow::Result<()> {
     if let Some(interval) = args.watch {
         return watch::run(&args.job(), interval);
     }
-    oneshot::run(&args.job(), output)
+    args.job().run_once(output)
 }
 
 /// Whether stdout closed early, as in `port_exporter | head`: a success.
