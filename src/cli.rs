@@ -294,13 +294,11 @@ pub struct Args {
 fn parse_interval(text: &str) -> Result<Duration, String> {
     let interval = humantime::parse_duration(text)
         .map_err(|why| format!("{why} (write it as 100ms, 2s or 1m)"))?;
-    if interval < Duration::from_millis(1) {
-        return Err("the interval must be at least 1ms".into());
+    match interval {
+        i if i < Duration::from_millis(1) => Err("the interval must be at least 1ms".into()),
+        i if i > Duration::from_secs(86_400) => Err("the interval must be at most a day".into()),
+        i => Ok(i),
     }
-    if interval > Duration::from_secs(86_400) {
-        return Err("the interval must be at most a day".into());
-    }
-    Ok(interval)
 }
 
 /// The values of `--ports` and `--exclude`: a port list

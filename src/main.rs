@@ -12,7 +12,6 @@ use std::{
 };
 
 use anyhow::bail;
-use clap::error::ErrorKind;
 use nix::{
     fcntl::{FcntlArg, OFlag, fcntl},
     sys::stat::{SFlag, fstat, makedev},
@@ -24,12 +23,8 @@ fn main() -> ExitCode {
     let stdout_closed = stdout_was_closed();
     let args = match cli::parse() {
         Ok(args) => args,
-        Err(err)
-            if matches!(
-                err.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) =>
-        {
+        // --help and --version: clap's only "errors" meant for stdout.
+        Err(err) if !err.use_stderr() => {
             let _ = err.print();
             return ExitCode::SUCCESS;
         }

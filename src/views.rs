@@ -82,14 +82,12 @@ pub fn row(out: &mut impl Write, cells: &[String], widths: &[usize]) -> io::Resu
 /// `text` with the characters a terminal would act on or hide
 /// ([`hidden`]) replaced by `?`.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.chars().any(hidden) {
-        text.chars()
-            .map(|c| if hidden(c) { '?' } else { c })
-            .collect::<String>()
-            .into()
-    } else {
-        text.into()
+    if !text.chars().any(hidden) {
+        return text.into();
     }
+    text.chars()
+        .map(|c| if hidden(c) { '?' } else { c })
+        .collect()
 }
 
 /// One listener as `--format json` shows it (and `--watch` with it): the
