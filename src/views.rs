@@ -127,7 +127,7 @@ impl Row {
         }
     }
 
-    /// The table's cells, in column order ([`HEADINGS`]): unknown
+    /// The table's cells, in column order ([`headings`]): unknown
     /// processes as `-`, the netns column only with `--netns all`.
     pub fn cells(&self) -> Vec<String> {
         let mut cells = vec![
