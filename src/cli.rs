@@ -294,13 +294,11 @@ pub struct Args {
 fn parse_interval(text: &str) -> Result<Duration, String> {
     let interval = humantime::parse_duration(text)
         .map_err(|why| format!("{why} (write it as 100ms, 2s or 1m)"))?;
-    if interval < Duration::from_millis(1) {
-        return Err("the interval must be at least 1ms".into());
+    match interval {
+        i if i < Duration::from_millis(1) => Err("the interval must be at least 1ms".into()),
+        i if i > Duration::from_secs(86_400) => Err("the interval must be at most a day".into()),
+        i => Ok(i),
     }
-    if interval > Duration::from_secs(86_400) {
-        return Err("the interval must be at most a day".into());
-    }
-    Ok(interval)
 }
 
 /// The values of `--ports` and `--exclude`: a port list
@@ -651,39 +649,38 @@ fn unknown_hint(arg: &str, words: &[String]) -> Option<String> {
                     .map(String::as_str)
                     .filter(|w| !w.starts_with('-')),
             });
-            Some(match given {
+            match given {
                 Some(addr) => format!(
                     "port_exporter takes the address to listen on as --serve ADDR: --serve {addr}"
                 ),
                 None => "port_exporter takes the address to listen on as --serve ADDR, such as \
                          --serve :8000"
                     .into(),
-            })
+            }
         }
         "--web.telemetry-path" => {
-            Some("port_exporter answers scrapes at both / and /metrics; drop the option".into())
+            "port_exporter answers scrapes at both / and /metrics; drop the option".into()
         }
-        "--collector.textfile.directory" => Some(
+        "--collector.textfile.directory" => {
             "that is node_exporter's option; port_exporter writes the file in it: \
              --output DIR/open_ports.prom"
-                .into(),
-        ),
-        _ => None,
+                .into()
+        }
+        // Words that continue a list after a space: `--ports 22 80`.
+        _ => {
+            return list_uses(words).into_iter().find_map(|list| {
+                let strays = strays(words, list.next);
+                strays.iter().any(|w| w == arg).then(|| {
+                    format!(
+                        "unexpected argument '{arg}': a list is one argument, comma-separated \
+                         without spaces: {}",
+                        joined(&list, strays)
+                    )
+                })
+            });
+        }
     };
-    if let Some(instead) = instead {
-        return Some(format!("unexpected argument '{flag}': {instead}"));
-    }
-    // Words that continue a list after a space: `--ports 22 80`.
-    list_uses(words).into_iter().find_map(|list| {
-        let strays = strays(words, list.next);
-        strays.iter().any(|w| w == arg).then(|| {
-            format!(
-                "unexpected argument '{arg}': a list is one argument, comma-separated without \
-                 spaces: {}",
-                joined(&list, strays)
-            )
-        })
-    })
+    Some(format!("unexpected argument '{flag}': {instead}"))
 }
 
 /// A clap error as the one line this tool prints for usage errors, such as

@@ -1,11 +1,13 @@
 //! What a run does, whichever way it reports: the scan to make, how to
 //! render it, and what to say about it on stderr. Built once from the
 //! command line ([`crate::cli::Args::job`]) and used alike by one-shot runs
-//! and by every scrape of the server.
+//! ([`Job::run_once`]: scan once, then print or replace FILE) and by every
+//! scrape of the server.
 
 use std::{
     collections::BTreeSet,
-    io::{self, Write},
+    io::{self, BufWriter, Write},
+    path::Path,
     sync::{
         Mutex,
         atomic::{AtomicBool, Ordering},
@@ -17,7 +19,7 @@ use crate::{
     labels::Labels,
     log::log,
     scan::{Plan, Scan, owner::Processes},
-    views,
+    textfile, views,
 };
 
 /// How a one-shot run prints its scan (`--format`); the doc comments are
@@ -49,6 +51,50 @@ pub struct Job {
 }
 
 impl Job {
+    /// Scans once and writes the job's format to `output` (atomically), or
+    /// to stdout when `output` is `None`.
+    pub fn run_once(&self, output: Option<&Path>) -> anyhow::Result<()> {
+        self.plan.check()?;
+        if let Some(path) = output {
+            textfile::check_target(path)?;
+            if !textfile::collector_reads(path) {
+                log!(
+                    "warning: {} does not end in .prom; node_exporter's textfile collector will \
+                     ignore it",
+                    path.display()
+                );
+            }
+        }
+        let scan = self.plan.run()?;
+        self.notices().scanned(&scan);
+        if self.verbose {
+            let namespaces = scan
+                .sockets
+                .as_ref()
+                .filter(|s| !s.namespaces.is_empty())
+                .map(|s| format!(" in {} network namespaces", s.namespaces.len()))
+                .unwrap_or_default();
+            log!(
+                "method {} found {} open of {} selected ports{namespaces} in {:.3} ms",
+                scan.method.name(),
+                scan.open.len() + scan.open_udp.len(),
+                self.plan.selected.len(),
+                scan.duration.as_secs_f64() * 1e3,
+            );
+        }
+        // Streamed: 60,000 listeners make megabytes of text, never held whole.
+        let Some(path) = output else {
+            let mut out = BufWriter::with_capacity(32 * 1024, io::stdout().lock());
+            self.write(&scan, &mut out)?;
+            return Ok(out.flush()?);
+        };
+        let not_durable = textfile::write_with(path, &mut |mut out| self.write(&scan, &mut out))?;
+        if let Some(why) = not_durable {
+            log!("warning: {why}");
+        }
+        Ok(())
+    }
+
     /// The exposition of `scan`, as the server answers it.
     pub fn render(&self, scan: &Scan) -> String {
         let mut out = Vec::new();

@@ -50,10 +50,6 @@ impl Label {
             Label::Netns => "netns",
         }
     }
-
-    fn bit(self) -> u8 {
-        1 << self as u8
-    }
 }
 
 /// A set of labels.
@@ -66,12 +62,12 @@ impl Labels {
 
     /// The set with `label` added.
     pub fn with(self, label: Label) -> Labels {
-        Labels(self.0 | label.bit())
+        Labels(self.0 | (1 << label as u8))
     }
 
     /// Whether `label` is in the set.
     pub fn has(self, label: Label) -> bool {
-        self.0 & label.bit() != 0
+        self.0 & (1 << label as u8) != 0
     }
 
     /// Whether the set is empty.

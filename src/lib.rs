@@ -10,7 +10,6 @@ pub(crate) mod exposition;
 pub mod generate;
 pub(crate) mod job;
 pub(crate) mod labels;
-pub mod oneshot;
 pub mod ports;
 pub mod scan;
 pub mod serve;

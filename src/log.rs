@@ -13,7 +13,7 @@ use std::{
     sync::{
         OnceLock,
         atomic::{AtomicU64, Ordering},
-        mpsc::{self, Receiver, SyncSender},
+        mpsc::{self, SyncSender},
     },
     thread,
     time::{Duration, Instant},
@@ -59,10 +59,23 @@ pub(crate) fn to_background() -> io::Result<()> {
     if QUEUE_TX.get().is_some() {
         return Ok(());
     }
-    let (tx, rx) = mpsc::sync_channel(QUEUE);
-    thread::Builder::new()
-        .name("log".into())
-        .spawn(move || write_lines(rx))?;
+    let (tx, rx) = mpsc::sync_channel::<String>(QUEUE);
+    thread::Builder::new().name("log".into()).spawn(move || {
+        // Each line, preceded by the count of lines dropped since the
+        // last one written.
+        let mut stderr = io::stderr();
+        for text in rx {
+            let dropped = DROPPED.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                let _ = writeln!(
+                    stderr,
+                    "port_exporter: {dropped} log lines were dropped: stderr was not read"
+                );
+            }
+            let _ = stderr.write_all(text.as_bytes());
+            PENDING.fetch_sub(1, Ordering::Relaxed);
+        }
+    })?;
     let _ = QUEUE_TX.set(tx);
     Ok(())
 }
@@ -73,22 +86,5 @@ pub fn flush(limit: Duration) {
     let deadline = Instant::now() + limit;
     while PENDING.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// The writer thread: each line, preceded by the count of lines dropped
-/// since the last one written.
-fn write_lines(lines: Receiver<String>) {
-    let mut stderr = io::stderr();
-    for text in lines {
-        let dropped = DROPPED.swap(0, Ordering::Relaxed);
-        if dropped > 0 {
-            let _ = writeln!(
-                stderr,
-                "port_exporter: {dropped} log lines were dropped: stderr was not read"
-            );
-        }
-        let _ = stderr.write_all(text.as_bytes());
-        PENDING.fetch_sub(1, Ordering::Relaxed);
     }
 }

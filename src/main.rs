@@ -12,24 +12,19 @@ use std::{
 };
 
 use anyhow::bail;
-use clap::error::ErrorKind;
 use nix::{
     fcntl::{FcntlArg, OFlag, fcntl},
     sys::stat::{SFlag, fstat, makedev},
 };
 
-use port_exporter::{cli, generate, log, oneshot, serve, watch};
+use port_exporter::{cli, generate, log, serve, watch};
 
 fn main() -> ExitCode {
     let stdout_closed = stdout_was_closed();
     let args = match cli::parse() {
         Ok(args) => args,
-        Err(err)
-            if matches!(
-                err.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) =>
-        {
+        // --help and --version: clap's only "errors" meant for stdout.
+        Err(err) if !err.use_stderr() => {
             let _ = err.print();
             return ExitCode::SUCCESS;
         }
@@ -84,7 +79,7 @@ fn run(args: &cli::Args, stdout_closed: bool) -> anyhow::Result<()> {
     if let Some(interval) = args.watch {
         return watch::run(&args.job(), interval);
     }
-    oneshot::run(&args.job(), output)
+    args.job().run_once(output)
 }
 
 /// Whether stdout closed early, as in `port_exporter | head`: a success.

@@ -23,9 +23,12 @@ use std::{
     ffi::{OsStr, OsString},
     fs::{self, File, OpenOptions, Permissions, TryLockError},
     io::{self, BufWriter, Write},
-    os::unix::{
-        ffi::{OsStrExt, OsStringExt},
-        fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
+    os::{
+        fd::AsRawFd,
+        unix::{
+            ffi::{OsStrExt, OsStringExt},
+            fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
+        },
     },
     path::Path,
 };
@@ -124,7 +127,10 @@ fn replace(
 ) -> io::Result<io::Result<()>> {
     // The lock of `file` is held until the directory is synced; `path`
     // removes the temp file's name when dropped, until it is FILE's.
-    let (file, path) = create(dir, prefix)?;
+    let (file, path) = match unnamed(dir)? {
+        Some(file) => (file, None),
+        None => named(dir, prefix)?,
+    };
     let mut buffered = BufWriter::with_capacity(64 * 1024, &file);
     body(&mut buffered)?;
     buffered.flush()?;
@@ -145,20 +151,9 @@ fn replace(
     Ok(File::open(dir).and_then(|dir| dir.sync_all()))
 }
 
-/// A new temp file in `dir`, locked: unnamed (no path yet) where the
-/// system allows, named otherwise.
-fn create(dir: &Path, prefix: &OsStr) -> io::Result<(File, Option<TempPath>)> {
-    #[cfg(target_os = "linux")]
-    if let Some(file) = unnamed(dir)? {
-        return Ok((file, None));
-    }
-    named(dir, prefix)
-}
-
 /// A temp file made with O_TMPFILE and locked before it has a name, so
 /// that no other run sees it unlocked. `None` when the filesystem has no
 /// O_TMPFILE or /proc does not show the file (for [`link`]).
-#[cfg(target_os = "linux")]
 fn unnamed(dir: &Path) -> io::Result<Option<File>> {
     let file = match temp_options().custom_flags(libc::O_TMPFILE).open(dir) {
         Ok(file) => file,
@@ -183,14 +178,11 @@ fn unnamed(dir: &Path) -> io::Result<Option<File>> {
 }
 
 /// /proc/self/fd/N for `file`.
-#[cfg(target_os = "linux")]
 fn fd_path(file: &File) -> String {
-    use std::os::fd::AsRawFd;
     format!("/proc/self/fd/{}", file.as_raw_fd())
 }
 
 /// Gives the unnamed `file` a new name in `dir` through /proc/self/fd.
-#[cfg(target_os = "linux")]
 fn link(file: &File, dir: &Path, prefix: &OsStr) -> io::Result<TempPath> {
     let proc = fd_path(file);
     let ((), path) = with_new_name(dir, prefix, |path| {
@@ -204,11 +196,6 @@ fn link(file: &File, dir: &Path, prefix: &OsStr) -> io::Result<TempPath> {
         .map_err(io::Error::from)
     })?;
     Ok(path)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn link(_: &File, _: &Path, _: &OsStr) -> io::Result<TempPath> {
-    unreachable!("only O_TMPFILE makes a temp file without a name")
 }
 
 /// A temp file created with its name (O_EXCL) and locked right after;

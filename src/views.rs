@@ -82,14 +82,12 @@ pub fn row(out: &mut impl Write, cells: &[String], widths: &[usize]) -> io::Resu
 /// `text` with the characters a terminal would act on or hide
 /// ([`hidden`]) replaced by `?`.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.chars().any(hidden) {
-        text.chars()
-            .map(|c| if hidden(c) { '?' } else { c })
-            .collect::<String>()
-            .into()
-    } else {
-        text.into()
+    if !text.chars().any(hidden) {
+        return text.into();
     }
+    text.chars()
+        .map(|c| if hidden(c) { '?' } else { c })
+        .collect()
 }
 
 /// One listener as `--format json` shows it (and `--watch` with it): the
@@ -129,7 +127,7 @@ impl Row {
         }
     }
 
-    /// The table's cells, in column order ([`HEADINGS`]): unknown
+    /// The table's cells, in column order ([`headings`]): unknown
     /// processes as `-`, the netns column only with `--netns all`.
     pub fn cells(&self) -> Vec<String> {
         let mut cells = vec![
