@@ -242,11 +242,7 @@ fn discover() -> io::Result<Discovery> {
         if fs::metadata(&dir).is_ok_and(|m| m.nlink() <= 3) && main.is_some() {
             continue;
         }
-        let Ok(tasks) = fs::read_dir(&dir) else {
-            continue;
-        };
-        let own = pid.to_string();
-        for entry in tasks.flatten().filter(|e| e.file_name() != own.as_str()) {
+        for entry in super::owner::threads(Path::new(&dir), pid) {
             let task = entry.path().join("ns/net");
             match fs::metadata(&task) {
                 Ok(meta) if Some(Id::of(&meta)) != main => {

@@ -327,6 +327,14 @@ pub(crate) fn pids(proc_root: &Path) -> Vec<u32> {
     pids
 }
 
+/// The thread directories (`/proc/PID/task/TID`) in `task_dir` of process
+/// `pid`, but its main thread's.
+pub(crate) fn threads(task_dir: &Path, pid: u32) -> impl Iterator<Item = fs::DirEntry> + use<> {
+    let main = pid.to_string();
+    let tasks = fs::read_dir(task_dir).into_iter().flatten().flatten();
+    tasks.filter(move |task| task.file_name() != main.as_str())
+}
+
 /// Reads processes, reusing one path buffer.
 struct Walk<'a> {
     root: &'a Path,
@@ -367,9 +375,7 @@ impl Walk<'_> {
         if self.descriptors(denied, &mut each) == Some(0) {
             // No descriptor at all: a kernel thread, or a process whose
             // main thread has exited while others live on.
-            self.at(pid, &["task"]);
-            let tasks = fs::read_dir(&self.path).into_iter().flatten().flatten();
-            for task in tasks.filter(|t| t.file_name().to_str() != Some(&pid.to_string())) {
+            for task in threads(self.at(pid, &["task"]), pid) {
                 self.path.push(task.file_name());
                 self.path.push("fd");
                 let found = self.descriptors(denied, &mut each);
