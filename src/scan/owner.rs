@@ -206,17 +206,12 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
         .filter_map(|pid| Some((pid, walk.comm(pid)?)))
         .collect();
     for listener in listeners.iter_mut() {
-        if listener.pid != 0
-            && processes
-                .names
-                .binary_search_by_key(&listener.pid, |(p, _)| *p)
-                .is_err()
-        {
-            // It exited before its name could be read: not a guess either.
+        // It exited before its name could be read: not a guess either.
+        if super::lookup(&processes.names, listener.pid).is_none() {
             listener.pid = 0;
+            processes.unattributed += 1;
         }
     }
-    processes.unattributed = listeners.iter().filter(|l| l.pid == 0).count();
     processes
 }
 
@@ -316,10 +311,9 @@ fn in_order(
 
 /// The pids of the processes under `proc_root`, ascending.
 pub(crate) fn pids(proc_root: &Path) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir(proc_root) else {
-        return Vec::new();
-    };
-    let mut pids: Vec<u32> = entries
+    let mut pids: Vec<u32> = fs::read_dir(proc_root)
+        .into_iter()
+        .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
