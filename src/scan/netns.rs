@@ -264,10 +264,8 @@ fn discover() -> io::Result<Discovery> {
         if !fs::metadata(dir).is_ok_and(|meta| dirs_read.insert(Id::of(&meta))) {
             continue;
         }
-        let Ok(entries) = fs::read_dir(dir) else {
-            continue;
-        };
-        let mut names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
+        let entries = fs::read_dir(dir).into_iter().flatten().flatten();
+        let mut names: Vec<_> = entries.map(|e| e.file_name()).collect();
         names.sort();
         for name in names {
             let path = Path::new(dir).join(&name);
