@@ -18,7 +18,6 @@ pub(crate) mod netns;
 pub mod owner;
 #[cfg(target_os = "linux")]
 pub mod procfs;
-pub(crate) mod users;
 
 use std::{
     net::IpAddr,
@@ -406,7 +405,7 @@ impl Plan {
             let mut uids: Vec<u32> = listeners.iter().map(|l| l.uid).collect();
             uids.sort_unstable();
             uids.dedup();
-            users::names(&uids)
+            user_names(&uids)
         });
         Sockets {
             listeners,
@@ -416,6 +415,29 @@ impl Plan {
             namespaces,
         }
     }
+}
+
+/// The name of each uid of `uids` through the system's user database (NSS:
+/// /etc/passwd, LDAP, systemd's dynamic users, ...) as `ls -l` finds it, or
+/// the number when none resolves: `(uid, name)` in the order given.
+fn user_names(uids: &[u32]) -> Vec<(u32, String)> {
+    let name = |uid| match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => user.name,
+        _ => uid.to_string(),
+    };
+    uids.iter().map(|&uid| (uid, name(uid))).collect()
+}
+
+#[cfg(test)]
+#[test]
+fn root_has_a_name_and_an_unknown_uid_its_number() {
+    assert_eq!(
+        user_names(&[0, 4_000_000_123]),
+        [
+            (0, "root".to_string()),
+            (4_000_000_123, "4000000123".to_string())
+        ]
+    );
 }
 
 #[cfg(all(test, target_os = "linux"))]

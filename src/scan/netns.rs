@@ -82,10 +82,8 @@ impl Id {
 #[derive(Debug)]
 struct Bound {
     path: PathBuf,
-    /// Its file name.
-    name: String,
-    /// Made by `ip netns`: its name is a label.
-    named: bool,
+    /// Its file name, when made by `ip netns`: a label.
+    label: Option<String>,
     /// Found in a mount table: another file there (mounted over) means
     /// the namespace cannot be reached, not that it is gone.
     mounted: bool,
@@ -242,11 +240,7 @@ fn discover() -> io::Result<Discovery> {
         if fs::metadata(&dir).is_ok_and(|m| m.nlink() <= 3) && main.is_some() {
             continue;
         }
-        let Ok(tasks) = fs::read_dir(&dir) else {
-            continue;
-        };
-        let own = pid.to_string();
-        for entry in tasks.flatten().filter(|e| e.file_name() != own.as_str()) {
+        for entry in super::owner::threads(Path::new(&dir), pid) {
             let task = entry.path().join("ns/net");
             match fs::metadata(&task) {
                 Ok(meta) if Some(Id::of(&meta)) != main => {
@@ -270,10 +264,8 @@ fn discover() -> io::Result<Discovery> {
         if !fs::metadata(dir).is_ok_and(|meta| dirs_read.insert(Id::of(&meta))) {
             continue;
         }
-        let Ok(entries) = fs::read_dir(dir) else {
-            continue;
-        };
-        let mut names: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
+        let entries = fs::read_dir(dir).into_iter().flatten().flatten();
+        let mut names: Vec<_> = entries.map(|e| e.file_name()).collect();
         names.sort();
         for name in names {
             let path = Path::new(dir).join(&name);
@@ -283,8 +275,7 @@ fn discover() -> io::Result<Discovery> {
             {
                 found.space(Id::of(&meta)).files.push(Bound {
                     path,
-                    name: name.to_string_lossy().into_owned(),
-                    named,
+                    label: named.then(|| name.to_string_lossy().into_owned()),
                     mounted: false,
                 });
             }
@@ -313,8 +304,7 @@ fn discover() -> io::Result<Discovery> {
             if space.files.is_empty() {
                 space.files.push(Bound {
                     path: PathBuf::from(format!("/proc/{pid}/root{point}")),
-                    name: String::new(),
-                    named: false,
+                    label: None,
                     mounted: true,
                 });
             }
@@ -418,7 +408,7 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) 
     let mut oldest: HashMap<String, (Age, usize)> = HashMap::new();
     for (i, space) in spaces.iter().enumerate() {
         // Not the host's: that would read the cgroup of every process.
-        if space.host || space.files.iter().any(|f| f.named) {
+        if space.host || space.files.iter().any(|f| f.label.is_some()) {
             continue;
         }
         for (pid, member) in space.pids.iter().filter_map(|&p| Some((p, container(p)?))) {
@@ -437,8 +427,7 @@ fn name_spaces(spaces: &mut [Space], container: impl Fn(u32) -> Option<Member>) 
     let mut labels: Vec<(String, u8, u32, usize)> = Vec::with_capacity(spaces.len());
     for (i, space) in spaces.iter().enumerate() {
         let first = space.pids.first().copied().unwrap_or(u32::MAX);
-        let named = space.files.iter().filter(|f| f.named);
-        let label = if let Some(name) = named.map(|f| &f.name).min() {
+        let label = if let Some(name) = space.files.iter().filter_map(|f| f.label.as_ref()).min() {
             (name.clone(), 0, first)
         } else if space.host {
             ("host".to_string(), 1, 1)
@@ -670,8 +659,7 @@ mod tests {
                 .iter()
                 .map(|n| Bound {
                     path: PathBuf::from(format!("/run/netns/{n}")),
-                    name: n.to_string(),
-                    named: true,
+                    label: Some(n.to_string()),
                     mounted: false,
                 })
                 .collect(),

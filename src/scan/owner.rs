@@ -206,17 +206,12 @@ pub fn attribute(listeners: &mut [Listener], proc_root: &Path) -> Processes {
         .filter_map(|pid| Some((pid, walk.comm(pid)?)))
         .collect();
     for listener in listeners.iter_mut() {
-        if listener.pid != 0
-            && processes
-                .names
-                .binary_search_by_key(&listener.pid, |(p, _)| *p)
-                .is_err()
-        {
-            // It exited before its name could be read: not a guess either.
+        // It exited before its name could be read: not a guess either.
+        if super::lookup(&processes.names, listener.pid).is_none() {
             listener.pid = 0;
+            processes.unattributed += 1;
         }
     }
-    processes.unattributed = listeners.iter().filter(|l| l.pid == 0).count();
     processes
 }
 
@@ -316,15 +311,22 @@ fn in_order(
 
 /// The pids of the processes under `proc_root`, ascending.
 pub(crate) fn pids(proc_root: &Path) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir(proc_root) else {
-        return Vec::new();
-    };
-    let mut pids: Vec<u32> = entries
+    let mut pids: Vec<u32> = fs::read_dir(proc_root)
+        .into_iter()
+        .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
     pids.sort_unstable();
     pids
+}
+
+/// The thread directories (`/proc/PID/task/TID`) in `task_dir` of process
+/// `pid`, but its main thread's.
+pub(crate) fn threads(task_dir: &Path, pid: u32) -> impl Iterator<Item = fs::DirEntry> + use<> {
+    let main = pid.to_string();
+    let tasks = fs::read_dir(task_dir).into_iter().flatten().flatten();
+    tasks.filter(move |task| task.file_name() != main.as_str())
 }
 
 /// Reads processes, reusing one path buffer.
@@ -367,9 +369,7 @@ impl Walk<'_> {
         if self.descriptors(denied, &mut each) == Some(0) {
             // No descriptor at all: a kernel thread, or a process whose
             // main thread has exited while others live on.
-            self.at(pid, &["task"]);
-            let tasks = fs::read_dir(&self.path).into_iter().flatten().flatten();
-            for task in tasks.filter(|t| t.file_name().to_str() != Some(&pid.to_string())) {
+            for task in threads(self.at(pid, &["task"]), pid) {
                 self.path.push(task.file_name());
                 self.path.push("fd");
                 let found = self.descriptors(denied, &mut each);
