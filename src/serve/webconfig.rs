@@ -136,8 +136,12 @@ pub enum TlsVersion {
 
 impl fmt::Display for TlsVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The file's names: `TLS12` for `Tls12`.
-        f.write_str(&format!("{self:?}").to_ascii_uppercase())
+        // The file's name, from the table the parser reads it with.
+        let (name, _) = VERSIONS
+            .iter()
+            .find(|(_, v)| v == self)
+            .expect("in VERSIONS");
+        f.write_str(name)
     }
 }
 
